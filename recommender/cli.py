@@ -1,0 +1,192 @@
+"""``python -m recommender``: build, recommend, evaluate, info.
+
+Only argparse and the standard library are imported at module level, so ``--help`` is instant;
+each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+BACKBONE_CHOICES = ["auto", "vgg16", "resnet50", "efficientnet_lite0"]
+
+
+def _progress_bar(desc: str):
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _catalog(args):
+    from .catalog import load_catalog
+
+    return load_catalog(args.catalog)
+
+
+def cmd_build(args) -> int:
+    from .build import build_image_embeddings
+
+    catalog = _catalog(args)
+    _, _, report, _ = build_image_embeddings(catalog, args.backbone, args.cache, progress=_progress_bar("embedding"))
+    print(f"backbone: {report.backbone} ({report.reason})")
+    print(report.summary())
+    print(f"cache: {report.cache_dir}")
+    for p in report.skipped:
+        print(f"  skipped {p.id}: {p.reason} ({p.path})")
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    from .ranker import Filters
+    from .recommender import HybridRecommender
+
+    rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache).fit(
+        _catalog(args), progress=_progress_bar("embedding"))
+    filters = Filters(category=args.category, sub_category=args.sub_category, brand=args.brand,
+                      colour=args.colour, price_min=args.price_min, price_max=args.price_max)
+    image = Path(args.image) if args.image else None
+    result = rec.recommend(item=args.item, image=image, text=args.text, k=args.k, weight=args.weight,
+                           filters=filters)
+    if args.json:
+        print(json.dumps({"backbone": rec.backbone_, **result.to_dict()}, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{result.query} - image weight {result.weight:g}, {result.n_candidates} candidates, "
+          f"backbone {rec.backbone_}")
+    for note in result.notes:
+        print(f"note: {note}")
+    if not result.items:
+        print(f"no results: {result.empty_reason}")
+        return 0
+    frame = result.to_frame(rec.catalog_)
+    cols = ["rank", "id", "name", "score", "image_score", "metadata_score", "why"]
+    import pandas as pd
+
+    with pd.option_context("display.max_colwidth", 60, "display.width", 200):
+        print(frame[cols].to_string(index=False))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import leave_one_out
+
+    report = leave_one_out(_catalog(args), args.label, args.k, args.weights, args.backbone, args.cache,
+                           exclude=args.exclude or (), progress=_progress_bar("embedding"))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .build import default_cache_dir
+    from .embedders import resolve_backbone
+    from .store import ArtifactStore, file_sha256
+
+    catalog = _catalog(args)
+    items = catalog.items
+    print(f"catalog: {catalog.source} ({len(catalog)} products)")
+    for col in ("category", "sub_category", "brand", "colour"):
+        filled = int((items[col] != "").sum())
+        print(f"  {col}: {len(catalog.values(col))} values, filled for {filled}/{len(catalog)}")
+    prices = items["price"].dropna()
+    if len(prices):
+        print(f"  price: {prices.min():g} - {prices.max():g} ({len(prices)} priced)")
+    choice = resolve_backbone(args.backbone)
+    print(f"backbone: {choice.name} ({choice.reason})")
+    store = ArtifactStore(args.cache or default_cache_dir(catalog))
+    manifest = store.manifest(choice.name)
+    if manifest is None:
+        print(f"cache: none yet in {store.folder(choice.name)} (run: python -m recommender build)")
+        return 0
+    cached = {e["sha256"] for e in manifest.get("items", [])}
+    present = [catalog.image_path(i) for i in range(len(catalog)) if catalog.image_path(i).is_file()]
+    hits = sum(file_sha256(p) in cached for p in present)
+    print(f"cache: {store.folder(choice.name)}: {len(cached)} vectors, {manifest['feature_dim']}-d, "
+          f"made {manifest.get('created')}; {hits}/{len(catalog)} catalog images cached, "
+          f"{len(catalog) - len(present)} image files missing")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .catalog import DEMO_CATALOG
+
+    parser = argparse.ArgumentParser(
+        prog="python -m recommender",
+        description="Hybrid product recommender: image (CNN) + metadata (TF-IDF/one-hot) similarity.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--catalog", type=Path, default=DEMO_CATALOG,
+                       help="catalog .csv or .parquet (default: the bundled demo catalog)")
+        p.add_argument("--backbone", choices=BACKBONE_CHOICES, default="auto",
+                       help="image model (default auto: VGG16 if its weights are here, else EfficientNet-Lite0)")
+        p.add_argument("--cache", type=Path, default=None,
+                       help="embedding cache folder (default: .cache beside the catalog)")
+
+    p = sub.add_parser("build", help="embed the catalog's images into the cache")
+    common(p)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("recommend", help="products like an item, a photo or a description")
+    common(p)
+    q = p.add_mutually_exclusive_group()
+    q.add_argument("--item", help="id of a catalog product")
+    q.add_argument("--image", help="path of a photo")
+    p.add_argument("--text", help="a description (alone, or with --image)")
+    p.add_argument("--weight", type=float, default=None,
+                   help="image weight w in [0, 1]: 1 = looks only, 0 = metadata only (default 0.75)")
+    p.add_argument("--k", type=int, default=10, help="number of results (default 10)")
+    for name in ("category", "sub-category", "brand", "colour"):
+        p.add_argument(f"--{name}", action="append", metavar="VALUE",
+                       help=f"keep only this {name} (repeat for several)")
+    p.add_argument("--price-min", type=float)
+    p.add_argument("--price-max", type=float)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("evaluate", help="leave-one-out precision@k by a label column, as JSON")
+    common(p)
+    p.add_argument("--label", required=True, help="column whose equal values count as relevant")
+    p.add_argument("--k", type=int, nargs="+", default=[1, 3, 5])
+    p.add_argument("--weights", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1])
+    p.add_argument("--exclude", nargs="+", help="more metadata fields to leave out")
+    p.add_argument("--out", type=Path, help="also write the JSON here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("info", help="catalog size, backbone and cache state")
+    common(p)
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s: %(message)s")
+    from .errors import RecommenderError
+
+    try:
+        return args.func(args)
+    except RecommenderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,23 @@
+"""Exceptions with messages meant for the person at the keyboard, not for a traceback reader."""
+
+from __future__ import annotations
+
+
+class RecommenderError(Exception):
+    """Base class: the CLI and the app print these as plain messages."""
+
+
+class CatalogError(RecommenderError):
+    """The catalog file or table cannot be used as it is."""
+
+
+class ImageError(RecommenderError):
+    """An image cannot be read: missing, not an image, corrupt, or too large."""
+
+
+class WeightsUnavailableError(RecommenderError):
+    """The weights of a backbone are not on this machine and cannot be downloaded."""
+
+
+class QueryError(RecommenderError):
+    """A recommendation request is incomplete or names something that does not exist."""

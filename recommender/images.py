@@ -1,0 +1,121 @@
+"""Reading product images the way a catalog actually delivers them.
+
+Everything that reaches a model goes through :func:`open_image` (one place to get EXIF orientation,
+odd colour modes and decompression bombs right) and :func:`pad_to_square`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Bumped whenever a change here would change the pixels a model sees: cached embeddings made with
+# another version are not reused.
+PREPROCESS_VERSION = "pad-white-square/lanczos/v1"
+
+# 40 megapixels is far beyond any product photo; larger is a mistake or a decompression bomb.
+MAX_PIXELS = 40_000_000
+WHITE = (255, 255, 255)
+
+ImageSource = str | os.PathLike | bytes | BinaryIO
+
+
+def _describe(source: ImageSource) -> str:
+    if isinstance(source, bytes):
+        return "uploaded image"
+    if isinstance(source, str | os.PathLike):
+        return str(source)
+    return getattr(source, "name", None) or "uploaded image"
+
+
+def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open an image as 8-bit RGB: EXIF orientation applied, transparency flattened onto white.
+
+    Accepts a path, raw bytes or a binary file object. Raises :class:`ImageError` with a message
+    that says what is wrong (missing, not an image, corrupt or truncated, too many pixels).
+    """
+    from .errors import ImageError
+
+    what = _describe(source)
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"{what}: file not found")
+        fp: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+    elif isinstance(source, bytes):
+        fp = io.BytesIO(source)
+    else:
+        fp = source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                img = Image.open(fp)
+            except UnidentifiedImageError:
+                raise ImageError(f"{what}: not an image file Pillow can read "
+                                 "(supported: JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                raise ImageError(f"{what}: too many pixels (limit {max_pixels:,})") from None
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageError(f"{what}: {w}x{h} is too many pixels (limit {max_pixels:,})")
+            if w == 0 or h == 0:
+                raise ImageError(f"{what}: image has no pixels")
+            try:
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return to_rgb(img)
+            except (OSError, SyntaxError, ValueError) as exc:
+                raise ImageError(f"{what}: corrupt or truncated image ({exc})") from None
+    finally:
+        if isinstance(source, str | os.PathLike):
+            fp.close()
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, compositing transparency onto white."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # 16-bit and float greyscale: scale the actual range into 0..255 rather than clipping.
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if mode == "F":
+            lo, hi = float(arr.min()), float(arr.max()) or 1.0
+            arr = (arr - lo) / ((hi - lo) or 1.0) * 255.0
+        else:
+            arr = arr / hi * 255.0
+        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if (mode == "P" and "transparency" in img.info) or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    # CMYK, YCbCr, LAB, HSV, L, 1, P without transparency.
+    return img.convert("RGB")
+
+
+def pad_to_square(img: Image.Image, size: int, fill: tuple[int, int, int] = WHITE) -> np.ndarray:
+    """Resize so the longest side is ``size`` (aspect ratio kept) and centre on a ``fill`` square.
+
+    Product shots are mostly on white, so white padding adds no edges the model would notice.
+    Returns a ``(size, size, 3)`` uint8 array.
+    """
+    w, h = img.size
+    scale = size / max(w, h)
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resized = img.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    canvas = Image.new("RGB", (size, size), fill)
+    canvas.paste(resized, ((size - new[0]) // 2, (size - new[1]) // 2))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def load_for_model(source: ImageSource, size: int) -> np.ndarray:
+    """One image, ready for a backbone: ``(size, size, 3)`` uint8 RGB."""
+    return pad_to_square(open_image(source), size)

@@ -1,0 +1,291 @@
+"""The hybrid recommender: catalog -> features -> indexes -> ranker, behind one ``recommend`` call.
+
+The CLI, the Streamlit app and (later) the API are thin shells over :class:`HybridRecommender`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .build import BuildReport, Progress, build_image_embeddings
+from .catalog import ATTRIBUTE_COLUMNS, Catalog, load_catalog, split_values
+from .embedders import ImageEmbedder
+from .errors import QueryError
+from .images import ImageSource
+from .index import ExactIndex
+from .metadata import MetadataEncoder
+from .ranker import Filters, HybridRanker, Ranking
+
+log = logging.getLogger(__name__)
+DEFAULT_WEIGHT = 0.75
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    id: str
+    name: str
+    position: int  # catalog row
+    score: float  # final hybrid score in [0, 1]
+    image_score: float  # raw cosine similarity (NaN where the image side was not used)
+    metadata_score: float
+    image_contribution: float  # w * normalised image score; the two contributions sum to ``score``
+    metadata_contribution: float
+    shared: dict[str, list[str]]  # attributes this result has in common with the query
+
+    def why(self) -> str:
+        if not self.shared:
+            return "looks similar" if self.image_contribution >= self.metadata_contribution else "similar text"
+        return "same " + ", ".join(f"{k.replace('_', '-')} ({'/'.join(v)})" for k, v in self.shared.items())
+
+
+@dataclass
+class Recommendations:
+    """The answer to one query: results best first, plus what a person needs to trust them."""
+
+    query: str
+    weight: float
+    items: list[Recommendation]
+    n_candidates: int
+    query_attributes: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    empty_reason: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.items]
+
+    def to_frame(self, catalog: Catalog | None = None) -> pd.DataFrame:
+        rows = []
+        for rank, r in enumerate(self.items, 1):
+            row = {"rank": rank, "id": r.id, "name": r.name, "score": round(r.score, 4),
+                   "image_score": round(r.image_score, 4), "metadata_score": round(r.metadata_score, 4),
+                   "image_contribution": round(r.image_contribution, 4),
+                   "metadata_contribution": round(r.metadata_contribution, 4), "why": r.why()}
+            if catalog is not None:
+                item = catalog.items.iloc[r.position]
+                row.update({c: item[c] for c in ("category", "sub_category", "brand", "colour", "price")})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict:
+        def clean(x: float) -> float | None:
+            return None if np.isnan(x) else round(float(x), 6)
+
+        return {
+            "query": self.query, "weight": self.weight, "n_candidates": self.n_candidates,
+            "query_attributes": self.query_attributes, "notes": self.notes, "empty_reason": self.empty_reason,
+            "results": [
+                {"rank": k, "id": r.id, "name": r.name, "score": clean(r.score),
+                 "image_score": clean(r.image_score), "metadata_score": clean(r.metadata_score),
+                 "image_contribution": clean(r.image_contribution),
+                 "metadata_contribution": clean(r.metadata_contribution), "shared": r.shared, "why": r.why()}
+                for k, r in enumerate(self.items, 1)
+            ],
+        }
+
+
+class HybridRecommender:
+    """Recommend catalog products by a weighted mix of image and metadata similarity.
+
+    Parameters
+    ----------
+    backbone: ``auto`` | ``vgg16`` | ``resnet50`` | ``efficientnet_lite0``.
+    weight: default image weight ``w`` (``score = w * image + (1 - w) * metadata``).
+    cache_dir: where embeddings are cached (default: ``.cache`` beside the catalog file).
+    text_fields, categorical_fields, exclude_fields: passed to :class:`MetadataEncoder`.
+    n_inferred: for an uploaded photo without text, how many closest image matches lend their
+        metadata to the query.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "auto",
+        weight: float = DEFAULT_WEIGHT,
+        cache_dir: Path | str | None = None,
+        text_fields: Mapping[str, float] | None = None,
+        categorical_fields: Mapping[str, float] | None = None,
+        exclude_fields: Sequence[str] = (),
+        n_inferred: int = 5,
+        batch_size: int = 32,
+    ) -> None:
+        self.backbone = backbone
+        self.weight = weight
+        self.cache_dir = cache_dir
+        self.text_fields = text_fields
+        self.categorical_fields = categorical_fields
+        self.exclude_fields = exclude_fields
+        self.n_inferred = n_inferred
+        self.batch_size = batch_size
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(self, catalog: Catalog | Path | str, progress: Progress | None = None) -> HybridRecommender:
+        catalog = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
+        vectors, has_image, report, embedder = build_image_embeddings(
+            catalog, self.backbone, self.cache_dir, progress=progress, batch_size=self.batch_size)
+        self.catalog_ = catalog
+        self.build_report_: BuildReport = report
+        self.backbone_ = report.backbone
+        self.backbone_reason_ = report.reason
+        self.image_vectors_ = vectors
+        self.has_image_ = has_image
+        self.image_index_ = ExactIndex(vectors.shape[1])
+        self.image_index_.add(vectors)
+        self._embedder = embedder
+        self.metadata_encoder_ = MetadataEncoder(
+            self.text_fields, self.categorical_fields, exclude=self.exclude_fields).fit(catalog.items)
+        self.metadata_matrix_ = self.metadata_encoder_.transform(catalog.items)
+        self.ranker_ = HybridRanker(self.weight)
+        return self
+
+    @property
+    def embedder(self) -> ImageEmbedder:
+        """The image model, loaded on first use (a fully cached catalog does not need it)."""
+        if self._embedder is None:
+            self._embedder = ImageEmbedder(self.backbone_, batch_size=self.batch_size).fit()
+        return self._embedder
+
+    # -- querying ----------------------------------------------------------------------------
+    def recommend(
+        self,
+        item: str | None = None,
+        image: ImageSource | None = None,
+        text: str | None = None,
+        k: int = 10,
+        weight: float | None = None,
+        filters: Filters | None = None,
+    ) -> Recommendations:
+        """Top-``k`` products like a catalog ``item``, an uploaded ``image`` and/or a ``text``.
+
+        Give exactly one of ``item`` and ``image``, or ``text`` alone; ``text`` may accompany an
+        ``image``. Filters are applied before ranking; the query item itself is never returned.
+        """
+        text = (text or "").strip() or None
+        if item is not None and image is not None:
+            raise QueryError("give a catalog item or an image, not both")
+        if item is None and image is None and text is None:
+            raise QueryError("nothing to search for: give an item id, an image or a text description")
+        if k < 1:
+            raise QueryError(f"k must be at least 1, got {k}")
+        w = self.weight if weight is None else float(weight)
+        if not 0.0 <= w <= 1.0:
+            raise QueryError(f"weight must be between 0 and 1, got {w}")
+        catalog = self.catalog_
+        filters = filters or Filters()
+        candidates = filters.mask(catalog)
+        notes: list[str] = []
+        img_scores = meta_scores = None
+        attrs: dict[str, list[str]] = {}
+
+        if item is not None:
+            try:
+                pos = catalog.position(item)
+            except KeyError as exc:
+                raise QueryError(str(exc.args[0])) from None
+            candidates[pos] = False
+            label = f"item {item} ({catalog.items['name'].iat[pos]})"
+            attrs = catalog.attributes(pos)
+            if self.has_image_[pos]:
+                img_scores = self.image_index_.scores(self.image_vectors_[pos])[0]
+            else:
+                notes.append("this product's image could not be read: ranked by metadata alone")
+            meta_scores = self._metadata_scores(self.metadata_matrix_[pos])
+            if text:
+                notes.append("the text is ignored for a catalog item query")
+        elif image is not None:
+            qvec = self.embedder.transform([image])[0]
+            img_scores = self.image_index_.scores(qvec)[0]
+            if text:
+                label = f"uploaded image + text {text!r}"
+                qmeta, attrs = self.metadata_encoder_.transform_text(text)
+                meta_scores = self._metadata_scores(qmeta)
+            else:
+                label = "uploaded image"
+                meta_scores, attrs, n_used = self._inferred_metadata(img_scores)
+                shown = ", ".join(f"{k}: {'/'.join(v)}" for k, v in attrs.items()) or "no common attribute"
+                notes.append(f"no description given: the metadata side comes from the {n_used} closest "
+                             f"image matches ({shown})")
+        else:
+            label = f"text {text!r}"
+            qmeta, attrs = self.metadata_encoder_.transform_text(text)
+            meta_scores = self._metadata_scores(qmeta)
+            if attrs:
+                notes.append("recognised in the text: " + ", ".join(f"{k}: {'/'.join(v)}" for k, v in attrs.items()))
+            if weight is not None and weight > 0:
+                notes.append("text-only query: ranked by metadata alone")
+
+        ranking = self.ranker_.rank(img_scores, meta_scores, k, candidates, w)
+        result = Recommendations(label, ranking.weight, self._items(ranking, attrs), ranking.n_candidates,
+                                 attrs, notes)
+        if not result.items:
+            result.empty_reason = self._empty_reason(filters, item)
+        return result
+
+    def _metadata_scores(self, qrow) -> np.ndarray:
+        return np.asarray((self.metadata_matrix_ @ qrow.T).todense(), dtype=np.float32).ravel()
+
+    def _inferred_metadata(self, img_scores: np.ndarray) -> tuple[np.ndarray, dict[str, list[str]], int]:
+        """Metadata query for a bare photo: the mean metadata of its closest image matches."""
+        m = min(self.n_inferred, int(self.has_image_.sum()))
+        nearest = np.argsort(-np.where(self.has_image_, img_scores, -np.inf), kind="stable")[:m]
+        sims = np.clip(img_scores[nearest], 1e-6, None)
+        qrow = self.metadata_matrix_[nearest].multiply(sims[:, None]).sum(axis=0)
+        from scipy.sparse import csr_matrix
+
+        attrs: dict[str, list[str]] = {}
+        for col in ATTRIBUTE_COLUMNS:
+            if col not in self.catalog_.items.columns or col in self.exclude_fields:
+                continue
+            votes: Counter[str] = Counter()
+            for i, s in zip(nearest, sims, strict=True):
+                for v in split_values(self.catalog_.items[col].iat[i]):
+                    votes[v] += s
+            # A value held by the majority (similarity-weighted) of the matches.
+            winners = [v for v, c in votes.most_common() if c >= 0.5 * sims.sum()]
+            if winners:
+                attrs[col] = winners
+        return self._metadata_scores(csr_matrix(qrow, dtype=np.float32)), attrs, m
+
+    def _items(self, ranking: Ranking, query_attrs: Mapping[str, list[str]]) -> list[Recommendation]:
+        out = []
+        for j, pos in enumerate(ranking.positions):
+            mine = self.catalog_.attributes(int(pos))
+            shared = {}
+            for col, qvals in query_attrs.items():
+                q = {v.lower() for v in qvals}
+                common = [v for v in mine.get(col, []) if v.lower() in q]
+                if common:
+                    shared[col] = common
+            out.append(Recommendation(
+                id=str(self.catalog_.ids[pos]), name=str(self.catalog_.items["name"].iat[pos]),
+                position=int(pos), score=float(ranking.final[j]),
+                image_score=float(ranking.image_raw[j]), metadata_score=float(ranking.metadata_raw[j]),
+                image_contribution=float(ranking.weight * ranking.image_norm[j]),
+                metadata_contribution=float((1 - ranking.weight) * ranking.metadata_norm[j]),
+                shared=shared))
+        return out
+
+    def _empty_reason(self, filters: Filters, item: str | None) -> str:
+        keep = np.ones(len(self.catalog_), dtype=bool)
+        if item is not None:
+            keep[self.catalog_.position(item)] = False
+        applied = []
+        for desc, m in filters.steps(self.catalog_):
+            before = int(keep.sum())
+            keep &= m
+            applied.append(desc)
+            if not keep.any():
+                if len(applied) == 1:
+                    return f"no product matches {desc}"
+                return (f"no product matches {desc} together with {' and '.join(applied[:-1])} "
+                        f"({before} matched before it)")
+        return "the catalog has no other product"
