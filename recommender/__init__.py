@@ -1,16 +1,25 @@
 """Hybrid product recommender: image (CNN embeddings) + metadata (TF-IDF / one-hot) similarity.
 
-Importing the package is cheap: TensorFlow loads only when an image model is needed.
+Importing the package is cheap: names load on first use (PEP 562), TensorFlow only when an image
+model is needed, so ``python -m recommender --help`` answers at once.
 """
 
-from .catalog import Catalog, load_catalog
-from .errors import CatalogError, ImageError, QueryError, RecommenderError, WeightsUnavailableError
-from .index import ExactIndex
-from .ranker import Filters, HybridRanker
-from .recommender import HybridRecommender, Recommendation, Recommendations
+from importlib import import_module
 
-__all__ = [
-    "Catalog", "CatalogError", "ExactIndex", "Filters", "HybridRanker", "HybridRecommender", "ImageError",
-    "QueryError", "Recommendation", "Recommendations", "RecommenderError", "WeightsUnavailableError",
-    "load_catalog",
-]
+_EXPORTS = {
+    "Catalog": "catalog", "load_catalog": "catalog",
+    "CatalogError": "errors", "ImageError": "errors", "QueryError": "errors", "RecommenderError": "errors",
+    "WeightsUnavailableError": "errors",
+    "ExactIndex": "index",
+    "MetadataEncoder": "metadata",
+    "ImageEmbedder": "embedders",
+    "Filters": "ranker", "HybridRanker": "ranker",
+    "HybridRecommender": "recommender", "Recommendation": "recommender", "Recommendations": "recommender",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from .errors import WeightsUnavailableError
 from .images import ImageSource, load_for_model
@@ -72,7 +73,7 @@ def resolve_backbone(backbone: str = "auto", models_dir: Path | None = None) -> 
     raise ValueError(f"unknown backbone {backbone!r}; choose auto or one of {', '.join(BACKBONES)}")
 
 
-class ImageEmbedder:
+class ImageEmbedder(BaseEstimator):
     """L2-normalised, global-average-pooled penultimate CNN features (float32).
 
     ``fit()`` loads the model (no training: ImageNet weights are used as they are) and sets

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import normalize
 
@@ -29,7 +30,7 @@ def _split_lower(cell: str) -> list[str]:
     return [v.lower() for v in split_values(cell)]
 
 
-class MetadataEncoder:
+class MetadataEncoder(TransformerMixin, BaseEstimator):
     """Sparse metadata vectors for catalog rows and free-text queries (scikit-learn contract).
 
     Parameters

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from .build import BuildReport, Progress, build_image_embeddings
 from .catalog import ATTRIBUTE_COLUMNS, Catalog, load_catalog, split_values
@@ -94,7 +95,7 @@ class Recommendations:
         }
 
 
-class HybridRecommender:
+class HybridRecommender(BaseEstimator):
     """Recommend catalog products by a weighted mix of image and metadata similarity.
 
     Parameters

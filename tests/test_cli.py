@@ -1,0 +1,81 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from recommender.catalog import DEMO_CATALOG
+from recommender.cli import main
+
+REPO = DEMO_CATALOG.parents[2]
+
+
+def test_help_is_fast_and_does_not_import_tensorflow():
+    code = ("import sys; from recommender.cli import build_parser; build_parser(); "
+            "print('tensorflow' in sys.modules, 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+    helped = subprocess.run([sys.executable, "-m", "recommender", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert helped.returncode == 0 and "recommend" in helped.stdout and "evaluate" in helped.stdout
+
+
+def test_build_then_info(small_catalog_dir, tmp_path, capsys, lite0_embedder):
+    cat = str(small_catalog_dir / "catalog.csv")
+    cache = str(tmp_path / "cache")
+    assert main(["build", "--catalog", cat, "--cache", cache, "--backbone", "efficientnet_lite0"]) == 0
+    out = capsys.readouterr().out
+    assert "6 products: 6 embedded, 0 reused" in out
+    assert main(["build", "--catalog", cat, "--cache", cache, "--backbone", "efficientnet_lite0"]) == 0
+    assert "0 embedded, 6 reused" in capsys.readouterr().out
+    assert main(["info", "--catalog", cat, "--cache", cache, "--backbone", "efficientnet_lite0"]) == 0
+    assert "6/6 catalog images cached" in capsys.readouterr().out
+
+
+def test_recommend_json(small_catalog_dir, tmp_path, capsys):
+    args = ["recommend", "--catalog", str(small_catalog_dir / "catalog.csv"), "--cache", str(tmp_path / "c"),
+            "--backbone", "efficientnet_lite0", "--item", "ultraboost-running-shoe", "--k", "3", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["backbone"] == "efficientnet_lite0" and len(out["results"]) == 3
+    assert all(r["id"] != "ultraboost-running-shoe" for r in out["results"])
+
+
+def test_recommend_text_with_filters_prints_a_table(small_catalog_dir, tmp_path, capsys):
+    args = ["recommend", "--catalog", str(small_catalog_dir / "catalog.csv"), "--cache", str(tmp_path / "c"),
+            "--backbone", "efficientnet_lite0", "--text", "wine", "--category", "Groceries"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "red-wine" in out and "laptop" not in out
+
+
+@pytest.mark.parametrize(
+    ("csv", "message"),
+    [("id,name,price\na,A,1\n", "missing required column(s): image"),
+     ("id,name,image\na,A,a.jpg\na,B,b.jpg\n", "duplicate id(s): a")],
+)
+def test_bad_catalog_is_a_message_not_a_traceback(tmp_path, capsys, csv, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(csv)
+    assert main(["build", "--catalog", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_corrupt_image_is_reported_by_build(small_catalog_dir, tmp_path, capsys, lite0_embedder):
+    (small_catalog_dir / "images" / "orchid.jpg").write_bytes(b"GIF89a broken")
+    args = ["build", "--catalog", str(small_catalog_dir / "catalog.csv"), "--cache", str(tmp_path / "c"),
+            "--backbone", "efficientnet_lite0"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "5 embedded" in out and "1 skipped" in out and "skipped orchid:" in out
+
+
+def test_unknown_item_and_bad_image_exit_2(small_catalog_dir, tmp_path, capsys):
+    base = ["recommend", "--catalog", str(small_catalog_dir / "catalog.csv"), "--cache", str(tmp_path / "c"),
+            "--backbone", "efficientnet_lite0"]
+    assert main([*base, "--item", "nope"]) == 2
+    assert "no product with id 'nope'" in capsys.readouterr().err
+    bad = tmp_path / "upload.png"
+    bad.write_text("not an image")
+    assert main([*base, "--image", str(bad)]) == 2
+    assert "not an image" in capsys.readouterr().err

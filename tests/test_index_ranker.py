@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+
+from recommender import ExactIndex, Filters, HybridRanker
+from recommender.ranker import minmax
+
+
+@pytest.fixture()
+def vectors():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(200, 16)).astype(np.float32)
+
+
+def test_search_matches_brute_force(vectors):
+    index = ExactIndex(16)
+    index.add(vectors[:150])
+    index.add(vectors[150:])
+    assert index.ntotal == 200
+    q = vectors[:3] + 0.01
+    scores, ids = index.search(q, 5)
+    normed = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    expected = np.argsort(-(qn @ normed.T), axis=1)[:, :5]
+    np.testing.assert_array_equal(ids, expected)
+    assert scores.dtype == np.float32 and (np.diff(scores, axis=1) <= 0).all()
+
+
+def test_float64_query_does_not_upcast(vectors):
+    index = ExactIndex(16)
+    index.add(vectors)
+    assert index.scores(vectors[0].astype(np.float64)).dtype == np.float32
+
+
+def test_mask_and_padding(vectors):
+    index = ExactIndex(16)
+    index.add(vectors[:10])
+    mask = np.zeros(10, dtype=bool)
+    mask[[2, 7]] = True
+    scores, ids = index.search(vectors[0], 4, mask=mask)
+    assert set(ids[0, :2]) == {2, 7}
+    assert list(ids[0, 2:]) == [-1, -1] and np.isneginf(scores[0, 2:]).all()
+
+
+def test_bad_vectors_are_refused():
+    index = ExactIndex(4)
+    with pytest.raises(ValueError, match="dimensions"):
+        index.add(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        index.add(np.array([[1, np.nan, 0, 0]]))
+
+
+def test_weight_means_what_it_says():
+    img = np.array([0.9, 0.5, 0.1, 0.3], dtype=np.float32)
+    meta = np.array([0.0, 0.2, 0.8, 0.1], dtype=np.float32)
+    ranker = HybridRanker()
+    assert list(ranker.rank(img, meta, 4, weight=1.0).positions) == [0, 1, 3, 2]
+    assert list(ranker.rank(img, meta, 4, weight=0.0).positions) == [2, 1, 3, 0]
+    mid = ranker.rank(img, meta, 4, weight=0.5)
+    np.testing.assert_allclose(mid.final, 0.5 * mid.image_norm + 0.5 * mid.metadata_norm)
+
+
+def test_normalisation_is_over_candidates_only():
+    x = np.array([10.0, 0.2, 0.4, 0.3], dtype=np.float32)
+    cand = np.array([False, True, True, True])
+    out = minmax(x, cand)
+    assert out[2] == 1.0 and out[1] == 0.0  # the excluded outlier does not squash the others
+
+
+def test_missing_side_falls_back_to_the_other():
+    meta = np.array([0.1, 0.9, 0.5], dtype=np.float32)
+    r = HybridRanker(0.75).rank(None, meta, 3)
+    assert r.weight == 0.0 and list(r.positions) == [1, 2, 0]
+    assert np.isnan(r.image_raw).all()
+
+
+def test_filters_never_leak(demo_catalog):
+    items = demo_catalog.items
+    rng = np.random.default_rng(1)
+    ranker = HybridRanker()
+    for _ in range(50):
+        f = Filters(
+            category=list(rng.choice(demo_catalog.values("category"), size=2, replace=False)),
+            brand=list(rng.choice(demo_catalog.values("brand"), size=3, replace=False)) if rng.random() < .5 else None,
+            price_max=float(rng.choice([20, 100, 1000])),
+        )
+        mask = f.mask(demo_catalog)
+        r = ranker.rank(rng.random(len(items)), rng.random(len(items)), 89, mask)
+        chosen = items.iloc[r.positions]
+        assert len(chosen) == mask.sum()
+        assert chosen["category"].isin(f.category).all()
+        assert (chosen["price"] <= f.price_max).all()
+        if f.brand:
+            assert chosen["brand"].isin(f.brand).all()
+
+
+def test_multi_value_and_price_filters(demo_catalog):
+    pink = demo_catalog.items[Filters(colour=["PINK"]).mask(demo_catalog)]
+    assert list(pink["id"]) == ["ultraboost-running-shoe"]  # colour "blue|pink", case-insensitive
+    priced = Filters(price_min=100, price_max=200).mask(demo_catalog)
+    prices = demo_catalog.items["price"][priced]
+    assert len(prices) > 0 and prices.between(100, 200).all()

@@ -1,0 +1,114 @@
+"""End-to-end behaviour on the real demo catalog with the real EfficientNet-Lite0 weights."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from recommender import Filters, ImageError, QueryError
+
+
+def _mirrored(path) -> bytes:
+    buf = io.BytesIO()
+    ImageOps.mirror(Image.open(path).convert("RGBA")).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_fitted_state(demo_recommender, demo_catalog):
+    rec = demo_recommender
+    assert rec.backbone_ == "efficientnet_lite0"
+    assert rec.image_vectors_.shape == (89, 1280) and rec.image_vectors_.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(rec.image_vectors_, axis=1), 1.0, rtol=1e-5)
+    assert rec.has_image_.all()
+    assert rec.build_report_.embedded + rec.build_report_.reused == 89
+
+
+def test_own_image_ranks_first(demo_recommender, demo_catalog):
+    """Every product's own photo finds it first (or tied first with a product sharing that photo)."""
+    for i, pid in enumerate(demo_catalog.ids):
+        res = demo_recommender.recommend(image=demo_catalog.image_path(i), k=3)
+        top = res.items[0]
+        assert top.id == pid or top.image_score > 0.9999, (pid, res.ids)
+
+
+@pytest.mark.parametrize("pid", ["ultraboost-running-shoe", "laptop", "tennis-ball", "white-plimsolls", "orchid"])
+def test_mirror_image_within_top3(demo_recommender, demo_catalog, pid):
+    res = demo_recommender.recommend(image=_mirrored(demo_catalog.image_path(demo_catalog.position(pid))), k=3)
+    assert pid in res.ids
+
+
+def test_mirror_image_within_top3_across_catalog(demo_recommender, demo_catalog):
+    # Near-identical renders (Saleor's juice bottles) may swap places; nearly all must hold.
+    hits = sum(pid in demo_recommender.recommend(image=_mirrored(demo_catalog.image_path(i)), k=3).ids
+               for i, pid in enumerate(demo_catalog.ids))
+    assert hits / len(demo_catalog) >= 0.95
+
+
+def test_item_query_excludes_itself_and_explains(demo_recommender):
+    res = demo_recommender.recommend(item="freerun-running-shoe", k=5)
+    assert "freerun-running-shoe" not in res.ids and len(res) == 5
+    top = res.items[0]
+    assert top.shared.get("sub_category") == ["Footwear"]
+    assert top.score == pytest.approx(top.image_contribution + top.metadata_contribution, abs=1e-6)
+    assert 0 <= top.score <= 1
+
+
+def test_weight_changes_the_order(demo_recommender):
+    by_image = demo_recommender.recommend(item="laptop", k=10, weight=1.0).ids
+    by_meta = demo_recommender.recommend(item="laptop", k=10, weight=0.0).ids
+    assert by_image != by_meta
+
+
+def test_filters_apply_before_ranking(demo_recommender, demo_catalog):
+    f = Filters(category=["Home & Garden"], price_max=50)
+    res = demo_recommender.recommend(item="laptop", k=20, filters=f)
+    rows = demo_catalog.items.set_index("id").loc[res.ids]
+    assert len(res) > 0 and (rows["category"] == "Home & Garden").all() and (rows["price"] <= 50).all()
+    assert res.n_candidates == int(f.mask(demo_catalog).sum())
+
+
+def test_empty_result_names_the_filter(demo_recommender):
+    res = demo_recommender.recommend(item="laptop", filters=Filters(category=["Groceries"], brand=["Nike"]))
+    assert len(res) == 0
+    assert "brand in ['Nike']" in res.empty_reason and "category" in res.empty_reason
+
+
+def test_upload_without_text_infers_metadata_from_neighbours(demo_recommender, demo_catalog):
+    res = demo_recommender.recommend(image=demo_catalog.image_path(demo_catalog.position("tennis-ball")), k=5)
+    assert res.ids[0] == "tennis-ball"
+    assert res.query_attributes.get("sub_category") == ["Equipment"]
+    assert any("closest image matches" in n for n in res.notes)
+
+
+def test_upload_with_text(demo_recommender, demo_catalog):
+    shoe = demo_catalog.image_path(demo_catalog.position("runx-running-shoe"))
+    res = demo_recommender.recommend(image=shoe.read_bytes(), text="black Adidas running shoe", k=3)
+    assert res.query_attributes == {"brand": ["adidas"], "colour": ["black"]}
+    assert res.ids[0] == "runx-running-shoe"
+
+
+def test_text_only_query(demo_recommender, demo_catalog):
+    res = demo_recommender.recommend(text="indoor plant in a pot", k=5)
+    subs = demo_catalog.items.set_index("id").loc[res.ids, "sub_category"]
+    assert (subs == "Plants").sum() >= 4
+    assert res.weight == 0.0 and np.isnan(res.items[0].image_score)
+
+
+def test_bad_queries(demo_recommender):
+    with pytest.raises(QueryError, match="no product with id"):
+        demo_recommender.recommend(item="no-such-thing")
+    with pytest.raises(QueryError, match="nothing to search for"):
+        demo_recommender.recommend(text="   ")
+    with pytest.raises(QueryError, match="weight"):
+        demo_recommender.recommend(item="laptop", weight=1.5)
+    with pytest.raises(ImageError, match="not an image"):
+        demo_recommender.recommend(image=b"%PDF-1.4 not a photo")
+
+
+def test_results_serialise(demo_recommender, demo_catalog):
+    res = demo_recommender.recommend(text="camera", k=3)
+    d = res.to_dict()
+    assert [r["id"] for r in d["results"]] == res.ids and d["results"][0]["image_score"] is None
+    frame = res.to_frame(demo_catalog)
+    assert list(frame["id"]) == res.ids and "brand" in frame.columns

@@ -1,0 +1,104 @@
+"""The artifact store: incremental rebuilds, no mixing, atomic and validated on load."""
+
+import json
+import logging
+
+import numpy as np
+from PIL import Image
+
+from recommender import load_catalog
+from recommender.build import build_image_embeddings
+from recommender.store import MANIFEST, ArtifactStore
+
+
+def _build(catalog_dir, embedder, cache):
+    return build_image_embeddings(load_catalog(catalog_dir / "catalog.csv"), "efficientnet_lite0", cache,
+                                  embedder=embedder)
+
+
+def test_second_build_embeds_nothing_and_a_changed_image_is_reembedded(small_catalog_dir, lite0_embedder, tmp_path):
+    cache = tmp_path / "cache"
+    v1, has1, r1, _ = _build(small_catalog_dir, lite0_embedder, cache)
+    assert (r1.embedded, r1.reused, r1.skipped) == (6, 0, [])
+    v2, _, r2, loaded = _build(small_catalog_dir, None, cache)
+    assert (r2.embedded, r2.reused) == (0, 6)
+    assert loaded is None  # fully cached: no model was loaded
+    np.testing.assert_array_equal(v1, v2)
+
+    img_path = small_catalog_dir / "images" / "tennis-ball.jpg"
+    Image.open(img_path).rotate(90, expand=True).save(img_path, quality=90)
+    v3, _, r3, _ = _build(small_catalog_dir, lite0_embedder, cache)
+    assert (r3.embedded, r3.reused) == (1, 5)
+    row = 1  # tennis-ball
+    assert not np.allclose(v3[row], v1[row])
+    np.testing.assert_array_equal(np.delete(v3, row, 0), np.delete(v1, row, 0))
+
+
+def test_manifest_records_how_vectors_were_made(small_catalog_dir, lite0_embedder, tmp_path):
+    cache = tmp_path / "cache"
+    _, _, report, _ = _build(small_catalog_dir, lite0_embedder, cache)
+    m = json.loads((cache / "efficientnet_lite0" / MANIFEST).read_text())
+    assert m["backbone"] == "efficientnet_lite0" and m["feature_dim"] == 1280
+    assert m["preprocess"] and m["catalog_fingerprint"] and m["weights"].startswith("efficientnet-lite0")
+    assert len(m["items"]) == 6 and all(len(e["sha256"]) == 64 for e in m["items"])
+    arr = np.load(cache / "efficientnet_lite0" / m["embeddings"], allow_pickle=False)
+    assert arr.shape == (6, 1280) and arr.dtype == np.float32
+    assert report.cache_dir == cache / "efficientnet_lite0"
+
+
+def test_other_backbone_or_preprocessing_never_mixes(small_catalog_dir, lite0_embedder, tmp_path):
+    cache = tmp_path / "cache"
+    _build(small_catalog_dir, lite0_embedder, cache)
+    store = ArtifactStore(cache)
+    m = store.manifest("efficientnet_lite0")
+    assert store.load("efficientnet_lite0", m["preprocess"], m["weights"]) is not None
+    assert store.load("vgg16", m["preprocess"], m["weights"]) is None
+    assert store.load("efficientnet_lite0", "another-preprocessing", m["weights"]) is None
+    assert store.load("efficientnet_lite0", m["preprocess"], "other-weights.pth:1") is None
+
+
+def test_corrupt_cache_is_rebuilt_not_trusted(small_catalog_dir, lite0_embedder, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    v1, *_ = _build(small_catalog_dir, lite0_embedder, cache)
+    m = json.loads((cache / "efficientnet_lite0" / MANIFEST).read_text())
+    (cache / "efficientnet_lite0" / m["embeddings"]).write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING):
+        v2, _, report, _ = _build(small_catalog_dir, lite0_embedder, cache)
+    assert report.embedded == 6 and "unreadable cache file" in caplog.text
+    np.testing.assert_allclose(v1, v2, atol=1e-5)
+    (cache / "efficientnet_lite0" / MANIFEST).write_text("{ truncated")
+    _, _, report, _ = _build(small_catalog_dir, lite0_embedder, cache)
+    assert report.embedded == 6
+
+
+def test_object_arrays_are_never_unpickled(small_catalog_dir, lite0_embedder, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    _build(small_catalog_dir, lite0_embedder, cache)
+    m = json.loads((cache / "efficientnet_lite0" / MANIFEST).read_text())
+    np.save(cache / "efficientnet_lite0" / m["embeddings"], np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with caplog.at_level(logging.WARNING):
+        _, _, report, _ = _build(small_catalog_dir, lite0_embedder, cache)
+    assert report.embedded == 6 and "unreadable cache file" in caplog.text
+
+
+def test_broken_images_are_skipped_and_counted(small_catalog_dir, lite0_embedder, tmp_path):
+    (small_catalog_dir / "images" / "laptop.jpg").write_bytes(b"<html>not a photo</html>")
+    (small_catalog_dir / "images" / "orchid.jpg").unlink()
+    cache = tmp_path / "cache"
+    vectors, has_image, report, _ = _build(small_catalog_dir, lite0_embedder, cache)
+    assert report.embedded == 4 and {p.id for p in report.skipped} == {"laptop", "orchid"}
+    assert list(has_image) == [False, True, True, True, True, False]
+    assert not vectors[0].any()
+    # The known-bad file is remembered: the next build neither retries it nor loads a model.
+    _, _, again, loaded = _build(small_catalog_dir, None, cache)
+    assert (again.embedded, again.reused, len(again.skipped)) == (0, 4, 2) and loaded is None
+
+
+def test_no_temporary_files_are_left_behind(small_catalog_dir, lite0_embedder, tmp_path):
+    cache = tmp_path / "cache"
+    _build(small_catalog_dir, lite0_embedder, cache)
+    img = small_catalog_dir / "images" / "red-wine.png"
+    Image.open(img).convert("RGBA").rotate(10).save(img)
+    _build(small_catalog_dir, lite0_embedder, cache)
+    names = sorted(p.name for p in (cache / "efficientnet_lite0").iterdir())
+    assert len(names) == 2 and MANIFEST in names  # the manifest and exactly one embeddings file
