@@ -13,7 +13,7 @@ import numpy as np
 from .catalog import Catalog, ImageProblem
 from .embedders import FEATURE_DIMS, BackboneChoice, ImageEmbedder, resolve_backbone
 from .errors import ImageError
-from .images import PREPROCESS_VERSION, load_for_model
+from .images import load_for_model
 from .store import ArtifactStore, StoredEmbeddings, file_sha256
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def build_image_embeddings(
     embedder: ImageEmbedder | None = None,
     progress: Progress | None = None,
     batch_size: int = 32,
+    flip_tta: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, BuildReport, ImageEmbedder | None]:
     """Embed every product image, re-using cached vectors by image content hash.
 
@@ -64,12 +65,14 @@ def build_image_embeddings(
     are all cached never imports TensorFlow.
     """
     t0 = time.perf_counter()
-    choice = resolve_backbone(backbone if embedder is None else embedder.backbone_)
+    if embedder is not None:
+        backbone, flip_tta = embedder.backbone_, embedder.flip_tta
+    choice = resolve_backbone(backbone)
+    preprocess = ImageEmbedder(choice.name, flip_tta=flip_tta).preprocess_id
     store = ArtifactStore(cache_dir or default_cache_dir(catalog))
     wid = weights_id(choice)
     dim = FEATURE_DIMS[choice.name]
-    stored = store.load(choice.name, PREPROCESS_VERSION, wid) or StoredEmbeddings(
-        choice.name, dim, PREPROCESS_VERSION, wid)
+    stored = store.load(choice.name, preprocess, wid) or StoredEmbeddings(choice.name, dim, preprocess, wid)
     report = BuildReport(choice.name, choice.reason, len(catalog), cache_dir=store.folder(choice.name))
 
     n = len(catalog)
@@ -94,7 +97,7 @@ def build_image_embeddings(
     new_failures: dict[str, str] = {}
     if todo:
         if embedder is None:
-            embedder = ImageEmbedder(choice.name, batch_size=batch_size).fit()
+            embedder = ImageEmbedder(choice.name, batch_size=batch_size, flip_tta=flip_tta).fit()
         done = 0
         for start in range(0, len(todo), batch_size):
             rows, pixels = [], []

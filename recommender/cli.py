@@ -12,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .errors import RecommenderError
+
 BACKBONE_CHOICES = ["auto", "vgg16", "resnet50", "efficientnet_lite0"]
 
 
@@ -81,14 +83,37 @@ def cmd_recommend(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import leave_one_out
+    from .evaluate import gallery_with_views, leave_one_out, multi_view
 
-    report = leave_one_out(_catalog(args), args.label, args.k, args.weights, args.backbone, args.cache,
-                           exclude=args.exclude or (), progress=_progress_bar("embedding"))
-    text = json.dumps(report, indent=2)
+    catalog = _catalog(args)
+    views = args.views or catalog.root / "views.csv"
+    protocols = args.protocol or (["loo", "multiview"] if views.is_file() and args.label else
+                                  ["loo"] if args.label else ["multiview"])
+    params = {"backbone": args.backbone, "cache_dir": args.cache, "flip_tta": args.flip_tta, "dba_k": args.dba_k}
+    from .recommender import HybridRecommender
+
+    results = {}
+    if "loo" in protocols:
+        if not args.label:
+            raise RecommenderError("leave-one-out needs --label COLUMN (e.g. --label sub_category)")
+        results["leave_one_out"] = leave_one_out(
+            catalog, args.label, args.k, args.weights, exclude=args.exclude or (), mmr_lambdas=args.mmr or (),
+            progress=_progress_bar("embedding"), recommender=HybridRecommender(**params))
+    if "multiview" in protocols:
+        if not Path(views).is_file():
+            raise RecommenderError(f"multi-view needs a views file: {views} not found (give --views CSV)")
+        results["multi_view"] = multi_view(catalog, views, args.k, progress=_progress_bar("embedding"),
+                                           recommender=HybridRecommender(**params))
+    text = json.dumps(results, indent=2)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
+    if args.report:
+        from .report import write_report
+
+        gallery = gallery_with_views(catalog, views)[0] if "multi_view" in results else None
+        md = write_report(results, args.report, catalog, gallery)
+        print(f"report: {md}", file=sys.stderr)
     return 0
 
 
@@ -160,13 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_recommend)
 
-    p = sub.add_parser("evaluate", help="leave-one-out precision@k by a label column, as JSON")
+    p = sub.add_parser("evaluate", help="offline quality: leave-one-out by a label, multi-view retrieval (JSON)")
     common(p)
-    p.add_argument("--label", required=True, help="column whose equal values count as relevant")
-    p.add_argument("--k", type=int, nargs="+", default=[1, 3, 5])
-    p.add_argument("--weights", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1])
+    p.add_argument("--label", help="leave-one-out: column whose equal values count as relevant")
+    p.add_argument("--protocol", nargs="+", choices=["loo", "multiview"],
+                   help="default: loo when --label is given, plus multiview when a views file exists")
+    p.add_argument("--views", type=Path, help="multi-view: id,image CSV of extra shots (default: views.csv "
+                   "beside the catalog)")
+    p.add_argument("--k", type=int, nargs="+", default=[1, 3, 5, 10])
+    p.add_argument("--weights", type=float, nargs="+", default=[round(w / 10, 1) for w in range(11)],
+                   help="image weights to sweep (default 0, 0.1, ..., 1)")
+    p.add_argument("--mmr", type=float, nargs="+", metavar="LAMBDA",
+                   help="also measure MMR re-ranking at these lambdas (1 = off)")
+    p.add_argument("--flip-tta", action="store_true", help="embed images also mirrored and average")
+    p.add_argument("--dba-k", type=int, default=0, help="database-side augmentation neighbours (0 = off)")
     p.add_argument("--exclude", nargs="+", help="more metadata fields to leave out")
     p.add_argument("--out", type=Path, help="also write the JSON here")
+    p.add_argument("--report", type=Path, metavar="DIR", help="write report.json, report.md and plots to DIR")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="catalog size, backbone and cache state")
@@ -180,8 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s: %(message)s")
-    from .errors import RecommenderError
-
     try:
         return args.func(args)
     except RecommenderError as exc:

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .errors import WeightsUnavailableError
-from .images import ImageSource, load_for_model
+from .images import PREPROCESS_VERSION, ImageSource, load_for_model
 from .index import l2_normalise
 from .weights import KERAS_WEIGHT_FILES, MODELS_DIR, find_keras_weights, find_lite0_weights, keras_cache_dir
 
@@ -80,10 +80,18 @@ class ImageEmbedder(BaseEstimator):
     ``backbone_``, ``reason_``, ``input_size_``, ``feature_dim_``.
     """
 
-    def __init__(self, backbone: str = "auto", batch_size: int = 32, models_dir: Path | None = None) -> None:
+    def __init__(
+        self, backbone: str = "auto", batch_size: int = 32, models_dir: Path | None = None, flip_tta: bool = False
+    ) -> None:
         self.backbone = backbone
         self.batch_size = batch_size
         self.models_dir = models_dir
+        self.flip_tta = flip_tta
+
+    @property
+    def preprocess_id(self) -> str:
+        """Identifies how pixels become vectors, for the cache: a change must never mix vectors."""
+        return PREPROCESS_VERSION + ("+flip-tta" if self.flip_tta else "")
 
     def fit(self, X: object = None, y: object = None) -> ImageEmbedder:
         choice = resolve_backbone(self.backbone, self.models_dir)
@@ -110,14 +118,21 @@ class ImageEmbedder(BaseEstimator):
         return self
 
     def embed_arrays(self, pixels: np.ndarray) -> np.ndarray:
-        """``(n, S, S, 3)`` uint8 RGB -> ``(n, feature_dim_)`` L2-normalised float32."""
+        """``(n, S, S, 3)`` uint8 RGB -> ``(n, feature_dim_)`` L2-normalised float32.
+
+        With ``flip_tta`` each image is embedded as it is and mirrored, and the two averaged: a
+        product photographed facing left then matches the same product facing right.
+        """
         pixels = np.asarray(pixels)
         if pixels.ndim != 4 or pixels.shape[1:] != (self.input_size_, self.input_size_, 3):
             raise ValueError(f"expected (n, {self.input_size_}, {self.input_size_}, 3) pixels, got {pixels.shape}")
         out = np.empty((len(pixels), self.feature_dim_), dtype=np.float32)
         for start in range(0, len(pixels), self.batch_size):
             batch = pixels[start:start + self.batch_size].astype(np.float32)
-            out[start:start + len(batch)] = np.asarray(self._forward(batch))
+            feats = np.asarray(self._forward(batch))
+            if self.flip_tta:
+                feats = l2_normalise(feats) + l2_normalise(np.asarray(self._forward(batch[:, :, ::-1])))
+            out[start:start + len(batch)] = feats
         return l2_normalise(out)
 
     def transform(

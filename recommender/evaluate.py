@@ -1,7 +1,15 @@
-"""Leave-one-out evaluation by a label column: how often are a product's neighbours of its kind?
+"""Offline evaluation: how often are a product's neighbours relevant, with confidence intervals.
 
-The label, and every column derived from it, is removed from the metadata features first -
-otherwise metadata-only "precision" would just read the answer off the label.
+Protocols
+- **leave-one-out by a label**: every labelled product queries the rest of the catalog; results with
+  the same label are relevant. The label, and every column derived from it, is removed from the
+  metadata features first - otherwise metadata-only "precision" would read the answer off the label.
+- **multi-view**: every image of a product with several shots (``views.csv``) queries a gallery of all
+  images; the product's other shots are relevant. Image-only: the metadata of two shots of one
+  product is identical, so a metadata side would simply be told the answer.
+
+Every figure is a mean over queries with a percentile-bootstrap 95% interval; two settings are
+called different only when the paired-bootstrap interval of their difference excludes zero.
 """
 
 from __future__ import annotations
@@ -10,15 +18,31 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .build import Progress
-from .catalog import ATTRIBUTE_COLUMNS, Catalog, split_values
+from .catalog import ATTRIBUTE_COLUMNS, Catalog, catalog_from_frame, split_values
 from .errors import RecommenderError
+from .metrics import (
+    average_precision,
+    catalog_coverage,
+    hit_rate_at_k,
+    intra_list_diversity,
+    ndcg_at_k,
+    paired_bootstrap_diff,
+    precision_at_k,
+    recall_at_k,
+    summarise,
+)
+from .mmr import mmr_rerank
 from .ranker import HybridRanker
 from .recommender import HybridRecommender
 
 # Columns forming a hierarchy: a finer level determines the coarser one, so it leaks it too.
 HIERARCHY = ("category", "sub_category")
+DEFAULT_KS = (1, 3, 5, 10)
+SWEEP_WEIGHTS = tuple(round(w, 1) for w in np.linspace(0, 1, 11))
+MMR_LAMBDAS = (1.0, 0.9, 0.8, 0.7, 0.5, 0.3)
 
 
 def leaking_columns(catalog: Catalog, label: str) -> list[str]:
@@ -42,9 +66,34 @@ def leaking_columns(catalog: Catalog, label: str) -> list[str]:
     return out
 
 
-def precision_at_k(relevant: np.ndarray, k: int) -> float:
-    """Fraction of the first ``k`` results that are relevant (missing results count as misses)."""
-    return float(np.sum(relevant[:k])) / k
+def per_query_metrics(
+    ranked: Sequence[np.ndarray],
+    relevant: Sequence[np.ndarray],
+    n_relevant: Sequence[int],
+    ks: Sequence[int],
+) -> dict[str, np.ndarray]:
+    """Per-query P@k, R@k, nDCG@k, hit@k and AP@max(k) from ranked lists and their relevance flags."""
+    out: dict[str, list[float]] = {}
+    kmax = max(ks)
+    for rel, n_rel in zip(relevant, n_relevant, strict=True):
+        for k in ks:
+            out.setdefault(f"P@{k}", []).append(precision_at_k(rel, k))
+            out.setdefault(f"R@{k}", []).append(recall_at_k(rel, k, n_rel))
+            out.setdefault(f"nDCG@{k}", []).append(ndcg_at_k(rel, k, n_rel))
+            out.setdefault(f"hit@{k}", []).append(hit_rate_at_k(rel, k))
+        out.setdefault(f"MAP@{kmax}", []).append(average_precision(rel, n_rel, k=kmax))
+    assert len(ranked) == len(relevant)
+    return {m: np.asarray(v) for m, v in out.items()}
+
+
+def _summary(per_query: dict[str, np.ndarray], extra: dict[str, object] | None = None) -> dict:
+    out = {m: summarise(v) for m, v in per_query.items() if not m.startswith("_")}
+    out.update(extra or {})
+    return out
+
+
+def _labels(catalog: Catalog, label: str) -> list[tuple[str, ...]]:
+    return [tuple(split_values(v)) for v in catalog.items[label]]
 
 
 def leave_one_out(
@@ -56,49 +105,176 @@ def leave_one_out(
     cache_dir: Path | str | None = None,
     exclude: Sequence[str] = (),
     progress: Progress | None = None,
+    mmr_lambdas: Sequence[float] = (),
+    recommender: HybridRecommender | None = None,
 ) -> dict:
-    """Precision@k of image-only (w = 1), metadata-only (w = 0) and hybrid rankings.
+    """Leave-one-out evaluation of image-only (w = 1), metadata-only (w = 0) and hybrid rankings.
 
-    Every product with a label and at least one other product of the same label is a query; it
-    is ranked against all other products. Returns a JSON-ready dict.
+    Every product with a label and at least one other product of the same label is a query,
+    ranked against all other products. Returns a JSON-ready dict: ``results`` (mean of each metric
+    per method), ``methods`` (mean, 95% CI and n per metric), ``sweep`` (the weights, for plots),
+    ``comparisons`` (paired bootstrap of the best hybrid against each side alone), ``per_class``,
+    ``mmr`` (precision/diversity trade-off) and ``examples`` (a few queries with their results).
     """
     if label not in catalog.items.columns:
         raise RecommenderError(f"label column {label!r} is not in the catalog "
                                f"(columns: {', '.join(catalog.items.columns)})")
     excluded = sorted({label, *leaking_columns(catalog, label), *exclude})
-    rec = HybridRecommender(backbone=backbone, cache_dir=cache_dir, exclude_fields=excluded).fit(
-        catalog, progress=progress)
-    labels = [tuple(split_values(v)) for v in catalog.items[label]]
-    counts: dict[tuple, int] = {}
-    for lab in labels:
-        counts[lab] = counts.get(lab, 0) + 1
+    if recommender is None:
+        recommender = HybridRecommender(backbone=backbone, cache_dir=cache_dir, exclude_fields=excluded)
+    else:
+        recommender.set_params(exclude_fields=excluded)
+    rec = recommender.fit(catalog, progress=progress)
+    labels = _labels(catalog, label)
+    counts = pd.Series(labels).value_counts()
     queries = [i for i, lab in enumerate(labels) if lab and counts[lab] > 1]
     if not queries:
         raise RecommenderError(f"no product shares its {label!r} value with another: nothing to evaluate")
 
-    img = rec.image_vectors_ @ rec.image_vectors_.T
+    img = rec.image_similarity_matrix()
     meta = (rec.metadata_matrix_ @ rec.metadata_matrix_.T).toarray().astype(np.float32)
     ranker = HybridRanker()
     methods = {"image": 1.0, "metadata": 0.0, **{f"hybrid_w{w:g}": float(w) for w in weights}}
     kmax = max(ks)
-    sums = {m: np.zeros(len(ks)) for m in methods}
-    label_arr = np.array(labels, dtype=object)
+    # Multi-valued labels compare as their joined text: "a|b" is relevant to "a|b" only.
+    label_arr = np.array(["|".join(lab) for lab in labels], dtype=object)
+    n_rel = [int(counts[labels[i]]) - 1 for i in queries]
+    ranked: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    finals: dict[str, list[np.ndarray]] = {m: [] for m in methods}
     for i in queries:
         cand = np.ones(len(catalog), dtype=bool)
         cand[i] = False
         img_i = img[i] if rec.has_image_[i] else None
         for m, w in methods.items():
-            ranking = ranker.rank(img_i, meta[i], kmax, cand, w)
-            rel = np.array([label_arr[p] == labels[i] for p in ranking.positions], dtype=bool)
-            sums[m] += [precision_at_k(rel, k) for k in ks]
-    n = len(queries)
+            r = ranker.rank(img_i, meta[i], kmax, cand, w)
+            ranked[m].append(r.positions)
+            finals[m].append(r.final)
+    sim_for_diversity = img if rec.has_image_.all() else meta
+    report_methods = {}
+    per_query_all = {}
+    for m in methods:
+        rel = [label_arr[p] == label_arr[i] for p, i in zip(ranked[m], queries, strict=True)]
+        pq = per_query_metrics(ranked[m], rel, n_rel, ks)
+        pq[f"diversity@{kmax}"] = np.array([intra_list_diversity(p, sim_for_diversity) for p in ranked[m]])
+        per_query_all[m] = pq
+        report_methods[m] = _summary(pq, {f"coverage@{kmax}": round(catalog_coverage(ranked[m], len(catalog)), 4)})
+
+    hybrids = [m for m in methods if m.startswith("hybrid_")]
+    main_metric = "P@5" if 5 in ks else f"P@{kmax}"
+    best = max(hybrids, key=lambda m: per_query_all[m][main_metric].mean()) if hybrids else "image"
+    comparisons = []
+    for other in ("image", "metadata"):
+        for metric in (f"P@{min(ks)}", main_metric):
+            d = paired_bootstrap_diff(per_query_all[best][metric], per_query_all[other][metric])
+            comparisons.append({"a": best, "b": other, "metric": metric,
+                                **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}})
+
+    per_class = {}
+    for m in ("image", "metadata", best):
+        pq = per_query_all[m][main_metric]
+        frame = pd.DataFrame({"label": ["|".join(labels[i]) for i in queries], "v": pq})
+        per_class[m] = {k: round(float(v), 4) for k, v in frame.groupby("label")["v"].mean().items()}
+
+    mmr_curve = []
+    if mmr_lambdas:
+        w_best = methods[best]
+        for lam in mmr_lambdas:
+            p, div = [], []
+            for i in queries:
+                cand = np.ones(len(catalog), dtype=bool)
+                cand[i] = False
+                img_i = img[i] if rec.has_image_[i] else None
+                r = ranker.rank(img_i, meta[i], len(catalog), cand, w_best)
+                rel_scores = np.zeros(len(catalog), dtype=np.float32)
+                rel_scores[r.positions] = r.final
+                picked = mmr_rerank(rel_scores, sim_for_diversity, kmax, lam, candidates=cand)
+                p.append(precision_at_k(label_arr[picked] == label_arr[i], kmax))
+                div.append(intra_list_diversity(picked, sim_for_diversity))
+            mmr_curve.append({"lambda": lam, main_metric: summarise(p), f"diversity@{kmax}": summarise(div)})
+
+    examples = []
+    rng = np.random.default_rng(0)
+    for j in sorted(rng.choice(len(queries), size=min(6, len(queries)), replace=False)):
+        i = queries[j]
+        examples.append({"query": str(catalog.ids[i]), "label": "|".join(labels[i]),
+                         "results": [{"id": str(catalog.ids[p]), "relevant": bool(label_arr[p] == label_arr[i])}
+                                     for p in ranked[best][j][:5]]})
     return {
+        "protocol": "leave-one-out",
         "catalog": str(catalog.source or ""),
         "label": label,
         "excluded_from_metadata": excluded,
         "backbone": rec.backbone_,
+        "image_pipeline": rec.image_pipeline_description(),
         "n_products": len(catalog),
-        "n_queries": n,
-        "n_skipped_queries": len(catalog) - n,
-        "results": {m: {f"P@{k}": round(float(s[j] / n), 4) for j, k in enumerate(ks)} for m, s in sums.items()},
+        "n_queries": len(queries),
+        "n_skipped_queries": len(catalog) - len(queries),
+        "results": {m: {k: v["mean"] for k, v in s.items() if isinstance(v, dict)} for m, s in report_methods.items()},
+        "methods": report_methods,
+        "sweep": [{"weight": w, **{k: v for k, v in report_methods[m].items()}} for m, w in methods.items()
+                  if m.startswith("hybrid_")],
+        "best": {"method": best, "weight": methods[best], "by": main_metric},
+        "comparisons": comparisons,
+        "per_class": per_class,
+        "mmr": mmr_curve,
+        "examples": examples,
     }
+
+
+def gallery_with_views(catalog: Catalog, views_csv: Path | str) -> tuple[Catalog, np.ndarray]:
+    """All images of all products as one catalog (extra shots get ids ``<id>#2``...), plus the
+    owning product id of each row."""
+    views = pd.read_csv(views_csv, dtype=str, keep_default_na=False)
+    missing = sorted(set(views["id"]) - set(catalog.ids))
+    if missing:
+        raise RecommenderError(f"{views_csv}: views of unknown product(s): {', '.join(missing[:10])}")
+    extra = catalog.items.set_index("id").loc[views["id"]].reset_index()
+    extra["image"] = views["image"].to_numpy()
+    extra["id"] = [f"{pid}#{n}" for pid, n in zip(views["id"], views.groupby("id").cumcount() + 2, strict=True)]
+    gallery = catalog_from_frame(pd.concat([catalog.items, extra], ignore_index=True), catalog.root, catalog.source)
+    owner = np.array(list(catalog.ids) + list(views["id"]), dtype=object)
+    return gallery, owner
+
+
+def multi_view(
+    catalog: Catalog,
+    views_csv: Path | str,
+    ks: Sequence[int] = (1, 3, 5),
+    backbone: str = "auto",
+    cache_dir: Path | str | None = None,
+    progress: Progress | None = None,
+    recommender: HybridRecommender | None = None,
+) -> dict:
+    """Image-only retrieval of a product's other shots, over a gallery of every image."""
+    gallery, owner = gallery_with_views(catalog, views_csv)
+    rec = (recommender or HybridRecommender(backbone=backbone, cache_dir=cache_dir)).fit(gallery, progress=progress)
+    sim = rec.image_similarity_matrix()
+    counts = pd.Series(owner).value_counts()
+    queries = [i for i in range(len(owner)) if counts[owner[i]] > 1]
+    if not queries:
+        raise RecommenderError(f"{views_csv}: no product has more than one image")
+    kmax = max(ks)
+    ranked, relevant = [], []
+    for i in queries:
+        s = np.where(np.arange(len(owner)) == i, -np.inf, sim[i])
+        top = np.argsort(-s, kind="stable")[:kmax]
+        ranked.append(top)
+        relevant.append(owner[top] == owner[i])
+    pq = per_query_metrics(ranked, relevant, [int(counts[owner[i]]) - 1 for i in queries], ks)
+    return {
+        "protocol": "multi-view",
+        "views": str(views_csv),
+        "backbone": rec.backbone_,
+        "image_pipeline": rec.image_pipeline_description(),
+        "n_images": len(owner),
+        "n_products_with_views": int((counts > 1).sum()),
+        "n_queries": len(queries),
+        "results": {"image": {m: round(float(v.mean()), 4) for m, v in pq.items()}},
+        "methods": {"image": _summary(pq)},
+        "examples": [{"query": str(gallery.ids[i]),
+                      "results": [{"id": str(gallery.ids[p]), "relevant": bool(r)} for p, r in zip(t[:5], rel[:5],
+                                                                                                   strict=True)]}
+                     for i, t, rel in list(zip(queries, ranked, relevant, strict=True))[:6]],
+    }
+
+

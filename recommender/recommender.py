@@ -106,6 +106,10 @@ class HybridRecommender(BaseEstimator):
     text_fields, categorical_fields, exclude_fields: passed to :class:`MetadataEncoder`.
     n_inferred: for an uploaded photo without text, how many closest image matches lend their
         metadata to the query.
+    flip_tta: embed every image also mirrored and average the two (cached separately).
+    dba_k: database-side augmentation - each catalog vector becomes the mean of
+        itself and its ``dba_k`` nearest catalog neighbours (0 = off). Query photos are not changed.
+    diversity: default MMR diversity in [0, 1] (0 = plain relevance order); see ``recommend``.
     """
 
     def __init__(
@@ -118,6 +122,9 @@ class HybridRecommender(BaseEstimator):
         exclude_fields: Sequence[str] = (),
         n_inferred: int = 5,
         batch_size: int = 32,
+        flip_tta: bool = False,
+        dba_k: int = 0,
+        diversity: float = 0.0,
     ) -> None:
         self.backbone = backbone
         self.weight = weight
@@ -127,12 +134,20 @@ class HybridRecommender(BaseEstimator):
         self.exclude_fields = exclude_fields
         self.n_inferred = n_inferred
         self.batch_size = batch_size
+        self.flip_tta = flip_tta
+        self.dba_k = dba_k
+        self.diversity = diversity
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, catalog: Catalog | Path | str, progress: Progress | None = None) -> HybridRecommender:
         catalog = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
         vectors, has_image, report, embedder = build_image_embeddings(
-            catalog, self.backbone, self.cache_dir, progress=progress, batch_size=self.batch_size)
+            catalog, self.backbone, self.cache_dir, progress=progress, batch_size=self.batch_size,
+            flip_tta=self.flip_tta)
+        if self.dba_k > 0 and has_image.sum() > 1:
+            from .postprocess import database_side_augmentation
+
+            vectors[has_image] = database_side_augmentation(vectors[has_image], k=self.dba_k)
         self.catalog_ = catalog
         self.build_report_: BuildReport = report
         self.backbone_ = report.backbone
@@ -152,8 +167,17 @@ class HybridRecommender(BaseEstimator):
     def embedder(self) -> ImageEmbedder:
         """The image model, loaded on first use (a fully cached catalog does not need it)."""
         if self._embedder is None:
-            self._embedder = ImageEmbedder(self.backbone_, batch_size=self.batch_size).fit()
+            self._embedder = ImageEmbedder(self.backbone_, batch_size=self.batch_size, flip_tta=self.flip_tta).fit()
         return self._embedder
+
+    def image_similarity_matrix(self) -> np.ndarray:
+        """Cosine similarity between every pair of catalog images, as the ranker sees them."""
+        return self.image_vectors_ @ self.image_vectors_.T
+
+    def image_pipeline_description(self) -> str:
+        parts = [self.backbone_, "flip-TTA" if self.flip_tta else None,
+                 f"DBA k={self.dba_k}" if self.dba_k else None]
+        return " + ".join(p for p in parts if p)
 
     # -- querying ----------------------------------------------------------------------------
     def recommend(
