@@ -24,6 +24,7 @@ Progress = Callable[[int, int], None]
 class BuildReport:
     backbone: str
     reason: str
+    fallback: bool
     n_items: int
     embedded: int = 0
     reused: int = 0
@@ -73,7 +74,7 @@ def build_image_embeddings(
     wid = weights_id(choice)
     dim = FEATURE_DIMS[choice.name]
     stored = store.load(choice.name, preprocess, wid) or StoredEmbeddings(choice.name, dim, preprocess, wid)
-    report = BuildReport(choice.name, choice.reason, len(catalog), cache_dir=store.folder(choice.name))
+    report = BuildReport(choice.name, choice.reason, choice.fallback, len(catalog), cache_dir=store.folder(choice.name))
 
     n = len(catalog)
     vectors = np.zeros((n, dim), dtype=np.float32)

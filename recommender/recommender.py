@@ -6,6 +6,7 @@ The CLI, the Streamlit app and (later) the API are thin shells over :class:`Hybr
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,12 @@ from .ranker import Filters, HybridRanker, Ranking
 
 log = logging.getLogger(__name__)
 DEFAULT_WEIGHT = 0.75
+_EMBEDDER_LOCK = threading.Lock()
+
+
+def describe_attributes(attrs: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Attributes as a person reads them: ``{"sub-category": "Footwear", "colour": "blue/pink"}``."""
+    return {k.replace("_", "-"): "/".join(v) for k, v in attrs.items()}
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class Recommendation:
     def why(self) -> str:
         if not self.shared:
             return "looks similar" if self.image_contribution >= self.metadata_contribution else "similar text"
-        return "same " + ", ".join(f"{k.replace('_', '-')} ({'/'.join(v)})" for k, v in self.shared.items())
+        return "same " + ", ".join(f"{k} ({v})" for k, v in describe_attributes(self.shared).items())
 
 
 @dataclass
@@ -152,6 +159,7 @@ class HybridRecommender(BaseEstimator):
         self.build_report_: BuildReport = report
         self.backbone_ = report.backbone
         self.backbone_reason_ = report.reason
+        self.backbone_fallback_ = report.fallback
         self.image_vectors_ = vectors
         self.has_image_ = has_image
         self.image_index_ = ExactIndex(vectors.shape[1])
@@ -166,8 +174,9 @@ class HybridRecommender(BaseEstimator):
     @property
     def embedder(self) -> ImageEmbedder:
         """The image model, loaded on first use (a fully cached catalog does not need it)."""
-        if self._embedder is None:
-            self._embedder = ImageEmbedder(self.backbone_, batch_size=self.batch_size, flip_tta=self.flip_tta).fit()
+        with _EMBEDDER_LOCK:  # two app sessions uploading at once must not load the model twice
+            if self._embedder is None:
+                self._embedder = ImageEmbedder(self.backbone_, batch_size=self.batch_size, flip_tta=self.flip_tta).fit()
         return self._embedder
 
     def image_similarity_matrix(self) -> np.ndarray:
@@ -236,7 +245,7 @@ class HybridRecommender(BaseEstimator):
             else:
                 label = "uploaded image"
                 meta_scores, attrs, n_used = self._inferred_metadata(img_scores)
-                shown = ", ".join(f"{k}: {'/'.join(v)}" for k, v in attrs.items()) or "no common attribute"
+                shown = ", ".join(f"{k}: {v}" for k, v in describe_attributes(attrs).items()) or "no common attribute"
                 notes.append(f"no description given: the metadata side comes from the {n_used} closest "
                              f"image matches ({shown})")
         else:
@@ -244,7 +253,8 @@ class HybridRecommender(BaseEstimator):
             qmeta, attrs = self.metadata_encoder_.transform_text(text)
             meta_scores = self._metadata_scores(qmeta)
             if attrs:
-                notes.append("recognised in the text: " + ", ".join(f"{k}: {'/'.join(v)}" for k, v in attrs.items()))
+                notes.append("recognised in the text: "
+                             + ", ".join(f"{k}: {v}" for k, v in describe_attributes(attrs).items()))
             if weight is not None and weight > 0:
                 notes.append("text-only query: ranked by metadata alone")
 

@@ -1,0 +1,325 @@
+"""The Streamlit app, driven headless with ``streamlit.testing.v1.AppTest`` on the real demo catalog.
+
+The fitted recommender is cached per process (``st.cache_resource``), so only the first test pays
+for the fit (~1 s with the embedding cache in data/demo/.cache) and the first photo query for
+loading TensorFlow and the image model (a few seconds).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from recommender import load_catalog
+from recommender.catalog import DEMO_CATALOG
+from recommender.errors import ImageError
+from recommender.images import MAX_PIXELS
+from recommender.recommender import DEFAULT_WEIGHT
+from recommender.uploads import MAX_UPLOAD_BYTES, display_name, open_upload, read_upload, sniff_format
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+IMAGES = DEMO_CATALOG.parent / "images"
+TIMEOUT = 120  # seconds per script run: generous for a cold TensorFlow import on a 2-core CI box
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return load_catalog(DEMO_CATALOG)
+
+
+@pytest.fixture
+def app(monkeypatch) -> AppTest:
+    monkeypatch.delenv("RECOMMENDER_CATALOG", raising=False)
+    monkeypatch.delenv("RECOMMENDER_BACKBONE", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def result_ids(at: AppTest) -> list[str]:
+    """Product ids of the result cards, best first (each card has a "More like this" button)."""
+    return [b.key.removeprefix("more_") for b in at.button if b.key and b.key.startswith("more_")]
+
+
+def plain(elements) -> str:
+    """The text of markdown elements without the app's escaping backslashes."""
+    return " ".join(e.value for e in elements).replace("\\", "")
+
+
+def pick(at: AppTest, item: str) -> AppTest:
+    at.segmented_control(key="mode").set_value("product")
+    at.selectbox(key="product").set_value(item)
+    return run(at)
+
+
+def upload(at: AppTest, name: str, data: bytes, mime: str = "image/jpeg") -> AppTest:
+    at.segmented_control(key="mode").set_value("photo")
+    run(at)
+    at.file_uploader(key="upload").set_value((name, data, mime))
+    return run(at)
+
+
+def attribute(catalog, item_id: str, col: str):
+    return catalog.items[col].iat[catalog.position(item_id)]
+
+
+# -- opening -------------------------------------------------------------------------------
+def test_opens_on_the_demo_catalog_with_results(app, catalog):
+    assert app.title[0].value == "Find similar products"
+    assert app.segmented_control(key="mode").value == "product"
+    ids = result_ids(app)
+    assert len(ids) == app.slider(key="k").value == 12
+    assert app.selectbox(key="product").value not in ids  # the query product is never its own result
+    assert app.subheader[0].value == "12 results"
+    # Sidebar: filters built from the catalog, the weight at the library's default.
+    for col in ("category", "sub_category", "brand", "colour"):
+        assert app.multiselect(key=f"filter_{col}").options == catalog.values(col)
+    assert app.select_slider(key="weight").value == DEFAULT_WEIGHT
+    # Each card: a score breakdown (two bars), a "why" line, details with an image download.
+    assert len(app.progress) == 2 * len(ids)
+    assert len(app.expander) >= len(ids)
+    labels = [b.proto.label for b in app.get("download_button")]
+    assert labels.count("Download image") == len(ids) and "Download CSV" in labels
+
+
+def test_backbone_is_shown_with_a_note_when_vgg16_is_missing(app):
+    sidebar = " ".join(m.value for m in app.sidebar.markdown)
+    infos = " ".join(i.value for i in app.sidebar.info)
+    if "EfficientNet-Lite0" in sidebar:
+        assert "VGG16 weights are not on this machine" in infos
+    else:
+        assert "VGG16" in sidebar
+
+
+# -- filters, weight, k --------------------------------------------------------------------
+def test_category_filter_changes_the_results(app, catalog):
+    before = result_ids(app)
+    app.multiselect(key="filter_category").set_value(["Home & Garden"])
+    after = result_ids(run(app))
+    assert after and after != before
+    assert {attribute(catalog, i, "category") for i in after} == {"Home & Garden"}
+
+
+def test_price_filter_keeps_only_products_in_range(app, catalog):
+    app.select_slider(key="filter_price").set_value((5.0, 20.0))
+    ids = result_ids(run(app))
+    assert ids
+    assert all(5 <= attribute(catalog, i, "price") <= 20 for i in ids)
+
+
+def test_clear_filters_restores_the_results(app):
+    before = result_ids(app)
+    app.multiselect(key="filter_brand").set_value(["Nike"])
+    assert result_ids(run(app)) != before
+    next(b for b in app.sidebar.button if b.proto.label == "Clear filters").click()
+    assert result_ids(run(app)) == before
+    assert app.multiselect(key="filter_brand").value == []
+
+
+def test_weight_slider_changes_the_order(app):
+    pick(app, "laptop")
+    app.select_slider(key="weight").set_value(1.0)
+    image_only = result_ids(run(app))
+    assert "100%** image" in plain(app.sidebar.caption)
+    # The card breakdown follows: at weight 1 the metadata side contributes nothing.
+    assert {p.text for p in app.progress if p.text.startswith("metadata")} == {"metadata 0.00"}
+    app.select_slider(key="weight").set_value(0.0)
+    metadata_only = result_ids(run(app))
+    assert {p.text for p in app.progress if p.text.startswith("image")} == {"image 0.00"}
+    assert image_only != metadata_only
+    app.select_slider(key="weight").set_value(DEFAULT_WEIGHT)
+    assert result_ids(run(app)) not in (image_only, metadata_only)
+
+
+def test_number_of_results(app):
+    app.slider(key="k").set_value(5)
+    assert len(result_ids(run(app))) == 5
+    assert app.subheader[0].value == "5 results"
+
+
+def test_empty_state_names_the_filter_that_emptied_it(app):
+    pick(app, "laptop")
+    app.multiselect(key="filter_category").set_value(["Sports & Outdoor"])
+    app.multiselect(key="filter_brand").set_value(["Apple"])
+    run(app)
+    assert result_ids(app) == []
+    warning = plain(app.warning)
+    assert "No product left" in warning
+    assert "brand in" in warning and "Apple" in warning and "Sports & Outdoor" in warning
+    assert app.subheader[0].value == "0 results"
+
+
+# -- queries -------------------------------------------------------------------------------
+def test_more_like_this_requeries_with_that_product(app):
+    pick(app, "laptop")
+    first = result_ids(app)
+    target = first[1]
+    app.button(key=f"more_{target}").click()
+    run(app)
+    assert app.segmented_control(key="mode").value == "product"
+    assert app.selectbox(key="product").value == target
+    after = result_ids(app)
+    assert target not in after and after != first
+
+
+def test_text_query(app, catalog):
+    app.segmented_control(key="mode").set_value("text")
+    run(app)
+    assert result_ids(app) == []  # nothing typed yet: a hint, no error
+    assert any("Type a description" in i.value for i in app.info)
+    app.text_input(key="text").set_value("running shoe")
+    ids = result_ids(run(app))
+    assert ids and "Shoe" in attribute(catalog, ids[0], "name")
+
+
+def test_upload_a_photo_finds_that_product_first(app):
+    upload(app, "tennis-ball.jpg", (IMAGES / "tennis-ball.jpg").read_bytes())
+    assert not app.error
+    ids = result_ids(app)
+    assert ids[0] == "tennis-ball"
+    assert any("tennis-ball.jpg" in img.captions for img in app.image)  # the query image
+    # No description: the metadata side is inferred from the closest matches, and said so.
+    assert any("closest image matches" in i.value for i in app.info)
+
+
+def test_upload_with_a_description(app):
+    upload(app, "ball.png", _png_bytes(IMAGES / "basketball.jpg"), "image/png")
+    app.text_input(key="upload_text").set_value("Wilson basketball")
+    ids = result_ids(run(app))
+    assert ids[0] == "basketball"
+    assert "uploaded image + text 'Wilson basketball'" in plain(app.caption)
+
+
+def _png_bytes(path: Path, mode: str = "RGBA") -> bytes:
+    buf = io.BytesIO()
+    Image.open(path).convert(mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _bomb_png(width: int = 12_000, height: int = 12_000) -> bytes:
+    """A tiny PNG file that claims to be 144 megapixels (a decompression bomb)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+TENNIS = (IMAGES / "tennis-ball.jpg").read_bytes()
+BAD_UPLOADS = {
+    "text-as-jpg": ("notes.jpg", b"just some text, not a photo", "not a JPEG, PNG or WebP image"),
+    "empty": ("empty.png", b"", "the file is empty"),
+    "truncated": ("cut.jpg", TENNIS[: len(TENNIS) // 3], "corrupt or truncated"),
+    "over-size": ("huge.jpg", b"\xff\xd8\xff" + b"\0" * MAX_UPLOAD_BYTES, "over the upload limit"),
+    "decompression-bomb": ("bomb.png", _bomb_png(), "too many pixels"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_UPLOADS))
+def test_a_bad_upload_shows_an_error_and_the_app_keeps_running(app, case):
+    name, data, reason = BAD_UPLOADS[case]
+    upload(app, name, data)
+    errors = [e.value for e in app.error]
+    assert len(errors) == 1 and name in errors[0] and reason in errors[0], errors
+    assert result_ids(app) == []
+    if case == "truncated":  # then a good photo works in the same session
+        app.file_uploader(key="upload").set_value(("tennis-ball.jpg", TENNIS, "image/jpeg"))
+        assert result_ids(run(app))[0] == "tennis-ball"
+        assert not app.error
+
+
+def test_first_start_builds_embeddings_with_a_progress_bar(tmp_path, monkeypatch):
+    """A catalog without cached embeddings: the app embeds its images, showing counts."""
+    rows = pd.read_csv(DEMO_CATALOG, dtype=str, keep_default_na=False).head(5)
+    (tmp_path / "images").mkdir()
+    for image in rows["image"]:
+        shutil.copy(DEMO_CATALOG.parent / image, tmp_path / image)
+    rows.to_csv(tmp_path / "catalog.csv", index=False)
+    monkeypatch.setenv("RECOMMENDER_CATALOG", str(tmp_path / "catalog.csv"))
+
+    from streamlit.delta_generator import DeltaGenerator
+
+    shown: list[str] = []
+    real_progress = DeltaGenerator.progress
+
+    def spy(self, value, text=None, **kwargs):
+        shown.append(text or "")
+        return real_progress(self, value, text=text, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "progress", spy)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    run(at)
+    assert "First start: embedding catalog images 5/5" in shown
+    assert (tmp_path / ".cache").is_dir()
+    assert len(result_ids(at)) == 4  # every other product
+    assert "5 products: 5 embedded" in plain(at.sidebar.caption)
+
+
+# -- recommender/uploads.py ----------------------------------------------------------------
+def test_read_upload_accepts_the_three_formats():
+    jpeg = TENNIS
+    png = _png_bytes(IMAGES / "tennis-ball.jpg")
+    buf = io.BytesIO()
+    Image.open(IMAGES / "tennis-ball.jpg").save(buf, format="WEBP")
+    webp = buf.getvalue()
+    for name, data, fmt in (("a.JPG", jpeg, "JPEG"), ("a.jpeg", jpeg, "JPEG"), ("a.png", png, "PNG"),
+                            ("a.webp", webp, "WebP")):
+        assert read_upload(data, name) == data
+        assert sniff_format(data) == fmt
+        up = open_upload(data, name)
+        assert up.image.mode == "RGB" and up.image.size == Image.open(io.BytesIO(data)).size
+        assert up.format == fmt and up.data == data
+
+
+@pytest.mark.parametrize(("name", "data", "message"), [
+    ("notes.txt", TENNIS, "unsupported file type (.txt)"),
+    ("photo", TENNIS, "unsupported file type (no extension)"),
+    ("anim.gif", b"GIF89a" + b"\0" * 20, "unsupported file type (.gif)"),
+    ("empty.jpg", b"", "the file is empty"),
+    ("big.jpg", b"\xff\xd8\xff" + b"\0" * 2000, "over the upload limit of 1 KB"),
+    ("gif.png", b"GIF89a" + b"\0" * 20, "not a JPEG, PNG or WebP image"),
+])
+def test_read_upload_rejects_before_decoding(name, data, message):
+    with pytest.raises(ImageError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
+        read_upload(data, name, max_bytes=1024)
+    assert str(info.value).startswith(display_name(name))
+
+
+def test_open_upload_validates_the_content():
+    with pytest.raises(ImageError, match="cut.jpg: corrupt or truncated"):
+        open_upload(TENNIS[:500], "cut.jpg")
+    with pytest.raises(ImageError, match="bomb.png: .*too many pixels"):
+        open_upload(_bomb_png(), "bomb.png")
+    with pytest.raises(ImageError, match="too many pixels"):
+        open_upload(TENNIS, "small-limit.jpg", max_pixels=100)
+    assert MAX_PIXELS < 12_000 * 12_000
+
+
+def test_transparent_png_upload_is_flattened_onto_white():
+    img = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    up = open_upload(buf.getvalue(), "clear.png")
+    assert up.image.mode == "RGB" and up.image.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_display_name_drops_folders_from_client_file_names():
+    assert display_name("../../etc/passwd.jpg") == "passwd.jpg"
+    assert display_name("C:\\Users\\me\\shoe.png") == "shoe.png"
+    assert display_name("") == "uploaded file"
+    assert len(display_name("x" * 300 + ".jpg")) == 80
