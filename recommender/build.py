@@ -1,4 +1,4 @@
-"""Catalog -> image embeddings, reusing the artifact store and skipping images that cannot be read."""
+"""Catalog -> vectors, reusing the artifact store and skipping images that cannot be read."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .catalog import Catalog, ImageProblem
-from .embedders import FEATURE_DIMS, BackboneChoice, ImageEmbedder, resolve_backbone
+from .embedders import ImageEmbedder
 from .errors import ImageError
 from .images import load_for_model
 from .store import ArtifactStore, StoredEmbeddings, file_sha256
@@ -33,51 +33,39 @@ class BuildReport:
     cache_dir: Path | None = None
 
     def summary(self) -> str:
-        text = (f"{self.n_items} products: {self.embedded} embedded, {self.reused} reused from cache, "
+        return (f"{self.n_items} products: {self.embedded} embedded, {self.reused} reused from cache, "
                 f"{len(self.skipped)} skipped ({self.backbone}, {self.seconds:.1f} s)")
-        return text
 
 
 def default_cache_dir(catalog: Catalog) -> Path:
     return catalog.root / ".cache"
 
 
-def weights_id(choice: BackboneChoice) -> str:
-    """Identifies the weights a vector was made with (file name and size, or Keras' download)."""
-    if choice.weights is None:
-        return "keras-imagenet"
-    return f"{choice.weights.name}:{choice.weights.stat().st_size}"
-
-
-def build_image_embeddings(
+def build_embeddings(
     catalog: Catalog,
-    backbone: str = "auto",
+    embedder,
     cache_dir: Path | str | None = None,
-    embedder: ImageEmbedder | None = None,
     progress: Progress | None = None,
-    batch_size: int = 32,
-    flip_tta: bool = False,
-) -> tuple[np.ndarray, np.ndarray, BuildReport, ImageEmbedder | None]:
-    """Embed every product image, re-using cached vectors by image content hash.
+) -> tuple[np.ndarray, np.ndarray, BuildReport, object | None]:
+    """Embed every product image with ``embedder``, re-using cached vectors by image content hash.
 
-    Returns ``(vectors, has_image, report, embedder)``: ``vectors`` is ``(n, d)`` float32 with zero
-    rows where the image was missing or unreadable (``has_image`` False; the report lists why),
-    ``embedder`` is the loaded model if one had to be loaded, else ``None`` - a build whose images
-    are all cached never imports TensorFlow.
+    ``embedder`` is an :class:`ImageEmbedder` or :class:`ColourEmbedder`, fitted or not: an unfitted
+    one is fitted only if some image is not in the cache, so a fully cached build never imports
+    TensorFlow. Returns ``(vectors, has_image, report, embedder or None)``: ``vectors`` is
+    ``(n, d)`` float32 with zero rows where the image was missing or unreadable (``has_image``
+    False; the report lists why).
     """
     t0 = time.perf_counter()
-    if embedder is not None:
-        backbone, flip_tta = embedder.backbone_, embedder.flip_tta
-    choice = resolve_backbone(backbone)
-    preprocess = ImageEmbedder(choice.name, flip_tta=flip_tta).preprocess_id
+    ident = getattr(embedder, "identity_", None) or embedder.identity()
+    choice = ident.choice
     store = ArtifactStore(cache_dir or default_cache_dir(catalog))
-    wid = weights_id(choice)
-    dim = FEATURE_DIMS[choice.name]
-    stored = store.load(choice.name, preprocess, wid) or StoredEmbeddings(choice.name, dim, preprocess, wid)
-    report = BuildReport(choice.name, choice.reason, choice.fallback, len(catalog), cache_dir=store.folder(choice.name))
+    stored = store.load(ident.folder, ident.name, ident.preprocess, ident.weights) or StoredEmbeddings(
+        ident.folder, ident.name, ident.feature_dim, ident.preprocess, ident.weights)
+    report = BuildReport(ident.name, choice.reason if choice else ident.preprocess,
+                         bool(choice and choice.fallback), len(catalog), cache_dir=store.folder(ident.folder))
 
     n = len(catalog)
-    vectors = np.zeros((n, dim), dtype=np.float32)
+    vectors = np.zeros((n, ident.feature_dim), dtype=np.float32)
     has_image = np.zeros(n, dtype=bool)
     hashes: list[str | None] = [None] * n
     todo: list[int] = []
@@ -96,13 +84,16 @@ def build_image_embeddings(
             todo.append(i)
 
     new_failures: dict[str, str] = {}
+    loaded = None
     if todo:
-        if embedder is None:
-            embedder = ImageEmbedder(choice.name, batch_size=batch_size, flip_tta=flip_tta).fit()
+        if not hasattr(embedder, "identity_"):
+            embedder.fit()
+        loaded = embedder
+        step = embedder.batch_size
         done = 0
-        for start in range(0, len(todo), batch_size):
+        for start in range(0, len(todo), step):
             rows, pixels = [], []
-            for i in todo[start:start + batch_size]:
+            for i in todo[start:start + step]:
                 try:
                     pixels.append(load_for_model(catalog.image_path(i), embedder.input_size_))
                     rows.append(i)
@@ -114,7 +105,7 @@ def build_image_embeddings(
                 vectors[rows] = embedder.embed_arrays(np.stack(pixels))
                 has_image[rows] = True
                 report.embedded += len(rows)
-            done += len(todo[start:start + batch_size])
+            done += len(todo[start:start + step])
             if progress:
                 progress(done, len(todo))
     for p in report.skipped:
@@ -126,14 +117,31 @@ def build_image_embeddings(
         # catalog sharing the cache (or an undo) gets them back for free.
         merged = dict(stored.vectors)
         merged.update({hashes[i]: vectors[i] for i in np.flatnonzero(has_image)})
-        ids_by_hash = {hashes[i]: (catalog.ids[i], str(catalog.items["image"].iat[i]))
-                       for i in np.flatnonzero(has_image)}
+        owners = {hashes[i]: (str(catalog.ids[i]), str(catalog.items["image"].iat[i]))
+                  for i in np.flatnonzero(has_image)}
         keys = list(merged)
-        items = [{"sha256": h, "id": ids_by_hash.get(h, ("", ""))[0], "image": ids_by_hash.get(h, ("", ""))[1]}
+        items = [{"sha256": h, "id": owners.get(h, ("", ""))[0], "image": owners.get(h, ("", ""))[1]}
                  for h in keys]
         failures = {**stored.failures, **new_failures}
         stored.catalog_fingerprint = fingerprint
-        matrix = np.stack([merged[h] for h in keys]) if keys else np.zeros((0, dim), np.float32)
+        matrix = np.stack([merged[h] for h in keys]) if keys else np.zeros((0, ident.feature_dim), np.float32)
         store.save(stored, items, matrix, [{"sha256": h, "reason": r} for h, r in failures.items()])
     report.seconds = time.perf_counter() - t0
-    return vectors, has_image, report, embedder
+    return vectors, has_image, report, loaded
+
+
+def build_image_embeddings(
+    catalog: Catalog,
+    backbone: str = "auto",
+    cache_dir: Path | str | None = None,
+    embedder: ImageEmbedder | None = None,
+    progress: Progress | None = None,
+    batch_size: int = 32,
+    flip_tta: bool = False,
+    semantic: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, BuildReport, ImageEmbedder | None]:
+    """CNN embeddings of the catalog (see :func:`build_embeddings`); ``embedder`` may be a fitted
+    :class:`ImageEmbedder` to reuse, otherwise one is made from the other arguments."""
+    if embedder is None:
+        embedder = ImageEmbedder(backbone, batch_size=batch_size, flip_tta=flip_tta, semantic=semantic)
+    return build_embeddings(catalog, embedder, cache_dir, progress)

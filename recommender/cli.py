@@ -40,11 +40,14 @@ def _catalog(args):
 
 
 def cmd_build(args) -> int:
-    from .build import build_image_embeddings
+    from .recommender import HybridRecommender
 
-    catalog = _catalog(args)
-    _, _, report, _ = build_image_embeddings(catalog, args.backbone, args.cache, progress=_progress_bar("embedding"))
+    # The same configuration `recommend` and the app use, so the cache it fills is the one they read.
+    rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache).fit(
+        _catalog(args), progress=_progress_bar("embedding"))
+    report = rec.build_report_
     print(f"backbone: {report.backbone} ({report.reason})")
+    print(f"image pipeline: {rec.image_pipeline_description()}")
     print(report.summary())
     print(f"cache: {report.cache_dir}")
     for p in report.skipped:
@@ -89,7 +92,10 @@ def cmd_evaluate(args) -> int:
     views = args.views or catalog.root / "views.csv"
     protocols = args.protocol or (["loo", "multiview"] if views.is_file() and args.label else
                                   ["loo"] if args.label else ["multiview"])
-    params = {"backbone": args.backbone, "cache_dir": args.cache, "flip_tta": args.flip_tta, "dba_k": args.dba_k}
+    levers = {"flip_tta": args.flip_tta, "semantic": args.semantic, "dba_k": args.dba_k,
+              "colour_weight": args.colour_weight}
+    # Only the levers given on the command line; the rest keep the recommender's defaults.
+    params = {"backbone": args.backbone, "cache_dir": args.cache, **{k: v for k, v in levers.items() if v is not None}}
     from .recommender import HybridRecommender
 
     results = {}
@@ -120,6 +126,7 @@ def cmd_evaluate(args) -> int:
 def cmd_info(args) -> int:
     from .build import default_cache_dir
     from .embedders import resolve_backbone
+    from .recommender import HybridRecommender
     from .store import ArtifactStore, file_sha256
 
     catalog = _catalog(args)
@@ -133,15 +140,16 @@ def cmd_info(args) -> int:
         print(f"  price: {prices.min():g} - {prices.max():g} ({len(prices)} priced)")
     choice = resolve_backbone(args.backbone)
     print(f"backbone: {choice.name} ({choice.reason})")
+    ident = HybridRecommender(backbone=args.backbone)._image_embedder(args.backbone).identity()
     store = ArtifactStore(args.cache or default_cache_dir(catalog))
-    manifest = store.manifest(choice.name)
+    manifest = store.manifest(ident.folder)
     if manifest is None:
-        print(f"cache: none yet in {store.folder(choice.name)} (run: python -m recommender build)")
+        print(f"cache: none yet in {store.folder(ident.folder)} (run: python -m recommender build)")
         return 0
     cached = {e["sha256"] for e in manifest.get("items", [])}
     present = [catalog.image_path(i) for i in range(len(catalog)) if catalog.image_path(i).is_file()]
     hits = sum(file_sha256(p) in cached for p in present)
-    print(f"cache: {store.folder(choice.name)}: {len(cached)} vectors, {manifest['feature_dim']}-d, "
+    print(f"cache: {store.folder(ident.folder)}: {len(cached)} vectors, {manifest['feature_dim']}-d, "
           f"made {manifest.get('created')}; {hits}/{len(catalog)} catalog images cached, "
           f"{len(catalog) - len(present)} image files missing")
     return 0
@@ -175,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--image", help="path of a photo")
     p.add_argument("--text", help="a description (alone, or with --image)")
     p.add_argument("--weight", type=float, default=None,
-                   help="image weight w in [0, 1]: 1 = looks only, 0 = metadata only (default 0.75)")
+                   help="image weight w in [0, 1]: 1 = looks only, 0 = metadata only (default 0.7)")
     p.add_argument("--k", type=int, default=10, help="number of results (default 10)")
     for name in ("category", "sub-category", "brand", "colour"):
         p.add_argument(f"--{name}", action="append", metavar="VALUE",
@@ -197,8 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image weights to sweep (default 0, 0.1, ..., 1)")
     p.add_argument("--mmr", type=float, nargs="+", metavar="LAMBDA",
                    help="also measure MMR re-ranking at these lambdas (1 = off)")
-    p.add_argument("--flip-tta", action="store_true", help="embed images also mirrored and average")
-    p.add_argument("--dba-k", type=int, default=0, help="database-side augmentation neighbours (0 = off)")
+    p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="embed images also mirrored and average (default on)")
+    p.add_argument("--semantic", type=float, help="share of ImageNet class probabilities in the image vector "
+                   "(default 0.5; 0 = pooled features only)")
+    p.add_argument("--dba-k", type=int, help="database-side augmentation neighbours (default 2; 0 = off)")
+    p.add_argument("--colour-weight", type=float, help="share of colour similarity in the image side (default 0)")
     p.add_argument("--exclude", nargs="+", help="more metadata fields to leave out")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.json, report.md and plots to DIR")

@@ -6,6 +6,7 @@ several seconds, and the CLI's help, the metadata path and ``resolve_backbone`` 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ FEATURE_DIMS = {"vgg16": 512, "resnet50": 2048, "efficientnet_lite0": 1280}
 INPUT_SIZE = 224
 
 
+IMAGENET_CLASSES = 1000
+
+
 @dataclass(frozen=True)
 class BackboneChoice:
     """Which backbone will be used, where its weights come from, and why it was chosen."""
@@ -32,6 +36,24 @@ class BackboneChoice:
     weights: Path | None  # None: Keras downloads the ImageNet weights on first use
     reason: str
     fallback: bool = False  # True when `auto` wanted VGG16 but its weights are not on this machine
+
+
+@dataclass(frozen=True)
+class EmbedderIdentity:
+    """What makes two vectors comparable: the same model, weights and preprocessing."""
+
+    name: str  # the backbone (or "colour_histogram")
+    preprocess: str
+    weights: str
+    feature_dim: int
+    choice: BackboneChoice | None
+
+    @property
+    def folder(self) -> str:
+        """Cache folder: one per backbone and configuration, so vectors made differently never mix
+        and switching between configurations does not throw either cache away."""
+        digest = hashlib.sha256(f"{self.preprocess}|{self.weights}|{self.feature_dim}".encode()).hexdigest()
+        return f"{self.name}-{digest[:8]}"
 
 
 def resolve_backbone(backbone: str = "auto", models_dir: Path | None = None) -> BackboneChoice:
@@ -78,62 +100,95 @@ def resolve_backbone(backbone: str = "auto", models_dir: Path | None = None) -> 
 class ImageEmbedder(BaseEstimator):
     """L2-normalised, global-average-pooled penultimate CNN features (float32).
 
+    Parameters
+    ----------
+    flip_tta: embed each image as it is and mirrored, and average the two - a product photographed
+        facing left then matches the same product facing right.
+    semantic: weight in [0, 1) of a "what is it" part appended to the pooled features: the square
+        root of the ImageNet class probabilities (softmax at ``semantic_temperature``), so that two
+        balls of different colours, or a bike and a skateboard, are near each other. Needs the
+        classifier head, which only the bundled EfficientNet-Lite0 weights include.
+
     ``fit()`` loads the model (no training: ImageNet weights are used as they are) and sets
-    ``backbone_``, ``reason_``, ``input_size_``, ``feature_dim_``.
+    ``backbone_``, ``reason_``, ``input_size_``, ``feature_dim_``. :meth:`identity` answers which
+    cache a configuration belongs to without loading anything.
     """
 
     def __init__(
-        self, backbone: str = "auto", batch_size: int = 32, models_dir: Path | None = None, flip_tta: bool = False
+        self,
+        backbone: str = "auto",
+        batch_size: int = 32,
+        models_dir: Path | None = None,
+        flip_tta: bool = False,
+        semantic: float = 0.0,
+        semantic_temperature: float = 2.0,
     ) -> None:
         self.backbone = backbone
         self.batch_size = batch_size
         self.models_dir = models_dir
         self.flip_tta = flip_tta
+        self.semantic = semantic
+        self.semantic_temperature = semantic_temperature
 
-    @property
-    def preprocess_id(self) -> str:
-        """Identifies how pixels become vectors, for the cache: a change must never mix vectors."""
-        return PREPROCESS_VERSION + ("+flip-tta" if self.flip_tta else "")
+    def identity(self) -> EmbedderIdentity:
+        """Which cache folder, preprocessing and weights these vectors belong to (no TF import)."""
+        choice = resolve_backbone(self.backbone, self.models_dir)
+        if self.semantic and choice.name != "efficientnet_lite0":
+            raise WeightsUnavailableError(
+                f"semantic features need an ImageNet classifier head; the {choice.name} weights used here have "
+                "none (only the bundled efficientnet_lite0 does): set semantic=0 or use efficientnet_lite0")
+        if not 0.0 <= self.semantic < 1.0:
+            raise ValueError(f"semantic must be in [0, 1), got {self.semantic}")
+        preprocess = PREPROCESS_VERSION + ("+flip-tta" if self.flip_tta else "")
+        if self.semantic:
+            preprocess += f"+semantic{self.semantic:g}@T{self.semantic_temperature:g}"
+        dim = FEATURE_DIMS[choice.name] + (IMAGENET_CLASSES if self.semantic else 0)
+        w = choice.weights
+        weights = "keras-imagenet" if w is None else f"{w.name}:{w.stat().st_size}"
+        return EmbedderIdentity(choice.name, preprocess, weights, dim, choice)
 
     def fit(self, X: object = None, y: object = None) -> ImageEmbedder:
-        choice = resolve_backbone(self.backbone, self.models_dir)
+        ident = self.identity()
+        choice = ident.choice
         # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) is noise on a CPU box.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
 
-        model, preprocess = _build(choice)
+        model, preprocess = _build(choice, with_logits=bool(self.semantic))
         self.backbone_ = choice.name
         self.reason_ = choice.reason
         self.weights_path_ = choice.weights
         self.input_size_ = INPUT_SIZE
-        self.feature_dim_ = FEATURE_DIMS[choice.name]
+        self.feature_dim_ = ident.feature_dim
+        self.identity_ = ident
         self.model_ = model
+        semantic, temperature = float(self.semantic), float(self.semantic_temperature)
 
         # One compiled graph for every batch size: model(x, training=False) in a tf.function,
         # rather than predict() per call (which rebuilds its data pipeline each time).
         @tf.function(input_signature=[tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.float32)],
                      reduce_retracing=True)
         def _forward(x):
-            return model(preprocess(x), training=False)
+            out = model(preprocess(x), training=False)
+            if not semantic:
+                return tf.math.l2_normalize(out, axis=-1)
+            pooled, logits = out
+            probs = tf.sqrt(tf.nn.softmax(logits / temperature, axis=-1))
+            return tf.concat([tf.math.l2_normalize(pooled, axis=-1) * (1.0 - semantic) ** 0.5,
+                              tf.math.l2_normalize(probs, axis=-1) * semantic ** 0.5], axis=-1)
 
         self._forward = _forward
         return self
 
     def embed_arrays(self, pixels: np.ndarray) -> np.ndarray:
-        """``(n, S, S, 3)`` uint8 RGB -> ``(n, feature_dim_)`` L2-normalised float32.
-
-        With ``flip_tta`` each image is embedded as it is and mirrored, and the two averaged: a
-        product photographed facing left then matches the same product facing right.
-        """
-        pixels = np.asarray(pixels)
-        if pixels.ndim != 4 or pixels.shape[1:] != (self.input_size_, self.input_size_, 3):
-            raise ValueError(f"expected (n, {self.input_size_}, {self.input_size_}, 3) pixels, got {pixels.shape}")
+        """``(n, S, S, 3)`` uint8 RGB -> ``(n, feature_dim_)`` L2-normalised float32."""
+        pixels = _check_pixels(pixels, self.input_size_)
         out = np.empty((len(pixels), self.feature_dim_), dtype=np.float32)
         for start in range(0, len(pixels), self.batch_size):
             batch = pixels[start:start + self.batch_size].astype(np.float32)
             feats = np.asarray(self._forward(batch))
             if self.flip_tta:
-                feats = l2_normalise(feats) + l2_normalise(np.asarray(self._forward(batch[:, :, ::-1])))
+                feats = feats + np.asarray(self._forward(batch[:, :, ::-1]))
             out[start:start + len(batch)] = feats
         return l2_normalise(out)
 
@@ -141,25 +196,84 @@ class ImageEmbedder(BaseEstimator):
         self, images: Sequence[ImageSource], progress: Callable[[int, int], None] | None = None
     ) -> np.ndarray:
         """Embed images given as paths, bytes or file objects. Raises ImageError on a bad one."""
-        out = np.empty((len(images), self.feature_dim_), dtype=np.float32)
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
-            out[start:start + len(chunk)] = self.embed_arrays(
-                np.stack([load_for_model(src, self.input_size_) for src in chunk]))
-            if progress:
-                progress(start + len(chunk), len(images))
-        return out
+        return _transform(self, images, progress)
 
 
-def _build(choice: BackboneChoice):
-    """Return ``(keras model -> pooled features, preprocess fn on raw 0..255 RGB)``."""
+class ColourEmbedder(BaseEstimator):
+    """Colour histogram of a product's pixels: what a CNN trained for object classes mostly ignores.
+
+    A ``bins**3`` RGB histogram of the pixels that are not (near-)white background, square-rooted
+    and L2-normalised, so that the cosine of two vectors is their Bhattacharyya coefficient.
+    Same interface as :class:`ImageEmbedder`; cheap (no model), cached the same way.
+    """
+
+    def __init__(self, bins: int = 8, size: int = 96, background: int = 235, batch_size: int = 256) -> None:
+        self.bins = bins
+        self.size = size
+        self.background = background
+        self.batch_size = batch_size
+
+    def identity(self) -> EmbedderIdentity:
+        preprocess = f"{PREPROCESS_VERSION}+rgb-hist{self.bins}@{self.size}px,bg>={self.background}"
+        return EmbedderIdentity("colour_histogram", preprocess, "none", self.bins ** 3, None)
+
+    def fit(self, X: object = None, y: object = None) -> ColourEmbedder:
+        self.identity_ = self.identity()
+        self.backbone_ = self.identity_.name
+        self.input_size_ = self.size
+        self.feature_dim_ = self.identity_.feature_dim
+        return self
+
+    def embed_arrays(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = _check_pixels(pixels, self.input_size_)
+        n = len(pixels)
+        flat = pixels.reshape(n, -1, 3)
+        foreground = (flat < self.background).any(axis=2)
+        # An all-white image (a white product on white) keeps all its pixels rather than none.
+        foreground[~foreground.any(axis=1)] = True
+        q = (flat.astype(np.int32) * self.bins) // 256
+        codes = (q[..., 0] * self.bins + q[..., 1]) * self.bins + q[..., 2]
+        hist = np.zeros((n, self.feature_dim_), dtype=np.float32)
+        rows = np.broadcast_to(np.arange(n)[:, None], codes.shape)
+        np.add.at(hist, (rows[foreground], codes[foreground]), 1.0)
+        return l2_normalise(np.sqrt(hist))
+
+    def transform(
+        self, images: Sequence[ImageSource], progress: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
+        return _transform(self, images, progress)
+
+
+def _check_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
+        raise ValueError(f"expected (n, {size}, {size}, 3) pixels, got {pixels.shape}")
+    return pixels
+
+
+def _transform(embedder, images: Sequence[ImageSource], progress: Callable[[int, int], None] | None) -> np.ndarray:
+    out = np.empty((len(images), embedder.feature_dim_), dtype=np.float32)
+    for start in range(0, len(images), embedder.batch_size):
+        chunk = images[start:start + embedder.batch_size]
+        out[start:start + len(chunk)] = embedder.embed_arrays(
+            np.stack([load_for_model(src, embedder.input_size_) for src in chunk]))
+        if progress:
+            progress(start + len(chunk), len(images))
+    return out
+
+
+def _build(choice: BackboneChoice, with_logits: bool = False):
+    """Return ``(keras model -> pooled features [, logits], preprocess fn on raw 0..255 RGB)``."""
     import keras
 
     if choice.name == "efficientnet_lite0":
         from .efficientnet_lite import build_efficientnet_lite0
 
         # The Lite0 model scales (x - 127) / 128 itself.
-        return build_efficientnet_lite0(choice.weights, include_top=False), (lambda x: x)
+        if not with_logits:
+            return build_efficientnet_lite0(choice.weights, include_top=False), (lambda x: x)
+        clf = build_efficientnet_lite0(choice.weights, include_top=True)
+        return keras.Model(clf.input, [clf.get_layer("avg_pool").output, clf.output]), (lambda x: x)
     apps = {"vgg16": keras.applications.vgg16, "resnet50": keras.applications.resnet50}
     ctor = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}[choice.name]
     weights = str(choice.weights) if choice.weights else "imagenet"

@@ -93,7 +93,7 @@ class HybridRanker:
     product without an image) gets weight 0 and the other side decides.
     """
 
-    def __init__(self, weight: float = 0.75) -> None:
+    def __init__(self, weight: float = 0.7) -> None:
         self.weight = weight
 
     def rank(

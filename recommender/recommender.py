@@ -9,24 +9,26 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from .build import BuildReport, Progress, build_image_embeddings
+from .build import BuildReport, Progress, build_embeddings
 from .catalog import ATTRIBUTE_COLUMNS, Catalog, load_catalog, split_values
-from .embedders import ImageEmbedder
+from .embedders import ColourEmbedder, ImageEmbedder, resolve_backbone
 from .errors import QueryError
-from .images import ImageSource
+from .images import ImageSource, open_image, pad_to_square
 from .index import ExactIndex
 from .metadata import MetadataEncoder
+from .mmr import mmr_rerank
+from .postprocess import database_side_augmentation
 from .ranker import Filters, HybridRanker, Ranking
 
 log = logging.getLogger(__name__)
-DEFAULT_WEIGHT = 0.75
+DEFAULT_WEIGHT = 0.7
 _EMBEDDER_LOCK = threading.Lock()
 
 
@@ -114,9 +116,18 @@ class HybridRecommender(BaseEstimator):
     n_inferred: for an uploaded photo without text, how many closest image matches lend their
         metadata to the query.
     flip_tta: embed every image also mirrored and average the two (cached separately).
-    dba_k: database-side augmentation - each catalog vector becomes the mean of
-        itself and its ``dba_k`` nearest catalog neighbours (0 = off). Query photos are not changed.
+    semantic: share of the image vector given to ImageNet class probabilities ("what is it"),
+        see :class:`ImageEmbedder`; used with EfficientNet-Lite0 (the only bundled classifier head),
+        ignored for other backbones.
+    dba_k: database-side augmentation - each catalog vector becomes the mean of itself and its
+        ``dba_k`` nearest catalog neighbours (0 = off). It sharpens product-to-product similarity;
+        a query photo is scored against the raw vectors, so the exact product stays the top match.
+    colour_weight: default share of the image side given to colour-histogram similarity (0 = the
+        CNN alone). Raise it when "the same product in another shot" or "in this colour" matters
+        more than "the same kind of product".
     diversity: default MMR diversity in [0, 1] (0 = plain relevance order); see ``recommend``.
+
+    The defaults were chosen by the weight and lever sweeps in ``docs/evaluation.md``.
     """
 
     def __init__(
@@ -129,8 +140,10 @@ class HybridRecommender(BaseEstimator):
         exclude_fields: Sequence[str] = (),
         n_inferred: int = 5,
         batch_size: int = 32,
-        flip_tta: bool = False,
-        dba_k: int = 0,
+        flip_tta: bool = True,
+        semantic: float = 0.5,
+        dba_k: int = 2,
+        colour_weight: float = 0.0,
         diversity: float = 0.0,
     ) -> None:
         self.backbone = backbone
@@ -142,18 +155,24 @@ class HybridRecommender(BaseEstimator):
         self.n_inferred = n_inferred
         self.batch_size = batch_size
         self.flip_tta = flip_tta
+        self.semantic = semantic
         self.dba_k = dba_k
+        self.colour_weight = colour_weight
         self.diversity = diversity
 
     # -- fitting -----------------------------------------------------------------------------
+    def _image_embedder(self, backbone: str) -> ImageEmbedder:
+        semantic = self.semantic if resolve_backbone(backbone).name == "efficientnet_lite0" else 0.0
+        return ImageEmbedder(backbone, batch_size=self.batch_size, flip_tta=self.flip_tta, semantic=semantic)
+
     def fit(self, catalog: Catalog | Path | str, progress: Progress | None = None) -> HybridRecommender:
         catalog = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
-        vectors, has_image, report, embedder = build_image_embeddings(
-            catalog, self.backbone, self.cache_dir, progress=progress, batch_size=self.batch_size,
-            flip_tta=self.flip_tta)
+        vectors, has_image, report, embedder = build_embeddings(
+            catalog, self._image_embedder(self.backbone), self.cache_dir, progress=progress)
+        # Colour histograms need no model: cheap, cached beside the CNN vectors.
+        colours, _, _, _ = build_embeddings(catalog, ColourEmbedder(), self.cache_dir)
+        self.raw_image_vectors_ = vectors.copy()
         if self.dba_k > 0 and has_image.sum() > 1:
-            from .postprocess import database_side_augmentation
-
             vectors[has_image] = database_side_augmentation(vectors[has_image], k=self.dba_k)
         self.catalog_ = catalog
         self.build_report_: BuildReport = report
@@ -161,10 +180,18 @@ class HybridRecommender(BaseEstimator):
         self.backbone_reason_ = report.reason
         self.backbone_fallback_ = report.fallback
         self.image_vectors_ = vectors
+        self.colour_vectors_ = colours
         self.has_image_ = has_image
         self.image_index_ = ExactIndex(vectors.shape[1])
         self.image_index_.add(vectors)
+        self.raw_image_index_ = self.image_index_
+        if self.dba_k > 0:
+            self.raw_image_index_ = ExactIndex(vectors.shape[1])
+            self.raw_image_index_.add(self.raw_image_vectors_)
+        self.colour_index_ = ExactIndex(colours.shape[1])
+        self.colour_index_.add(colours)
         self._embedder = embedder
+        self._colour_embedder = ColourEmbedder().fit()
         self.metadata_encoder_ = MetadataEncoder(
             self.text_fields, self.categorical_fields, exclude=self.exclude_fields).fit(catalog.items)
         self.metadata_matrix_ = self.metadata_encoder_.transform(catalog.items)
@@ -176,17 +203,33 @@ class HybridRecommender(BaseEstimator):
         """The image model, loaded on first use (a fully cached catalog does not need it)."""
         with _EMBEDDER_LOCK:  # two app sessions uploading at once must not load the model twice
             if self._embedder is None:
-                self._embedder = ImageEmbedder(self.backbone_, batch_size=self.batch_size, flip_tta=self.flip_tta).fit()
+                self._embedder = self._image_embedder(self.backbone_).fit()
         return self._embedder
 
-    def image_similarity_matrix(self) -> np.ndarray:
-        """Cosine similarity between every pair of catalog images, as the ranker sees them."""
-        return self.image_vectors_ @ self.image_vectors_.T
+    def image_similarity_matrix(self, colour_weight: float | None = None) -> np.ndarray:
+        """Similarity between every pair of catalog images, as the ranker's image side sees it."""
+        c = self.colour_weight if colour_weight is None else colour_weight
+        sim = self.image_vectors_ @ self.image_vectors_.T
+        return sim if not c else (1 - c) * sim + c * (self.colour_vectors_ @ self.colour_vectors_.T)
 
     def image_pipeline_description(self) -> str:
+        semantic = self._embedder_semantic()
         parts = [self.backbone_, "flip-TTA" if self.flip_tta else None,
-                 f"DBA k={self.dba_k}" if self.dba_k else None]
+                 f"semantic {semantic:g}" if semantic else None,
+                 f"DBA k={self.dba_k}" if self.dba_k else None,
+                 f"colour {self.colour_weight:g}" if self.colour_weight else None]
         return " + ".join(p for p in parts if p)
+
+    def _embedder_semantic(self) -> float:
+        return self.semantic if self.backbone_ == "efficientnet_lite0" else 0.0
+
+    def _image_scores(
+        self, image_vec: np.ndarray, colour_vec: np.ndarray, colour_weight: float, photo: bool = False
+    ) -> np.ndarray:
+        scores = (self.raw_image_index_ if photo else self.image_index_).scores(image_vec)[0]
+        if colour_weight:
+            scores = (1 - colour_weight) * scores + colour_weight * self.colour_index_.scores(colour_vec)[0]
+        return scores
 
     # -- querying ----------------------------------------------------------------------------
     def recommend(
@@ -197,11 +240,16 @@ class HybridRecommender(BaseEstimator):
         k: int = 10,
         weight: float | None = None,
         filters: Filters | None = None,
+        colour_weight: float | None = None,
+        diversity: float | None = None,
     ) -> Recommendations:
         """Top-``k`` products like a catalog ``item``, an uploaded ``image`` and/or a ``text``.
 
         Give exactly one of ``item`` and ``image``, or ``text`` alone; ``text`` may accompany an
         ``image``. Filters are applied before ranking; the query item itself is never returned.
+        ``weight`` (image vs metadata), ``colour_weight`` (colour's share of the image side) and
+        ``diversity`` (MMR: 0 = by score alone, 1 = mostly unlike each other) default to the
+        recommender's settings.
         """
         text = (text or "").strip() or None
         if item is not None and image is not None:
@@ -211,8 +259,11 @@ class HybridRecommender(BaseEstimator):
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
         w = self.weight if weight is None else float(weight)
-        if not 0.0 <= w <= 1.0:
-            raise QueryError(f"weight must be between 0 and 1, got {w}")
+        c = self.colour_weight if colour_weight is None else float(colour_weight)
+        d = self.diversity if diversity is None else float(diversity)
+        for name, value in (("weight", w), ("colour_weight", c), ("diversity", d)):
+            if not 0.0 <= value <= 1.0:
+                raise QueryError(f"{name} must be between 0 and 1, got {value}")
         catalog = self.catalog_
         filters = filters or Filters()
         candidates = filters.mask(catalog)
@@ -229,15 +280,14 @@ class HybridRecommender(BaseEstimator):
             label = f"item {item} ({catalog.items['name'].iat[pos]})"
             attrs = catalog.attributes(pos)
             if self.has_image_[pos]:
-                img_scores = self.image_index_.scores(self.image_vectors_[pos])[0]
+                img_scores = self._image_scores(self.image_vectors_[pos], self.colour_vectors_[pos], c)
             else:
                 notes.append("this product's image could not be read: ranked by metadata alone")
             meta_scores = self._metadata_scores(self.metadata_matrix_[pos])
             if text:
                 notes.append("the text is ignored for a catalog item query")
         elif image is not None:
-            qvec = self.embedder.transform([image])[0]
-            img_scores = self.image_index_.scores(qvec)[0]
+            img_scores = self._image_scores(*self._embed_upload(image), c, photo=True)
             if text:
                 label = f"uploaded image + text {text!r}"
                 qmeta, attrs = self.metadata_encoder_.transform_text(text)
@@ -258,12 +308,37 @@ class HybridRecommender(BaseEstimator):
             if weight is not None and weight > 0:
                 notes.append("text-only query: ranked by metadata alone")
 
-        ranking = self.ranker_.rank(img_scores, meta_scores, k, candidates, w)
+        if d > 0:
+            ranking = self._diversified(img_scores, meta_scores, k, candidates, w, d)
+            notes.append(f"diversity {d:g}: results re-ranked to be less alike (MMR)")
+        else:
+            ranking = self.ranker_.rank(img_scores, meta_scores, k, candidates, w)
         result = Recommendations(label, ranking.weight, self._items(ranking, attrs), ranking.n_candidates,
                                  attrs, notes)
         if not result.items:
             result.empty_reason = self._empty_reason(filters, item)
         return result
+
+    def _embed_upload(self, image: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+        """CNN and colour vectors of an uploaded photo, decoded once."""
+        img = open_image(image)
+        emb, colour = self.embedder, self._colour_embedder
+        return (emb.embed_arrays(pad_to_square(img, emb.input_size_)[None])[0],
+                colour.embed_arrays(pad_to_square(img, colour.input_size_)[None])[0])
+
+    def _diversified(self, img_scores, meta_scores, k, candidates, w, d) -> Ranking:
+        """Maximal marginal relevance over the ranked candidates, with image similarity as redundancy."""
+        full = self.ranker_.rank(img_scores, meta_scores, int(candidates.sum()), candidates, w)
+        relevance = np.zeros(len(candidates), dtype=np.float32)
+        relevance[full.positions] = full.final
+        pool = np.zeros(len(candidates), dtype=bool)
+        pool[full.positions] = True
+        picked = mmr_rerank(relevance, k=k, lam=1.0 - d, candidates=pool, embeddings=self.image_vectors_)
+        where = {int(p): j for j, p in enumerate(full.positions)}
+        order = np.array([where[int(p)] for p in picked], dtype=int)
+        return replace(full, positions=full.positions[order], final=full.final[order],
+                       image_norm=full.image_norm[order], metadata_norm=full.metadata_norm[order],
+                       image_raw=full.image_raw[order], metadata_raw=full.metadata_raw[order])
 
     def _metadata_scores(self, qrow) -> np.ndarray:
         return np.asarray((self.metadata_matrix_ @ qrow.T).todense(), dtype=np.float32).ravel()

@@ -1,10 +1,13 @@
 """Cached image embeddings on disk: ``.npy`` vectors plus a ``manifest.json``.
 
-Layout: ``<root>/<backbone>/manifest.json`` and ``<root>/<backbone>/embeddings-<hash>.npy``. One
-folder per backbone, so vectors of different models never mix. Vectors are keyed by the SHA-256 of
-the image file, so a rebuild embeds only new or changed images (a renamed or re-used file is not
-embedded twice). Every write goes to a temporary file that is renamed into place, and the manifest
-is written last: a crash leaves the previous cache intact, never a half-written one.
+Layout: ``<root>/<folder>/manifest.json`` and ``<root>/<folder>/embeddings-<hash>.npy``, one folder
+per backbone and configuration (``efficientnet_lite0-1a2b3c4d``), so vectors of different models or
+preprocessing never mix; the manifest repeats what made them and is checked on every load.
+
+Vectors are keyed by the SHA-256 of the image file, so a rebuild embeds only new or changed images
+(a renamed or re-used file is not embedded twice). Every write goes to a temporary file that is
+renamed into place, and the manifest is written last: a crash leaves the previous cache intact,
+never a half-written one.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def file_sha256(path: Path) -> str:
 class StoredEmbeddings:
     """What a store folder holds: vectors by image hash, plus hashes known not to be images."""
 
+    folder: str
     backbone: str
     feature_dim: int
     preprocess: str
@@ -65,11 +69,11 @@ class ArtifactStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
 
-    def folder(self, backbone: str) -> Path:
-        return self.root / backbone
+    def folder(self, name: str) -> Path:
+        return self.root / name
 
-    def manifest(self, backbone: str) -> dict | None:
-        path = self.folder(backbone) / MANIFEST
+    def manifest(self, folder: str) -> dict | None:
+        path = self.folder(folder) / MANIFEST
         if not path.is_file():
             return None
         try:
@@ -78,18 +82,18 @@ class ArtifactStore:
             log.warning("ignoring unreadable cache manifest %s (%s); it will be rebuilt", path, exc)
             return None
 
-    def load(self, backbone: str, preprocess: str, weights: str) -> StoredEmbeddings | None:
+    def load(self, folder: str, backbone: str, preprocess: str, weights: str) -> StoredEmbeddings | None:
         """The cached vectors if they were made the same way; ``None`` (with a warning) otherwise."""
-        m = self.manifest(backbone)
+        m = self.manifest(folder)
         if m is None:
             return None
         made_same_way = (m.get("format") == FORMAT_VERSION and m.get("backbone") == backbone
                          and m.get("preprocess") == preprocess and m.get("weights") == weights)
         if not made_same_way:
-            log.info("cache in %s was made differently (%s/%s/%s); re-embedding", self.folder(backbone),
+            log.info("cache in %s was made differently (%s/%s/%s); re-embedding", self.folder(folder),
                      m.get("backbone"), m.get("preprocess"), m.get("weights"))
             return None
-        path = self.folder(backbone) / str(m.get("embeddings", ""))
+        path = self.folder(folder) / str(m.get("embeddings", ""))
         hashes = [e["sha256"] for e in m.get("items", [])]
         try:
             x = np.load(path, allow_pickle=False)
@@ -101,7 +105,7 @@ class ArtifactStore:
                         path, x.shape, x.dtype)
             return None
         return StoredEmbeddings(
-            backbone, int(m["feature_dim"]), preprocess, weights,
+            folder, backbone, int(m["feature_dim"]), preprocess, weights,
             vectors=dict(zip(hashes, x, strict=True)),
             failures={f["sha256"]: f["reason"] for f in m.get("failures", [])},
             catalog_fingerprint=m.get("catalog_fingerprint", ""),
@@ -115,7 +119,7 @@ class ArtifactStore:
         failures: list[dict[str, str]],
     ) -> Path:
         """Write vectors (row i belongs to ``items[i]``) and their manifest, atomically."""
-        folder = self.folder(stored.backbone)
+        folder = self.folder(stored.folder)
         folder.mkdir(parents=True, exist_ok=True)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         name = f"embeddings-{hashlib.sha256(vectors.tobytes()).hexdigest()[:12]}.npy"

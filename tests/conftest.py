@@ -29,8 +29,11 @@ def demo_recommender(demo_catalog, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def lite0_embedder(demo_recommender):
-    return demo_recommender.embedder
+def lite0_embedder():
+    """Plain EfficientNet-Lite0 features (no levers): the backbone as it is."""
+    from recommender.embedders import ImageEmbedder
+
+    return ImageEmbedder("efficientnet_lite0").fit()
 
 
 @pytest.fixture()

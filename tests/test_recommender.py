@@ -18,7 +18,10 @@ def _mirrored(path) -> bytes:
 def test_fitted_state(demo_recommender, demo_catalog):
     rec = demo_recommender
     assert rec.backbone_ == "efficientnet_lite0"
-    assert rec.image_vectors_.shape == (89, 1280) and rec.image_vectors_.dtype == np.float32
+    # Default pipeline: pooled features (1280) + ImageNet class probabilities (1000), flip-TTA, DBA.
+    assert rec.image_vectors_.shape == (89, 1280 + 1000) and rec.image_vectors_.dtype == np.float32
+    assert rec.image_pipeline_description() == "efficientnet_lite0 + flip-TTA + semantic 0.5 + DBA k=2"
+    assert rec.colour_vectors_.shape == (89, 512)
     np.testing.assert_allclose(np.linalg.norm(rec.image_vectors_, axis=1), 1.0, rtol=1e-5)
     assert rec.has_image_.all()
     assert rec.build_report_.embedded + rec.build_report_.reused == 89
@@ -112,3 +115,27 @@ def test_results_serialise(demo_recommender, demo_catalog):
     assert [r["id"] for r in d["results"]] == res.ids and d["results"][0]["image_score"] is None
     frame = res.to_frame(demo_catalog)
     assert list(frame["id"]) == res.ids and "brand" in frame.columns
+
+
+def test_colour_weight_finds_the_same_product_in_another_shot(demo_recommender, demo_catalog):
+    """The yellow plimsolls' side view: by shape alone the white pair (same shot angle) competes;
+    with colour on, the yellow pair's other shots win."""
+    side = demo_catalog.root / "images" / "yellow-plimsolls_3.png"
+    plain = demo_recommender.recommend(image=side, k=1, weight=1.0, colour_weight=0.0)
+    coloured = demo_recommender.recommend(image=side, k=1, weight=1.0, colour_weight=0.5)
+    assert coloured.ids == ["yellow-plimsolls"]
+    assert coloured.items[0].image_score >= plain.items[0].image_score - 1  # a valid cosine mix
+
+
+def test_diversity_trades_similarity_for_variety(demo_recommender):
+    plain = demo_recommender.recommend(item="nebula-night-sky-paint", k=5, weight=1.0)
+    varied = demo_recommender.recommend(item="nebula-night-sky-paint", k=5, weight=1.0, diversity=0.7)
+    assert plain.ids[0] == varied.ids[0]  # the first pick is always the most relevant
+    assert plain.ids != varied.ids
+    sim = demo_recommender.image_similarity_matrix()
+
+    def mean_pairwise(res):
+        p = [r.position for r in res.items]
+        return np.mean([sim[a, b] for i, a in enumerate(p) for b in p[i + 1:]])
+    assert mean_pairwise(varied) < mean_pairwise(plain)
+    assert any("diversity" in n for n in varied.notes)

@@ -37,45 +37,60 @@ def test_second_build_embeds_nothing_and_a_changed_image_is_reembedded(small_cat
 def test_manifest_records_how_vectors_were_made(small_catalog_dir, lite0_embedder, tmp_path):
     cache = tmp_path / "cache"
     _, _, report, _ = _build(small_catalog_dir, lite0_embedder, cache)
-    m = json.loads((cache / "efficientnet_lite0" / MANIFEST).read_text())
+    assert report.cache_dir.parent == cache and report.cache_dir.name.startswith("efficientnet_lite0-")
+    m = json.loads((report.cache_dir / MANIFEST).read_text())
     assert m["backbone"] == "efficientnet_lite0" and m["feature_dim"] == 1280
     assert m["preprocess"] and m["catalog_fingerprint"] and m["weights"].startswith("efficientnet-lite0")
     assert len(m["items"]) == 6 and all(len(e["sha256"]) == 64 for e in m["items"])
-    arr = np.load(cache / "efficientnet_lite0" / m["embeddings"], allow_pickle=False)
+    arr = np.load(report.cache_dir / m["embeddings"], allow_pickle=False)
     assert arr.shape == (6, 1280) and arr.dtype == np.float32
-    assert report.cache_dir == cache / "efficientnet_lite0"
 
 
 def test_other_backbone_or_preprocessing_never_mixes(small_catalog_dir, lite0_embedder, tmp_path):
     cache = tmp_path / "cache"
-    _build(small_catalog_dir, lite0_embedder, cache)
-    store = ArtifactStore(cache)
-    m = store.manifest("efficientnet_lite0")
-    assert store.load("efficientnet_lite0", m["preprocess"], m["weights"]) is not None
-    assert store.load("vgg16", m["preprocess"], m["weights"]) is None
-    assert store.load("efficientnet_lite0", "another-preprocessing", m["weights"]) is None
-    assert store.load("efficientnet_lite0", m["preprocess"], "other-weights.pth:1") is None
+    _, _, report, _ = _build(small_catalog_dir, lite0_embedder, cache)
+    store, folder = ArtifactStore(cache), report.cache_dir.name
+    m = store.manifest(folder)
+    assert store.load(folder, "efficientnet_lite0", m["preprocess"], m["weights"]) is not None
+    assert store.load(folder, "vgg16", m["preprocess"], m["weights"]) is None
+    assert store.load(folder, "efficientnet_lite0", "another-preprocessing", m["weights"]) is None
+    assert store.load(folder, "efficientnet_lite0", m["preprocess"], "other-weights.pth:1") is None
+
+
+def test_configurations_get_their_own_folders(small_catalog_dir, lite0_embedder, tmp_path):
+    """Switching a lever (here flip-TTA) neither reuses nor throws away the other configuration's vectors."""
+    from recommender.embedders import ImageEmbedder
+
+    cache = tmp_path / "cache"
+    _, _, plain, _ = _build(small_catalog_dir, lite0_embedder, cache)
+    catalog = load_catalog(small_catalog_dir / "catalog.csv")
+    v_tta, _, tta, _ = build_image_embeddings(catalog, cache_dir=cache, embedder=None, flip_tta=True,
+                                              backbone="efficientnet_lite0")
+    assert tta.cache_dir != plain.cache_dir and tta.embedded == 6
+    _, _, again, loaded = _build(small_catalog_dir, None, cache)
+    assert again.reused == 6 and loaded is None
+    assert ImageEmbedder("efficientnet_lite0", flip_tta=True).identity().folder == tta.cache_dir.name
 
 
 def test_corrupt_cache_is_rebuilt_not_trusted(small_catalog_dir, lite0_embedder, tmp_path, caplog):
     cache = tmp_path / "cache"
-    v1, *_ = _build(small_catalog_dir, lite0_embedder, cache)
-    m = json.loads((cache / "efficientnet_lite0" / MANIFEST).read_text())
-    (cache / "efficientnet_lite0" / m["embeddings"]).write_bytes(b"garbage")
+    v1, _, first, _ = _build(small_catalog_dir, lite0_embedder, cache)
+    m = json.loads((first.cache_dir / MANIFEST).read_text())
+    (first.cache_dir / m["embeddings"]).write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING):
         v2, _, report, _ = _build(small_catalog_dir, lite0_embedder, cache)
     assert report.embedded == 6 and "unreadable cache file" in caplog.text
     np.testing.assert_allclose(v1, v2, atol=1e-5)
-    (cache / "efficientnet_lite0" / MANIFEST).write_text("{ truncated")
+    (first.cache_dir / MANIFEST).write_text("{ truncated")
     _, _, report, _ = _build(small_catalog_dir, lite0_embedder, cache)
     assert report.embedded == 6
 
 
 def test_object_arrays_are_never_unpickled(small_catalog_dir, lite0_embedder, tmp_path, caplog):
     cache = tmp_path / "cache"
-    _build(small_catalog_dir, lite0_embedder, cache)
-    m = json.loads((cache / "efficientnet_lite0" / MANIFEST).read_text())
-    np.save(cache / "efficientnet_lite0" / m["embeddings"], np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    _, _, first, _ = _build(small_catalog_dir, lite0_embedder, cache)
+    m = json.loads((first.cache_dir / MANIFEST).read_text())
+    np.save(first.cache_dir / m["embeddings"], np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with caplog.at_level(logging.WARNING):
         _, _, report, _ = _build(small_catalog_dir, lite0_embedder, cache)
     assert report.embedded == 6 and "unreadable cache file" in caplog.text
@@ -99,6 +114,6 @@ def test_no_temporary_files_are_left_behind(small_catalog_dir, lite0_embedder, t
     _build(small_catalog_dir, lite0_embedder, cache)
     img = small_catalog_dir / "images" / "red-wine.png"
     Image.open(img).convert("RGBA").rotate(10).save(img)
-    _build(small_catalog_dir, lite0_embedder, cache)
-    names = sorted(p.name for p in (cache / "efficientnet_lite0").iterdir())
+    _, _, report, _ = _build(small_catalog_dir, lite0_embedder, cache)
+    names = sorted(p.name for p in report.cache_dir.iterdir())
     assert len(names) == 2 and MANIFEST in names  # the manifest and exactly one embeddings file
