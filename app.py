@@ -166,6 +166,20 @@ def weight_widget() -> float:
     return float(w)
 
 
+def colour_widget() -> float:
+    return float(st.slider(
+        "Colour match", 0.0, 1.0, 0.0, 0.1, key="colour",
+        help="Share of the image similarity that comes from colour. 0 finds the same kind of product; "
+             "raise it to find the same product in another shot, or things in the same colours."))
+
+
+def diversity_widget() -> float:
+    return float(st.slider(
+        "Diversity", 0.0, 1.0, 0.0, 0.1, key="diversity",
+        help="0 ranks by score alone; higher values re-rank (maximal marginal relevance) so the results "
+             "look less alike, at some cost in similarity to the query."))
+
+
 def k_widget() -> int:
     return int(st.slider("Number of results", 1, 40, 12, key="k"))
 
@@ -340,6 +354,8 @@ def main() -> None:
     with st.sidebar:
         filters = filter_widgets(f)
         weight = weight_widget()
+        colour = colour_widget()
+        diversity = diversity_widget()
         k = k_widget()
         backbone_panel(rec)
 
@@ -349,7 +365,8 @@ def main() -> None:
     st.divider()
     try:
         with st.spinner("Finding similar products..."):
-            res = rec.recommend(**query, k=k, weight=weight, filters=filters)
+            res = rec.recommend(**query, k=k, weight=weight, filters=filters, colour_weight=colour,
+                                diversity=diversity)
     except RecommenderError as exc:
         st.error(str(exc), icon=":material/error:")
         return

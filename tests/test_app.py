@@ -146,6 +146,27 @@ def test_weight_slider_changes_the_order(app):
     assert result_ids(run(app)) not in (image_only, metadata_only)
 
 
+def test_colour_slider_brings_up_the_same_colour(app, catalog):
+    pick(app, "yellow-plimsolls")
+    app.select_slider(key="weight").set_value(1.0)
+    by_shape = result_ids(run(app))
+    app.slider(key="colour").set_value(1.0)
+    by_colour = result_ids(run(app))
+    assert by_shape != by_colour
+    # By shape: other shoes. By colour alone: yellow-orange things such as the orange juice.
+    assert "ultraboost-running-shoe" in by_shape and "ultraboost-running-shoe" not in by_colour
+    assert "orange-juice" in by_colour and "orange-juice" not in by_shape
+
+
+def test_diversity_slider_reranks_and_says_so(app):
+    pick(app, "nebula-night-sky-paint")
+    plain_ids = result_ids(run(app))
+    app.slider(key="diversity").set_value(0.8)
+    varied = result_ids(run(app))
+    assert varied[0] == plain_ids[0] and varied != plain_ids
+    assert "diversity 0.8" in (plain(app.caption) + plain(app.info)).lower()
+
+
 def test_number_of_results(app):
     app.slider(key="k").set_value(5)
     assert len(result_ids(run(app))) == 5
