@@ -177,7 +177,7 @@ def leave_one_out(
 
     mmr_curve = []
     if mmr_lambdas:
-        w_best = methods[best]
+        w_best, k_main = methods[best], int(main_metric.removeprefix("P@"))
         for lam in mmr_lambdas:
             p, div = [], []
             for i in queries:
@@ -187,10 +187,10 @@ def leave_one_out(
                 r = ranker.rank(img_i, meta[i], len(catalog), cand, w_best)
                 rel_scores = np.zeros(len(catalog), dtype=np.float32)
                 rel_scores[r.positions] = r.final
-                picked = mmr_rerank(rel_scores, sim_for_diversity, kmax, lam, candidates=cand)
-                p.append(precision_at_k(label_arr[picked] == label_arr[i], kmax))
+                picked = mmr_rerank(rel_scores, sim_for_diversity, k_main, lam, candidates=cand)
+                p.append(precision_at_k(label_arr[picked] == label_arr[i], k_main))
                 div.append(intra_list_diversity(picked, sim_for_diversity))
-            mmr_curve.append({"lambda": lam, main_metric: summarise(p), f"diversity@{kmax}": summarise(div)})
+            mmr_curve.append({"lambda": lam, main_metric: summarise(p), f"diversity@{k_main}": summarise(div)})
 
     examples = []
     rng = np.random.default_rng(0)
