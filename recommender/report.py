@@ -24,6 +24,13 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def _fmt(summary: dict) -> str:
     lo, hi = summary["ci95"]
     return f"{summary['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -46,10 +53,7 @@ def plot_sweep(loo: dict, path: Path) -> Path:
     ax.set_title(f"Leave-one-out by {loo['label']} ({loo['n_queries']} queries)")
     ax.legend(loc="lower center", ncol=3, fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_per_class(loo: dict, path: Path) -> Path:
@@ -67,10 +71,7 @@ def plot_per_class(loo: dict, path: Path) -> Path:
     ax.set_xlim(0, 1)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"Per-{loo['label']} precision")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_mmr(loo: dict, path: Path) -> Path:
@@ -87,10 +88,7 @@ def plot_mmr(loo: dict, path: Path) -> Path:
     ax.set_ylabel(metric)
     ax.set_title("MMR: precision vs diversity")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_examples(examples: list[dict], catalog: Catalog, path: Path, thumb: int = 96) -> Path:
