@@ -65,7 +65,7 @@ def cmd_recommend(args) -> int:
                       colour=args.colour, price_min=args.price_min, price_max=args.price_max)
     image = Path(args.image) if args.image else None
     result = rec.recommend(item=args.item, image=image, text=args.text, k=args.k, weight=args.weight,
-                           filters=filters)
+                           filters=filters, colour_weight=args.colour_weight, diversity=args.diversity)
     if args.json:
         print(json.dumps({"backbone": rec.backbone_, **result.to_dict()}, indent=2, ensure_ascii=False))
         return 0
@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="a description (alone, or with --image)")
     p.add_argument("--weight", type=float, default=None,
                    help="image weight w in [0, 1]: 1 = looks only, 0 = metadata only (default 0.7)")
+    p.add_argument("--colour-weight", type=float, help="share of colour in the image similarity, 0-1 (default 0)")
+    p.add_argument("--diversity", type=float, help="MMR re-ranking for less alike results, 0-1 (default 0)")
     p.add_argument("--k", type=int, default=10, help="number of results (default 10)")
     for name in ("category", "sub-category", "brand", "colour"):
         p.add_argument(f"--{name}", action="append", metavar="VALUE",
