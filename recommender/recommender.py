@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import csr_matrix
 from sklearn.base import BaseEstimator
 
 from .build import BuildReport, Progress, build_embeddings
@@ -349,8 +350,6 @@ class HybridRecommender(BaseEstimator):
         nearest = np.argsort(-np.where(self.has_image_, img_scores, -np.inf), kind="stable")[:m]
         sims = np.clip(img_scores[nearest], 1e-6, None)
         qrow = self.metadata_matrix_[nearest].multiply(sims[:, None]).sum(axis=0)
-        from scipy.sparse import csr_matrix
-
         attrs: dict[str, list[str]] = {}
         for col in ATTRIBUTE_COLUMNS:
             if col not in self.catalog_.items.columns or col in self.exclude_fields:
