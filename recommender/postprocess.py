@@ -10,6 +10,14 @@ Each lever is small and independent:
 * :func:`average_query_expansion` (AQE / alpha-QE) - the same at query time: a query is averaged
   with its top-``k`` results and searched again.
 * :func:`flip_tta` - average of the embeddings of an image and its horizontal mirror.
+* :class:`CatalogPostprocessor` - whitening -> DBA -> AQE chained, fitted on a catalog.
+* :func:`build_feature_model` - spatial grid features from an intermediate layer of a Keras model
+  (e.g. Lite0's ``block10_add`` pooled on a 7 x 7 grid), instead of the globally pooled head.
+
+Measured on Fashion-MNIST (10k test images, leave-one-out, ``bench/bench_fashion_mnist.py``), P@10:
+Lite0 head 0.812; + flip 0.815, + whitening 0.816, + DBA 0.814, + AQE 0.815, all three 0.824;
+grid features 0.858; grid + whitening(512, 0.1) + DBA(5, 3) + AQE(3, 3) 0.871. The grid is the big
+lever on aligned, centred images; the others add about a point on top of it.
 
 Every function takes and returns float32 row vectors; outputs are L2-normalised (cosine-ready).
 """
@@ -46,7 +54,17 @@ class PCAWhitening(TransformerMixin, BaseEstimator):
         if X.ndim != 2 or len(X) < 2:
             raise ValueError(f"need a 2-D array of at least 2 vectors, got shape {X.shape}")
         self.mean_ = X.mean(axis=0)
-        _, s, vt = np.linalg.svd(X - self.mean_, full_matrices=False)
+        Xc = X - self.mean_
+        total = float(np.sum(Xc**2)) / (len(X) - 1)
+        nc = self.n_components
+        if isinstance(nc, int | np.integer) and 0 < nc < min(X.shape) // 4:
+            # A few leading components of a big matrix: randomized SVD is exact enough and ~10x faster.
+            from sklearn.utils.extmath import randomized_svd
+
+            _, s, vt = randomized_svd(
+                Xc.astype(np.float32), int(nc), n_oversamples=max(10, int(nc) // 2), random_state=0)
+        else:
+            _, s, vt = np.linalg.svd(Xc, full_matrices=False)
         var = s**2 / (len(X) - 1)
         rank = int(np.sum(var > var[0] * 1e-10)) if var[0] > 0 else 0
         if rank == 0:
@@ -54,7 +72,7 @@ class PCAWhitening(TransformerMixin, BaseEstimator):
         n = self._n_keep(var[:rank])
         self.components_ = vt[:n]
         self.explained_variance_ = var[:n]
-        self.explained_variance_ratio_ = var[:n] / var.sum()
+        self.explained_variance_ratio_ = var[:n] / total
         self.n_components_ = n
         self.scale_ = 1.0 / (var[:n] + self.eps * var[0]) ** self.power
         return self
@@ -137,3 +155,131 @@ def flip_tta(embed: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray) -> n
     """
     pixels = np.asarray(pixels)
     return l2_normalise(l2_normalise(embed(pixels)) + l2_normalise(embed(pixels[:, :, ::-1])))
+
+
+class CatalogPostprocessor(BaseEstimator):
+    """The levers chained for a catalog: PCA whitening -> DBA on the catalog -> AQE per query.
+
+    ``fit(catalog_vectors)`` learns the whitening and stores the augmented catalog in
+    ``catalog_`` (index these). :meth:`transform_queries` whitens query vectors and expands them
+    against ``catalog_``; for item-to-item queries pass ``self_ids`` (the items' rows) so a query
+    uses its own augmented row and is not expanded with itself. ``whiten_components=0``,
+    ``dba_k=0`` or ``qe_k=0`` switch a lever off. Defaults: best measured on Fashion-MNIST.
+    """
+
+    def __init__(
+        self,
+        whiten_components: int | float | None = 512,
+        whiten_power: float = 0.1,
+        dba_k: int = 5,
+        dba_alpha: float = 3.0,
+        qe_k: int = 3,
+        qe_alpha: float = 3.0,
+    ) -> None:
+        self.whiten_components = whiten_components
+        self.whiten_power = whiten_power
+        self.dba_k = dba_k
+        self.dba_alpha = dba_alpha
+        self.qe_k = qe_k
+        self.qe_alpha = qe_alpha
+
+    def fit(self, X: np.ndarray, y: object = None) -> CatalogPostprocessor:
+        X = l2_normalise(X)
+        n_comp = self.whiten_components
+        self.whitening_ = None if n_comp == 0 else PCAWhitening(n_comp, self.whiten_power).fit(X)
+        Z = self.whitening_.transform(X) if self.whitening_ is not None else X
+        self.catalog_ = database_side_augmentation(Z, self.dba_k, self.dba_alpha)
+        return self
+
+    def whiten(self, Q: np.ndarray) -> np.ndarray:
+        Q = l2_normalise(np.atleast_2d(Q))
+        return self.whitening_.transform(Q) if self.whitening_ is not None else Q
+
+    def transform_queries(self, Q: np.ndarray | None = None, self_ids: np.ndarray | None = None) -> np.ndarray:
+        """Query vectors ready to search ``catalog_``. ``Q=None`` with ``self_ids``: catalog items."""
+        if Q is None:
+            if self_ids is None:
+                raise ValueError("give query vectors Q, or self_ids for catalog items")
+            base = self.catalog_[np.asarray(self_ids)]
+        else:
+            base = self.whiten(Q)
+        return average_query_expansion(base, self.catalog_, self.qe_k, self.qe_alpha, self_ids=self_ids)
+
+
+# --------------------------------------------------------------------------------------------
+# Spatial grid features from an intermediate layer (needs Keras; imported only when called).
+# --------------------------------------------------------------------------------------------
+
+#: Best Fashion-MNIST configuration measured (bench/bench_fashion_mnist.py): block 10's output
+#: (14 x 14 x 112, stride 16) average-pooled on a 7 x 7 grid -> 5,488 dimensions.
+GRID_DEFAULTS = {"layers": ("block10_add",), "grid": 7, "pooling": "avg"}
+
+
+def _bins(size: int, grid: int) -> list[tuple[int, int]]:
+    """``grid`` (possibly overlapping) bins covering ``0..size``, as in adaptive pooling."""
+    return [(int(np.floor(i * size / grid)), int(np.ceil((i + 1) * size / grid))) for i in range(grid)]
+
+
+def build_feature_model(
+    model: object,
+    layers: tuple[str, ...] = GRID_DEFAULTS["layers"],
+    grid: int = GRID_DEFAULTS["grid"],
+    pooling: str = GRID_DEFAULTS["pooling"],
+    gem_p: float = 3.0,
+) -> object:
+    """A Keras model: same input as ``model``, output the grid-pooled features of ``layers``.
+
+    Each layer's ``(h, w, c)`` map is pooled over a ``grid x grid`` layout of cells (``grid=1``
+    is global pooling; cells overlap when ``grid`` does not divide ``h``), flattened to
+    ``grid * grid * c`` values and L2-normalised, then the layers are concatenated (equal weight).
+    ``pooling`` is ``"avg"``, ``"max"`` or ``"gem"`` (generalised mean with exponent ``gem_p`` on
+    the positive part, for ReLU layers). Works on any Keras functional model, e.g. the Lite0 one
+    (``ImageEmbedder.model_``); layers after the deepest tapped one are not computed.
+    """
+    import keras
+    from keras import ops
+
+    if pooling not in ("avg", "max", "gem"):
+        raise ValueError(f"pooling must be 'avg', 'max' or 'gem', not {pooling!r}")
+    if grid < 1:
+        raise ValueError(f"grid must be >= 1, not {grid}")
+
+    def pool(cell):
+        if pooling == "avg":
+            return ops.mean(cell, axis=(1, 2))
+        if pooling == "max":
+            return ops.max(cell, axis=(1, 2))
+        return ops.power(ops.mean(ops.power(ops.maximum(cell, 1e-6), gem_p), axis=(1, 2)), 1.0 / gem_p)
+
+    outputs = []
+    for name in layers:
+        fmap = model.get_layer(name).output
+        h, w, c = fmap.shape[1], fmap.shape[2], fmap.shape[3]
+        cells = [pool(fmap[:, a:b, e:f, :]) for a, b in _bins(h, grid) for e, f in _bins(w, grid)]
+        flat = ops.reshape(ops.stack(cells, axis=1), (-1, grid * grid * c)) if len(cells) > 1 else cells[0]
+        outputs.append(flat / ops.maximum(ops.norm(flat, axis=-1, keepdims=True), 1e-12))
+    out = outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=-1)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, out, name=f"{model.name}_grid{grid}_{pooling}")
+
+
+def make_embed_fn(feature_model: object, batch_size: int = 64) -> Callable[[np.ndarray], np.ndarray]:
+    """``pixels (n, h, w, 3) uint8 -> (n, d)`` L2-normalised float32, one traced graph for all batches."""
+    import tensorflow as tf
+
+    shape = [None, *feature_model.inputs[0].shape[1:]]
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)], reduce_retracing=True, autograph=False)
+    def forward(x):
+        return feature_model(x, training=False)
+
+    dim = int(feature_model.outputs[0].shape[-1])
+
+    def embed(pixels: np.ndarray) -> np.ndarray:
+        pixels = np.asarray(pixels)
+        out = np.empty((len(pixels), dim), np.float32)
+        for s in range(0, len(pixels), batch_size):
+            out[s:s + batch_size] = np.asarray(forward(pixels[s:s + batch_size].astype(np.float32)))
+        return l2_normalise(out)
+
+    return embed
