@@ -28,6 +28,8 @@ CONFIGS = {
     "default + colour 0.3": dict(flip_tta=True, semantic=0.5, dba_k=2, colour_weight=0.3),
     "default + colour 0.5": dict(flip_tta=True, semantic=0.5, dba_k=2, colour_weight=0.5),
     "plain + DBA k=2": dict(flip_tta=False, semantic=0.0, dba_k=2),
+    "plain grid features": dict(features="grid", flip_tta=False, semantic=0.0, dba_k=0),
+    "default + grid features": dict(features="grid"),
 }
 
 

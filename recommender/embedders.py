@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator
 from .errors import WeightsUnavailableError
 from .images import PREPROCESS_VERSION, ImageSource, load_for_model
 from .index import l2_normalise
+from .postprocess import GRID_DEFAULTS, build_feature_model
 from .weights import KERAS_WEIGHT_FILES, MODELS_DIR, find_keras_weights, find_lite0_weights, keras_cache_dir
 
 BACKBONES = ("vgg16", "resnet50", "efficientnet_lite0")
@@ -26,6 +27,7 @@ INPUT_SIZE = 224
 
 
 IMAGENET_CLASSES = 1000
+GRID_DIM = 112 * GRID_DEFAULTS["grid"] ** 2  # block10_add has 112 channels
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,10 @@ class ImageEmbedder(BaseEstimator):
     ----------
     flip_tta: embed each image as it is and mirrored, and average the two - a product photographed
         facing left then matches the same product facing right.
+    features: ``"gap"`` (global-average-pooled last layer, the default) or ``"grid"`` (Lite0 only:
+        a middle layer, ``block10_add``, average-pooled over a 7x7 grid: keeps *where* things are,
+        which wins on centred, aligned product shots - Fashion-MNIST P@10 .812 -> .858 - but is not
+        translation-invariant; see docs/evaluation.md).
     semantic: weight in [0, 1) of a "what is it" part appended to the pooled features: the square
         root of the ImageNet class probabilities (softmax at ``semantic_temperature``), so that two
         balls of different colours, or a bike and a skateboard, are near each other. Needs the
@@ -122,8 +128,10 @@ class ImageEmbedder(BaseEstimator):
         flip_tta: bool = False,
         semantic: float = 0.0,
         semantic_temperature: float = 2.0,
+        features: str = "gap",
     ) -> None:
         self.backbone = backbone
+        self.features = features
         self.batch_size = batch_size
         self.models_dir = models_dir
         self.flip_tta = flip_tta
@@ -139,10 +147,18 @@ class ImageEmbedder(BaseEstimator):
                 "none (only the bundled efficientnet_lite0 does): set semantic=0 or use efficientnet_lite0")
         if not 0.0 <= self.semantic < 1.0:
             raise ValueError(f"semantic must be in [0, 1), got {self.semantic}")
+        if self.features not in ("gap", "grid"):
+            raise ValueError(f"features must be 'gap' or 'grid', got {self.features!r}")
+        if self.features == "grid" and choice.name != "efficientnet_lite0":
+            raise ValueError("grid features are defined for efficientnet_lite0's layers only")
         preprocess = PREPROCESS_VERSION + ("+flip-tta" if self.flip_tta else "")
+        base_dim = FEATURE_DIMS[choice.name]
+        if self.features == "grid":
+            preprocess += f"+grid:{','.join(GRID_DEFAULTS['layers'])}@{GRID_DEFAULTS['grid']}"
+            base_dim = GRID_DIM
         if self.semantic:
             preprocess += f"+semantic{self.semantic:g}@T{self.semantic_temperature:g}"
-        dim = FEATURE_DIMS[choice.name] + (IMAGENET_CLASSES if self.semantic else 0)
+        dim = base_dim + (IMAGENET_CLASSES if self.semantic else 0)
         w = choice.weights
         weights = "keras-imagenet" if w is None else f"{w.name}:{w.stat().st_size}"
         return EmbedderIdentity(choice.name, preprocess, weights, dim, choice)
@@ -154,7 +170,7 @@ class ImageEmbedder(BaseEstimator):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
 
-        model, preprocess = _build(choice, with_logits=bool(self.semantic))
+        model, preprocess = _build(choice, with_logits=bool(self.semantic), grid=self.features == "grid")
         self.backbone_ = choice.name
         self.reason_ = choice.reason
         self.weights_path_ = choice.weights
@@ -262,7 +278,7 @@ def _transform(embedder, images: Sequence[ImageSource], progress: Callable[[int,
     return out
 
 
-def _build(choice: BackboneChoice, with_logits: bool = False):
+def _build(choice: BackboneChoice, with_logits: bool = False, grid: bool = False):
     """Return ``(keras model -> pooled features [, logits], preprocess fn on raw 0..255 RGB)``."""
     import keras
 
@@ -270,10 +286,10 @@ def _build(choice: BackboneChoice, with_logits: bool = False):
         from .efficientnet_lite import build_efficientnet_lite0
 
         # The Lite0 model scales (x - 127) / 128 itself.
-        if not with_logits:
-            return build_efficientnet_lite0(choice.weights, include_top=False), (lambda x: x)
-        clf = build_efficientnet_lite0(choice.weights, include_top=True)
-        return keras.Model(clf.input, [clf.get_layer("avg_pool").output, clf.output]), (lambda x: x)
+        net = build_efficientnet_lite0(choice.weights, include_top=with_logits)
+        features = build_feature_model(net).output if grid else net.get_layer("avg_pool").output
+        outputs = [features, net.output] if with_logits else features
+        return keras.Model(net.input, outputs), (lambda x: x)
     apps = {"vgg16": keras.applications.vgg16, "resnet50": keras.applications.resnet50}
     ctor = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}[choice.name]
     weights = str(choice.weights) if choice.weights else "imagenet"

@@ -117,6 +117,7 @@ class HybridRecommender(BaseEstimator):
     n_inferred: for an uploaded photo without text, how many closest image matches lend their
         metadata to the query.
     flip_tta: embed every image also mirrored and average the two (cached separately).
+    features: ``"gap"`` or ``"grid"`` image features, see :class:`ImageEmbedder`.
     semantic: share of the image vector given to ImageNet class probabilities ("what is it"),
         see :class:`ImageEmbedder`; used with EfficientNet-Lite0 (the only bundled classifier head),
         ignored for other backbones.
@@ -142,6 +143,7 @@ class HybridRecommender(BaseEstimator):
         n_inferred: int = 5,
         batch_size: int = 32,
         flip_tta: bool = True,
+        features: str = "gap",
         semantic: float = 0.5,
         dba_k: int = 2,
         colour_weight: float = 0.0,
@@ -156,6 +158,7 @@ class HybridRecommender(BaseEstimator):
         self.n_inferred = n_inferred
         self.batch_size = batch_size
         self.flip_tta = flip_tta
+        self.features = features
         self.semantic = semantic
         self.dba_k = dba_k
         self.colour_weight = colour_weight
@@ -164,7 +167,8 @@ class HybridRecommender(BaseEstimator):
     # -- fitting -----------------------------------------------------------------------------
     def _image_embedder(self, backbone: str) -> ImageEmbedder:
         semantic = self.semantic if resolve_backbone(backbone).name == "efficientnet_lite0" else 0.0
-        return ImageEmbedder(backbone, batch_size=self.batch_size, flip_tta=self.flip_tta, semantic=semantic)
+        return ImageEmbedder(backbone, batch_size=self.batch_size, flip_tta=self.flip_tta, semantic=semantic,
+                             features=self.features)
 
     def fit(self, catalog: Catalog | Path | str, progress: Progress | None = None) -> HybridRecommender:
         catalog = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
@@ -215,7 +219,8 @@ class HybridRecommender(BaseEstimator):
 
     def image_pipeline_description(self) -> str:
         semantic = self._embedder_semantic()
-        parts = [self.backbone_, "flip-TTA" if self.flip_tta else None,
+        parts = [self.backbone_, "grid features" if self.features == "grid" else None,
+                 "flip-TTA" if self.flip_tta else None,
                  f"semantic {semantic:g}" if semantic else None,
                  f"DBA k={self.dba_k}" if self.dba_k else None,
                  f"colour {self.colour_weight:g}" if self.colour_weight else None]

@@ -58,3 +58,18 @@ def test_embedder_contract_and_batching(lite0_embedder):
     np.testing.assert_allclose(together, alone, atol=1e-5)
     with pytest.raises(ValueError, match="expected"):
         lite0_embedder.embed_arrays(np.zeros((1, 100, 100, 3), np.uint8))
+
+
+def test_grid_features_are_the_benchmarked_ones(lite0_embedder):
+    """ImageEmbedder(features="grid") computes what bench_fashion_mnist.py measures."""
+    from recommender.fashion_mnist import load_slice, to_rgb_batch
+    from recommender.postprocess import build_feature_model, make_embed_fn
+
+    images, _, _ = load_slice()
+    pixels = to_rgb_batch(images[:4])
+    grid = ImageEmbedder("efficientnet_lite0", features="grid").fit()
+    assert grid.feature_dim_ == 112 * 49 and "grid" in grid.identity().preprocess
+    reference = make_embed_fn(build_feature_model(lite0_embedder.model_))(pixels)
+    np.testing.assert_allclose(grid.embed_arrays(pixels), reference, atol=1e-5)
+    with pytest.raises(ValueError, match="grid features"):
+        ImageEmbedder("vgg16", features="grid").identity()
