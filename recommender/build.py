@@ -41,11 +41,17 @@ def default_cache_dir(catalog: Catalog) -> Path:
     return catalog.root / ".cache"
 
 
+def image_hashes(catalog: Catalog) -> list[str | None]:
+    """SHA-256 of every product's image file (None where the file is missing): the cache key."""
+    return [file_sha256(p) if (p := catalog.image_path(i)).is_file() else None for i in range(len(catalog))]
+
+
 def build_embeddings(
     catalog: Catalog,
     embedder,
     cache_dir: Path | str | None = None,
     progress: Progress | None = None,
+    hashes: list[str | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, BuildReport, object | None]:
     """Embed every product image with ``embedder``, re-using cached vectors by image content hash.
 
@@ -53,7 +59,8 @@ def build_embeddings(
     one is fitted only if some image is not in the cache, so a fully cached build never imports
     TensorFlow. Returns ``(vectors, has_image, report, embedder or None)``: ``vectors`` is
     ``(n, d)`` float32 with zero rows where the image was missing or unreadable (``has_image``
-    False; the report lists why).
+    False; the report lists why). ``hashes`` (from :func:`image_hashes`) saves reading every image
+    file again when several embedders run over one catalog.
     """
     t0 = time.perf_counter()
     ident = getattr(embedder, "identity_", None) or embedder.identity()
@@ -67,14 +74,14 @@ def build_embeddings(
     n = len(catalog)
     vectors = np.zeros((n, ident.feature_dim), dtype=np.float32)
     has_image = np.zeros(n, dtype=bool)
-    hashes: list[str | None] = [None] * n
+    hashes = image_hashes(catalog) if hashes is None else hashes
     todo: list[int] = []
     for i in range(n):
         path = catalog.image_path(i)
-        if not path.is_file():
+        h = hashes[i]
+        if h is None:
             report.skipped.append(ImageProblem(catalog.ids[i], path, "file not found"))
             continue
-        h = hashes[i] = file_sha256(path)
         if h in stored.vectors:
             vectors[i], has_image[i] = stored.vectors[h], True
             report.reused += 1

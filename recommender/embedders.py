@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator
 from .errors import WeightsUnavailableError
 from .images import PREPROCESS_VERSION, ImageSource, load_for_model
 from .index import l2_normalise
-from .postprocess import GRID_DEFAULTS, build_feature_model
+from .postprocess import GRID_DEFAULTS, build_feature_model, flip_tta
 from .weights import KERAS_WEIGHT_FILES, MODELS_DIR, find_keras_weights, find_lite0_weights, keras_cache_dir
 
 BACKBONES = ("vgg16", "resnet50", "efficientnet_lite0")
@@ -199,13 +199,13 @@ class ImageEmbedder(BaseEstimator):
     def embed_arrays(self, pixels: np.ndarray) -> np.ndarray:
         """``(n, S, S, 3)`` uint8 RGB -> ``(n, feature_dim_)`` L2-normalised float32."""
         pixels = _check_pixels(pixels, self.input_size_)
+        def forward(x: np.ndarray) -> np.ndarray:
+            return np.asarray(self._forward(x))
+
         out = np.empty((len(pixels), self.feature_dim_), dtype=np.float32)
         for start in range(0, len(pixels), self.batch_size):
             batch = pixels[start:start + self.batch_size].astype(np.float32)
-            feats = np.asarray(self._forward(batch))
-            if self.flip_tta:
-                feats = feats + np.asarray(self._forward(batch[:, :, ::-1]))
-            out[start:start + len(batch)] = feats
+            out[start:start + len(batch)] = flip_tta(forward, batch) if self.flip_tta else forward(batch)
         return l2_normalise(out)
 
     def transform(

@@ -17,7 +17,7 @@ import pandas as pd
 from scipy.sparse import csr_matrix
 from sklearn.base import BaseEstimator
 
-from .build import BuildReport, Progress, build_embeddings
+from .build import BuildReport, Progress, build_embeddings, image_hashes
 from .catalog import ATTRIBUTE_COLUMNS, Catalog, load_catalog, split_values
 from .embedders import ColourEmbedder, ImageEmbedder, resolve_backbone
 from .errors import QueryError
@@ -172,10 +172,11 @@ class HybridRecommender(BaseEstimator):
 
     def fit(self, catalog: Catalog | Path | str, progress: Progress | None = None) -> HybridRecommender:
         catalog = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
+        hashes = image_hashes(catalog)  # read every image file once for both caches
         vectors, has_image, report, embedder = build_embeddings(
-            catalog, self._image_embedder(self.backbone), self.cache_dir, progress=progress)
+            catalog, self._image_embedder(self.backbone), self.cache_dir, progress=progress, hashes=hashes)
         # Colour histograms need no model: cheap, cached beside the CNN vectors.
-        colours, _, _, _ = build_embeddings(catalog, ColourEmbedder(), self.cache_dir)
+        colours, _, _, _ = build_embeddings(catalog, ColourEmbedder(), self.cache_dir, hashes=hashes)
         self.raw_image_vectors_ = vectors.copy()
         if self.dba_k > 0 and has_image.sum() > 1:
             vectors[has_image] = database_side_augmentation(vectors[has_image], k=self.dba_k)
