@@ -224,7 +224,9 @@ def test_features_are_deterministic_and_batch_independent(extractor, photos: np.
     # Same image twice: across calls and within one batch.
     np.testing.assert_array_equal(np.asarray(extractor(photos, training=False)), batch)
     twice = np.asarray(extractor(np.stack([photos[0], photos[0]]), training=False))
-    np.testing.assert_array_equal(twice[0], twice[1])
+    # oneDNN may pick a different kernel per row on some CPUs (AVX2 vs AVX-512): rows agree to float
+    # rounding, not bit for bit (differences of up to 1e-6 seen on an AMD EPYC).
+    np.testing.assert_allclose(twice[0], twice[1], atol=1e-5, rtol=0)
     singles = np.concatenate(
         [np.asarray(extractor(photos[i : i + 1], training=False)) for i in range(len(PHOTOS))]
     )
