@@ -166,11 +166,17 @@ def weight_widget() -> float:
     return float(w)
 
 
-def colour_widget() -> float:
+def colour_widget(rec: HybridRecommender) -> float:
+    # One slider per query mode, each starting at the library's default for that kind of query: a
+    # photo usually asks for that very product (colour on), a product for others of its kind (off).
+    mode = st.session_state.get("mode", "product")
+    default = rec.default_colour_weight(photo=mode == "photo")
     return float(st.slider(
-        "Colour match", 0.0, 1.0, 0.0, 0.1, key="colour",
+        "Colour match", 0.0, 1.0, default, 0.1, key=f"colour_{mode}", disabled=mode == "text",
         help="Share of the image similarity that comes from colour. 0 finds the same kind of product; "
-             "raise it to find the same product in another shot, or things in the same colours."))
+             "higher finds the same product in another shot, or things in the same colours. It starts at "
+             f"{rec.default_colour_weight(photo=True):g} for photos and {rec.default_colour_weight():g} for "
+             "products (chosen by the evaluation); a text search has no image side."))
 
 
 def diversity_widget() -> float:
@@ -354,7 +360,7 @@ def main() -> None:
     with st.sidebar:
         filters = filter_widgets(f)
         weight = weight_widget()
-        colour = colour_widget()
+        colour = colour_widget(rec)
         diversity = diversity_widget()
         k = k_widget()
         backbone_panel(rec)

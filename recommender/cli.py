@@ -86,14 +86,14 @@ def cmd_recommend(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import gallery_with_views, leave_one_out, multi_view
+    from .evaluate import gallery_with_views, leave_one_out, multi_view, photo_to_product
 
     catalog = _catalog(args)
     views = args.views or catalog.root / "views.csv"
-    protocols = args.protocol or (["loo", "multiview"] if views.is_file() and args.label else
-                                  ["loo"] if args.label else ["multiview"])
+    protocols = args.protocol or ((["loo"] if args.label else [])
+                                  + (["multiview", "uploads"] if views.is_file() or not args.label else []))
     levers = {"flip_tta": args.flip_tta, "semantic": args.semantic, "dba_k": args.dba_k,
-              "colour_weight": args.colour_weight}
+              "colour_weight": args.colour_weight, "photo_colour_weight": args.photo_colour_weight}
     # Only the levers given on the command line; the rest keep the recommender's defaults.
     params = {"backbone": args.backbone, "cache_dir": args.cache, **{k: v for k, v in levers.items() if v is not None}}
     from .recommender import HybridRecommender
@@ -110,6 +110,11 @@ def cmd_evaluate(args) -> int:
             raise RecommenderError(f"multi-view needs a views file: {views} not found (give --views CSV)")
         results["multi_view"] = multi_view(catalog, views, args.k, progress=_progress_bar("embedding"),
                                            recommender=HybridRecommender(**params))
+    if "uploads" in protocols:
+        if not Path(views).is_file():
+            raise RecommenderError(f"photo-to-product needs a views file: {views} not found (give --views CSV)")
+        results["photo_to_product"] = photo_to_product(catalog, views, args.k, progress=_progress_bar("embedding"),
+                                                       recommender=HybridRecommender(**params))
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
@@ -184,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="a description (alone, or with --image)")
     p.add_argument("--weight", type=float, default=None,
                    help="image weight w in [0, 1]: 1 = looks only, 0 = metadata only (default 0.7)")
-    p.add_argument("--colour-weight", type=float, help="share of colour in the image similarity, 0-1 (default 0)")
+    p.add_argument("--colour-weight", type=float, help="share of colour in the image similarity, 0-1 "
+                   "(default 0 for --item, 0.3 for --image: a photo usually asks for that very product)")
     p.add_argument("--diversity", type=float, help="MMR re-ranking for less alike results, 0-1 (default 0)")
     p.add_argument("--k", type=int, default=10, help="number of results (default 10)")
     for name in ("category", "sub-category", "brand", "colour"):
@@ -198,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="offline quality: leave-one-out by a label, multi-view retrieval (JSON)")
     common(p)
     p.add_argument("--label", help="leave-one-out: column whose equal values count as relevant")
-    p.add_argument("--protocol", nargs="+", choices=["loo", "multiview"],
-                   help="default: loo when --label is given, plus multiview when a views file exists")
+    p.add_argument("--protocol", nargs="+", choices=["loo", "multiview", "uploads"],
+                   help="default: loo when --label is given, plus multiview and uploads (photo to product) "
+                   "when a views file exists")
     p.add_argument("--views", type=Path, help="multi-view: id,image CSV of extra shots (default: views.csv "
                    "beside the catalog)")
     p.add_argument("--k", type=int, nargs="+", default=[1, 3, 5, 10])
@@ -212,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--semantic", type=float, help="share of ImageNet class probabilities in the image vector "
                    "(default 0.5; 0 = pooled features only)")
     p.add_argument("--dba-k", type=int, help="database-side augmentation neighbours (default 2; 0 = off)")
-    p.add_argument("--colour-weight", type=float, help="share of colour similarity in the image side (default 0)")
+    p.add_argument("--colour-weight", type=float, help="share of colour similarity in the image side of "
+                   "catalog-item queries (default 0)")
+    p.add_argument("--photo-colour-weight", type=float, help="the same for photo queries (default 0.3)")
     p.add_argument("--exclude", nargs="+", help="more metadata fields to leave out")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.json, report.md and plots to DIR")

@@ -6,7 +6,10 @@ Protocols
   metadata features first - otherwise metadata-only "precision" would read the answer off the label.
 - **multi-view**: every image of a product with several shots (``views.csv``) queries a gallery of all
   images; the product's other shots are relevant. Image-only: the metadata of two shots of one
-  product is identical, so a metadata side would simply be told the answer.
+  product is identical, so a metadata side would simply be told the answer. Scored as an uploaded
+  photo (the case it models: "find this product from my photo of it") and as a catalog item.
+- **photo-to-product**: every extra shot, which is not in the catalog, is uploaded as a photo query
+  through ``recommend(image=...)``; its own product is the one relevant result.
 
 Every figure is a mean over queries with a percentile-bootstrap 95% interval; two settings are
 called different only when the paired-bootstrap interval of their difference excludes zero.
@@ -43,6 +46,7 @@ HIERARCHY = ("category", "sub_category")
 DEFAULT_KS = (1, 3, 5, 10)
 SWEEP_WEIGHTS = tuple(round(w, 1) for w in np.linspace(0, 1, 11))
 MMR_LAMBDAS = (1.0, 0.9, 0.8, 0.7, 0.5, 0.3)
+COLOUR_SWEEP = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 
 def leaking_columns(catalog: Catalog, label: str) -> list[str]:
@@ -132,9 +136,12 @@ def leave_one_out(
         raise RecommenderError(f"no product shares its {label!r} value with another: nothing to evaluate")
 
     img = rec.image_similarity_matrix()
+    # "photo": each product's own image uploaded as a photo query, image side only - what the
+    # photo path's defaults (raw vectors, photo colour share) cost "same kind" retrieval.
+    sims = {"photo": rec.image_similarity_matrix(photo=True)}
     meta = (rec.metadata_matrix_ @ rec.metadata_matrix_.T).toarray().astype(np.float32)
     ranker = HybridRanker()
-    methods = {"image": 1.0, "metadata": 0.0, **{f"hybrid_w{w:g}": float(w) for w in weights}}
+    methods = {"image": 1.0, "metadata": 0.0, "photo": 1.0, **{f"hybrid_w{w:g}": float(w) for w in weights}}
     kmax = max(ks)
     # Multi-valued labels compare as their joined text: "a|b" is relevant to "a|b" only.
     label_arr = np.array(["|".join(lab) for lab in labels], dtype=object)
@@ -144,8 +151,8 @@ def leave_one_out(
     for i in queries:
         cand = np.ones(len(catalog), dtype=bool)
         cand[i] = False
-        img_i = img[i] if rec.has_image_[i] else None
         for m, w in methods.items():
+            img_i = sims.get(m, img)[i] if rec.has_image_[i] else None
             r = ranker.rank(img_i, meta[i], kmax, cand, w)
             ranked[m].append(r.positions)
             finals[m].append(r.final)
@@ -170,7 +177,7 @@ def leave_one_out(
                                 **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}})
 
     per_class = {}
-    for m in ("image", "metadata", best):
+    for m in ("image", "metadata", "photo", best):
         pq = per_query_all[m][main_metric]
         frame = pd.DataFrame({"label": ["|".join(labels[i]) for i in queries], "v": pq})
         per_class[m] = {k: round(float(v), 4) for k, v in frame.groupby("label")["v"].mean().items()}
@@ -244,33 +251,58 @@ def multi_view(
     cache_dir: Path | str | None = None,
     progress: Progress | None = None,
     recommender: HybridRecommender | None = None,
+    colour_sweep: Sequence[float] = COLOUR_SWEEP,
 ) -> dict:
-    """Image-only retrieval of a product's other shots, over a gallery of every image."""
+    """Image-only retrieval of a product's other shots, over a gallery of every image.
+
+    Two query paths: ``photo`` (the shot uploaded as a photo: raw vectors, the photo colour share -
+    the path this protocol models and the headline figure) and ``item`` (the shot as a catalog item:
+    DBA-smoothed vectors, the item colour share). ``colour_sweep`` re-scores the photo path at other
+    colour shares; with leave-one-out's ``photo`` method it chose ``photo_colour_weight``.
+    """
     gallery, owner = gallery_with_views(catalog, views_csv)
     rec = (recommender or HybridRecommender(backbone=backbone, cache_dir=cache_dir)).fit(gallery, progress=progress)
-    sim = rec.image_similarity_matrix()
     counts = pd.Series(owner).value_counts()
     queries = [i for i in range(len(owner)) if counts[owner[i]] > 1]
     if not queries:
         raise RecommenderError(f"{views_csv}: no product has more than one image")
     kmax = max(ks)
-    ranked, relevant = [], []
-    for i in queries:
-        s = np.where(np.arange(len(owner)) == i, -np.inf, sim[i])
-        top = np.argsort(-s, kind="stable")[:kmax]
-        ranked.append(top)
-        relevant.append(owner[top] == owner[i])
-    pq = per_query_metrics(ranked, relevant, [int(counts[owner[i]]) - 1 for i in queries], ks)
+    n_rel = [int(counts[owner[i]]) - 1 for i in queries]
+
+    def score(sim: np.ndarray) -> tuple[dict[str, np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        ranked, relevant = [], []
+        for i in queries:
+            s = np.where(np.arange(len(owner)) == i, -np.inf, sim[i])
+            top = np.argsort(-s, kind="stable")[:kmax]
+            ranked.append(top)
+            relevant.append(owner[top] == owner[i])
+        return per_query_metrics(ranked, relevant, n_rel, ks), ranked, relevant
+
+    per_method, examples_of = {}, {}
+    for name, photo in (("photo", True), ("item", False)):
+        pq, ranked, relevant = score(rec.image_similarity_matrix(photo=photo))
+        per_method[name] = pq
+        examples_of[name] = (ranked, relevant)
+    sweep = []
+    for c in colour_sweep:
+        pq, _, _ = score(rec.image_similarity_matrix(colour_weight=float(c), photo=True))
+        sweep.append({"colour_weight": float(c), **_summary(pq)})
+    ranked, relevant = examples_of["photo"]
     return {
         "protocol": "multi-view",
         "views": str(views_csv),
         "backbone": rec.backbone_,
         "image_pipeline": rec.image_pipeline_description(),
+        "colour_weight": {"photo": rec.default_colour_weight(photo=True), "item": rec.default_colour_weight()},
         "n_images": len(owner),
         "n_products_with_views": int((counts > 1).sum()),
         "n_queries": len(queries),
-        "results": {"image": {m: round(float(v.mean()), 4) for m, v in pq.items()}},
-        "methods": {"image": _summary(pq)},
+        "results": {m: {k: round(float(v.mean()), 4) for k, v in pq.items()} for m, pq in per_method.items()},
+        "methods": {m: _summary(pq) for m, pq in per_method.items()},
+        "comparisons": [{"a": "photo", "b": "item", "metric": f"R@{kmax}",
+                         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in paired_bootstrap_diff(
+                             per_method["photo"][f"R@{kmax}"], per_method["item"][f"R@{kmax}"]).items()}}],
+        "colour_sweep": sweep,
         "examples": [{"query": str(gallery.ids[i]),
                       "results": [{"id": str(gallery.ids[p]), "relevant": bool(r)} for p, r in zip(t[:5], rel[:5],
                                                                                                    strict=True)]}
@@ -278,3 +310,60 @@ def multi_view(
     }
 
 
+def photo_to_product(
+    catalog: Catalog,
+    views_csv: Path | str,
+    ks: Sequence[int] = (1, 3, 5),
+    backbone: str = "auto",
+    cache_dir: Path | str | None = None,
+    progress: Progress | None = None,
+    recommender: HybridRecommender | None = None,
+) -> dict:
+    """Each extra shot (``views.csv``; not in the catalog) uploaded as a photo: is its product found?
+
+    End to end through ``recommend(image=...)``, the app's upload path: ``default`` (the recommender's
+    settings, metadata inferred from the closest images), ``image`` (w = 1) and ``colour0`` (default
+    with no colour share) - the last one shows what ``photo_colour_weight`` buys. One relevant
+    product per query, so R@k is the hit rate and MAP the mean reciprocal rank (within the top k).
+    """
+    views = pd.read_csv(views_csv, dtype=str, keep_default_na=False)
+    missing = sorted(set(views["id"]) - set(catalog.ids))
+    if missing:
+        raise RecommenderError(f"{views_csv}: views of unknown product(s): {', '.join(missing[:10])}")
+    if views.empty:
+        raise RecommenderError(f"{views_csv}: no extra shots to upload")
+    rec = (recommender or HybridRecommender(backbone=backbone, cache_dir=cache_dir)).fit(catalog, progress=progress)
+    kmax = max(ks)
+    variants = {"default": {}, "image": {"weight": 1.0}, "colour0": {"colour_weight": 0.0}}
+    ranked: dict[str, list[np.ndarray]] = {m: [] for m in variants}
+    relevant: dict[str, list[np.ndarray]] = {m: [] for m in variants}
+    root = Path(views_csv).parent
+    for pid, image in zip(views["id"], views["image"], strict=True):
+        path = Path(image) if Path(image).is_absolute() else root / image
+        for m, kw in variants.items():
+            res = rec.recommend(image=path, k=kmax, **kw)
+            ranked[m].append(np.array([r.position for r in res.items]))
+            relevant[m].append(np.array(res.ids, dtype=object) == pid)
+    per_method = {m: per_query_metrics(ranked[m], relevant[m], [1] * len(views), ks) for m in variants}
+    comparisons = []
+    for metric in (f"R@{min(ks)}", f"R@{kmax}"):
+        d = paired_bootstrap_diff(per_method["default"][metric], per_method["colour0"][metric])
+        comparisons.append({"a": "default", "b": "colour0", "metric": metric,
+                            **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}})
+    return {
+        "protocol": "photo-to-product",
+        "views": str(views_csv),
+        "backbone": rec.backbone_,
+        "image_pipeline": rec.image_pipeline_description(),
+        "weight": rec.weight,
+        "n_products": len(catalog),
+        "n_queries": len(views),
+        "results": {m: {k: round(float(v.mean()), 4) for k, v in pq.items()} for m, pq in per_method.items()},
+        "methods": {m: _summary(pq) for m, pq in per_method.items()},
+        "comparisons": comparisons,
+        "examples": [{"query": str(image), "product": str(pid),
+                      "results": [{"id": str(catalog.ids[p]), "relevant": bool(r)}
+                                  for p, r in zip(t[:5], rel[:5], strict=True)]}
+                     for pid, image, t, rel in list(zip(views["id"], views["image"], ranked["default"],
+                                                        relevant["default"], strict=True))[:6]],
+    }

@@ -30,6 +30,7 @@ from .ranker import Filters, HybridRanker, Ranking
 
 log = logging.getLogger(__name__)
 DEFAULT_WEIGHT = 0.7
+DEFAULT_PHOTO_COLOUR_WEIGHT = 0.3
 _EMBEDDER_LOCK = threading.Lock()
 
 
@@ -125,8 +126,11 @@ class HybridRecommender(BaseEstimator):
         ``dba_k`` nearest catalog neighbours (0 = off). It sharpens product-to-product similarity;
         a query photo is scored against the raw vectors, so the exact product stays the top match.
     colour_weight: default share of the image side given to colour-histogram similarity (0 = the
-        CNN alone). Raise it when "the same product in another shot" or "in this colour" matters
-        more than "the same kind of product".
+        CNN alone) for catalog-item queries ("more like this": the same *kind* of product, where a
+        red ball and a blue ball are equally good answers).
+    photo_colour_weight: the same for uploaded-photo queries ("what matches this photo"), which
+        mostly want *this product* - found in another shot by its colours as much as its shape.
+        Chosen by the multi-view and leave-one-out sweeps in docs/evaluation.md.
     diversity: default MMR diversity in [0, 1] (0 = plain relevance order); see ``recommend``.
 
     The defaults were chosen by the weight and lever sweeps in ``docs/evaluation.md``.
@@ -147,6 +151,7 @@ class HybridRecommender(BaseEstimator):
         semantic: float = 0.5,
         dba_k: int = 2,
         colour_weight: float = 0.0,
+        photo_colour_weight: float = DEFAULT_PHOTO_COLOUR_WEIGHT,
         diversity: float = 0.0,
     ) -> None:
         self.backbone = backbone
@@ -162,6 +167,7 @@ class HybridRecommender(BaseEstimator):
         self.semantic = semantic
         self.dba_k = dba_k
         self.colour_weight = colour_weight
+        self.photo_colour_weight = photo_colour_weight
         self.diversity = diversity
 
     # -- fitting -----------------------------------------------------------------------------
@@ -212,10 +218,19 @@ class HybridRecommender(BaseEstimator):
                 self._embedder = self._image_embedder(self.backbone_).fit()
         return self._embedder
 
-    def image_similarity_matrix(self, colour_weight: float | None = None) -> np.ndarray:
-        """Similarity between every pair of catalog images, as the ranker's image side sees it."""
-        c = self.colour_weight if colour_weight is None else colour_weight
-        sim = self.image_vectors_ @ self.image_vectors_.T
+    def default_colour_weight(self, photo: bool = False) -> float:
+        """Colour's default share of the image side: for uploaded photos or for catalog items."""
+        return float(self.photo_colour_weight if photo else self.colour_weight)
+
+    def image_similarity_matrix(self, colour_weight: float | None = None, photo: bool = False) -> np.ndarray:
+        """Similarity between every pair of catalog images, as the ranker's image side sees it.
+
+        ``photo=True``: as each image would score if it were uploaded as a photo query - against
+        the raw (not DBA-smoothed) vectors, with the photo colour default.
+        """
+        c = self.default_colour_weight(photo) if colour_weight is None else colour_weight
+        vectors = self.raw_image_vectors_ if photo else self.image_vectors_
+        sim = vectors @ vectors.T
         return sim if not c else (1 - c) * sim + c * (self.colour_vectors_ @ self.colour_vectors_.T)
 
     def image_pipeline_description(self) -> str:
@@ -224,7 +239,8 @@ class HybridRecommender(BaseEstimator):
                  "flip-TTA" if self.flip_tta else None,
                  f"semantic {semantic:g}" if semantic else None,
                  f"DBA k={self.dba_k}" if self.dba_k else None,
-                 f"colour {self.colour_weight:g}" if self.colour_weight else None]
+                 f"colour {self.colour_weight:g}" if self.colour_weight else None,
+                 f"photo colour {self.photo_colour_weight:g}" if self.photo_colour_weight else None]
         return " + ".join(p for p in parts if p)
 
     def _embedder_semantic(self) -> float:
@@ -256,7 +272,7 @@ class HybridRecommender(BaseEstimator):
         ``image``. Filters are applied before ranking; the query item itself is never returned.
         ``weight`` (image vs metadata), ``colour_weight`` (colour's share of the image side) and
         ``diversity`` (MMR: 0 = by score alone, 1 = mostly unlike each other) default to the
-        recommender's settings.
+        recommender's settings; ``colour_weight`` to ``photo_colour_weight`` for an ``image`` query.
         """
         text = (text or "").strip() or None
         if item is not None and image is not None:
@@ -266,7 +282,7 @@ class HybridRecommender(BaseEstimator):
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
         w = self.weight if weight is None else float(weight)
-        c = self.colour_weight if colour_weight is None else float(colour_weight)
+        c = self.default_colour_weight(photo=image is not None) if colour_weight is None else float(colour_weight)
         d = self.diversity if diversity is None else float(diversity)
         for name, value in (("weight", w), ("colour_weight", c), ("diversity", d)):
             if not 0.0 <= value <= 1.0:

@@ -155,15 +155,37 @@ def write_report(results: dict[str, dict], out_dir: Path | str, catalog: Catalog
                   f"![examples]({plot_examples(loo['examples'], catalog, out / 'examples.png').name})", ""]
     mv = results.get("multi_view")
     if mv:
-        s = mv["methods"]["image"]
+        metrics = [m for m in mv["methods"]["photo"] if m.startswith(("R@", "P@1", "hit@", "MAP"))]
+        colour = mv["colour_weight"]
         lines += ["## Multi-view retrieval (image only)", "",
                   f"{mv['n_queries']} query images of {mv['n_products_with_views']} products with several shots, "
-                  f"gallery of {mv['n_images']} images; pipeline {mv['image_pipeline']}.", "",
-                  "| metric | value [95% CI] |", "|---|---|"]
-        lines += [f"| {m} | {_fmt(v)} |" for m, v in s.items() if m.startswith(("R@", "P@1", "hit@", "MAP"))]
+                  f"gallery of {mv['n_images']} images; pipeline {mv['image_pipeline']}. Each shot is scored as "
+                  f"an uploaded photo (colour {colour['photo']:g}) and as a catalog item (colour {colour['item']:g}).",
+                  "", "| path | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(_fmt(s[m]) for m in metrics) + " |" for name, s in mv["methods"].items()]
+        for c in mv.get("comparisons", []):
+            lines += ["", f"{c['a']} − {c['b']}, {c['metric']}: {c['mean_diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]"
+                      f" ({'different' if c['significant'] else 'not different'})."]
+        if mv.get("colour_sweep"):
+            r = f"R@{max(int(m[2:]) for m in metrics if m.startswith('R@'))}"
+            lines += ["", f"Photo path at other colour shares ({r}):", "", "| colour | " + r + " |", "|---|---|"]
+            lines += [f"| {row['colour_weight']:g} | {_fmt(row[r])} |" for row in mv["colour_sweep"]]
         if gallery is not None:
             grid = plot_examples(mv["examples"], gallery, out / "multiview.png")
-            lines += ["", f"![multi-view examples]({grid.name})"]
+            lines += ["", f"![multi-view examples (photo path)]({grid.name})"]
+        lines.append("")
+    up = results.get("photo_to_product")
+    if up:
+        metrics = [m for m in up["methods"]["default"] if m.startswith(("R@", "MAP"))]
+        lines += ["## Photo to product (uploads)", "",
+                  f"{up['n_queries']} extra shots, none of them in the catalog, each uploaded as a photo query "
+                  f"against {up['n_products']} products; the relevant result is the shot's own product "
+                  "(R@k = found in the top k). `default`: the recommender's settings; `image`: image side "
+                  "only; `colour0`: default without colour.", "",
+                  "| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(_fmt(s[m]) for m in metrics) + " |" for name, s in up["methods"].items()]
+        lines += [""] + [f"{c['a']} − {c['b']}, {c['metric']}: {c['mean_diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] "
+                         f"({'different' if c['significant'] else 'not different'})." for c in up["comparisons"]]
         lines.append("")
     md = out / "report.md"
     md.write_text("\n".join(lines), encoding="utf-8")

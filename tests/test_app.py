@@ -150,7 +150,7 @@ def test_colour_slider_brings_up_the_same_colour(app, catalog):
     pick(app, "yellow-plimsolls")
     app.select_slider(key="weight").set_value(1.0)
     by_shape = result_ids(run(app))
-    app.slider(key="colour").set_value(1.0)
+    app.slider(key="colour_product").set_value(1.0)
     by_colour = result_ids(run(app))
     assert by_shape != by_colour
     # By shape: other shoes. By colour alone: yellow-orange things such as the orange juice.
@@ -216,6 +216,17 @@ def test_upload_a_photo_finds_that_product_first(app):
     assert any("tennis-ball.jpg" in img.captions for img in app.image)  # the query image
     # No description: the metadata side is inferred from the closest matches, and said so.
     assert any("closest image matches" in i.value for i in app.info)
+
+
+def test_colour_slider_starts_at_each_modes_default(app):
+    run(app)
+    assert app.slider(key="colour_product").value == 0.0
+    upload(app, "plimsolls-back.png", (IMAGES / "yellow-plimsolls_4.png").read_bytes(), "image/png")
+    assert app.slider(key="colour_photo").value == 0.3
+    # The back view of the yellow plimsolls (not a catalog image) finds that product first.
+    assert result_ids(app)[0] == "yellow-plimsolls"
+    app.slider(key="colour_photo").set_value(0.0)
+    assert "yellow-plimsolls" not in result_ids(run(app))[:3]
 
 
 def test_upload_with_a_description(app):

@@ -127,6 +127,20 @@ def test_colour_weight_finds_the_same_product_in_another_shot(demo_recommender, 
     assert coloured.items[0].image_score >= plain.items[0].image_score - 1  # a valid cosine mix
 
 
+def test_photo_queries_default_to_colour_and_item_queries_do_not(demo_recommender, demo_catalog):
+    """The back view of the yellow plimsolls, uploaded: colour (the photo default, 0.3) finds the
+    product; by shape alone boxing gloves and paint tins come first. An item query keeps colour off."""
+    back = demo_catalog.root / "images" / "yellow-plimsolls_4.png"
+    assert demo_recommender.default_colour_weight(photo=True) == 0.3
+    assert demo_recommender.default_colour_weight() == 0.0
+    default = demo_recommender.recommend(image=back, k=5)
+    assert default.ids[0] == "yellow-plimsolls"
+    assert default.ids == demo_recommender.recommend(image=back, k=5, colour_weight=0.3).ids
+    assert "yellow-plimsolls" not in demo_recommender.recommend(image=back, k=3, colour_weight=0.0).ids
+    item = demo_recommender.recommend(item="yellow-plimsolls", k=5)
+    assert item.ids == demo_recommender.recommend(item="yellow-plimsolls", k=5, colour_weight=0.0).ids
+
+
 def test_diversity_trades_similarity_for_variety(demo_recommender):
     plain = demo_recommender.recommend(item="nebula-night-sky-paint", k=5, weight=1.0)
     varied = demo_recommender.recommend(item="nebula-night-sky-paint", k=5, weight=1.0, diversity=0.7)
