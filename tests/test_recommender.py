@@ -20,7 +20,7 @@ def test_fitted_state(demo_recommender, demo_catalog):
     assert rec.backbone_ == "efficientnet_lite0"
     # Default pipeline: pooled features (1280) + ImageNet class probabilities (1000), flip-TTA, DBA.
     assert rec.image_vectors_.shape == (89, 1280 + 1000) and rec.image_vectors_.dtype == np.float32
-    assert rec.image_pipeline_description() == "efficientnet_lite0 + flip-TTA + semantic 0.5 + DBA k=2"
+    assert rec.image_pipeline_description() == "efficientnet_lite0 + flip-TTA + semantic 0.5 + DBA k=2 + photo colour 0.3"
     assert rec.colour_vectors_.shape == (89, 512)
     np.testing.assert_allclose(np.linalg.norm(rec.image_vectors_, axis=1), 1.0, rtol=1e-5)
     assert rec.has_image_.all()
@@ -78,10 +78,14 @@ def test_empty_result_names_the_filter(demo_recommender):
 
 
 def test_upload_without_text_infers_metadata_from_neighbours(demo_recommender, demo_catalog):
-    res = demo_recommender.recommend(image=demo_catalog.image_path(demo_catalog.position("tennis-ball")), k=5)
-    assert res.ids[0] == "tennis-ball"
-    assert res.query_attributes.get("sub_category") == ["Equipment"]
-    assert any("closest image matches" in n for n in res.notes)
+    """The description is borrowed from the photo's closest image matches as ranked: by shape alone
+    they are sports equipment (the photo colour default lets other yellow things join them)."""
+    ball = demo_catalog.image_path(demo_catalog.position("tennis-ball"))
+    shape = demo_recommender.recommend(image=ball, k=5, colour_weight=0.0)
+    assert shape.ids[0] == "tennis-ball"
+    assert shape.query_attributes.get("sub_category") == ["Equipment"]
+    assert any("closest image matches (" in n and "Equipment" in n for n in shape.notes)
+    assert demo_recommender.recommend(image=ball, k=5).ids[0] == "tennis-ball"
 
 
 def test_upload_with_text(demo_recommender, demo_catalog):
