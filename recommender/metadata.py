@@ -1,4 +1,4 @@
-"""Metadata features: TF-IDF over text fields plus one-hot over categorical fields.
+"""Metadata features: TF-IDF (or BM25) over text fields plus one-hot over categorical fields.
 
 Each field becomes its own block, L2-normalised and scaled by ``sqrt(weight / total weight)``;
 the concatenated row is L2-normalised again. So the cosine of two rows is the weighted mean of the
@@ -39,6 +39,11 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
         Field name -> weight. Fields absent from the table, or empty in every row, are skipped.
     exclude:
         Fields never used (e.g. the label an evaluation is scored on).
+    ngram_range:
+        Word n-grams of the text fields.
+    text_weighting:
+        ``"tfidf"`` (sublinear tf x idf) or ``"bm25"`` (Okapi BM25 term weights, which saturate
+        repeated words and discount long descriptions; ``bm25_k1``, ``bm25_b``).
     """
 
     def __init__(
@@ -47,13 +52,21 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
         categorical_fields: Mapping[str, float] | None = None,
         exclude: Sequence[str] = (),
         ngram_range: tuple[int, int] = (1, 2),
+        text_weighting: str = "tfidf",
+        bm25_k1: float = 1.2,
+        bm25_b: float = 0.75,
     ) -> None:
         self.text_fields = text_fields
         self.categorical_fields = categorical_fields
         self.exclude = exclude
         self.ngram_range = ngram_range
+        self.text_weighting = text_weighting
+        self.bm25_k1 = bm25_k1
+        self.bm25_b = bm25_b
 
     def fit(self, X: pd.DataFrame, y: object = None) -> MetadataEncoder:
+        if self.text_weighting not in ("tfidf", "bm25"):
+            raise ValueError(f"text_weighting must be 'tfidf' or 'bm25', got {self.text_weighting!r}")
         text = DEFAULT_TEXT_FIELDS if self.text_fields is None else dict(self.text_fields)
         cats = DEFAULT_CATEGORICAL_FIELDS if self.categorical_fields is None else dict(self.categorical_fields)
         self.vectorizers_: dict[str, CountVectorizer] = {}
@@ -78,7 +91,9 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
         self.n_features_out_ = sum(len(v.vocabulary_) for v in self.vectorizers_.values())
         return self
 
-    def _make_vectorizer(self, kind: str) -> CountVectorizer:
+    def _make_vectorizer(self, kind: str) -> CountVectorizer | BM25Vectorizer:
+        if kind == "text" and self.text_weighting == "bm25":
+            return BM25Vectorizer(ngram_range=self.ngram_range, k1=self.bm25_k1, b=self.bm25_b)
         if kind == "text":
             return TfidfVectorizer(
                 ngram_range=self.ngram_range, sublinear_tf=True, stop_words="english",
@@ -123,6 +138,42 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
         """Encode attribute values alone (used for an uploaded photo's inferred attributes)."""
         row = {name: MULTI_VALUE_SEP.join(attributes.get(name, [])) for name in self.vectorizers_}
         return self.transform(pd.DataFrame([row]))
+
+
+class BM25Vectorizer(BaseEstimator):
+    """Okapi BM25 weights of word n-grams: ``idf * tf (k1 + 1) / (tf + k1 (1 - b + b |d| / avgdl))``.
+
+    Used as document vectors on both sides of a cosine (symmetric BM25), like TF-IDF is here;
+    ``idf = log(1 + (N - df + 0.5) / (df + 0.5))`` stays positive for terms in most documents.
+    """
+
+    def __init__(self, ngram_range: tuple[int, int] = (1, 2), k1: float = 1.2, b: float = 0.75) -> None:
+        self.ngram_range = ngram_range
+        self.k1 = k1
+        self.b = b
+
+    def fit(self, raw_documents: Sequence[str], y: object = None) -> BM25Vectorizer:
+        self.counter_ = CountVectorizer(ngram_range=self.ngram_range, stop_words="english",
+                                        strip_accents="unicode", dtype=np.float32)
+        counts = sp.csr_matrix(self.counter_.fit_transform(raw_documents))
+        n = counts.shape[0]
+        df = np.bincount(counts.indices, minlength=counts.shape[1])
+        self.idf_ = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
+        self.avgdl_ = float(max(counts.sum() / max(n, 1), 1e-9))
+        return self
+
+    @property
+    def vocabulary_(self) -> dict[str, int]:
+        return self.counter_.vocabulary_
+
+    def transform(self, raw_documents: Sequence[str]) -> sp.csr_matrix:
+        counts = sp.csr_matrix(self.counter_.transform(raw_documents), dtype=np.float32)
+        lengths = np.asarray(counts.sum(axis=1), dtype=np.float32).ravel()
+        norm = self.k1 * (1 - self.b + self.b * lengths / self.avgdl_)
+        # Scale each stored tf by its row's length normaliser, then by its term's idf.
+        row_norm = np.repeat(norm, np.diff(counts.indptr))
+        counts.data = counts.data * (self.k1 + 1) / (counts.data + row_norm) * self.idf_[counts.indices]
+        return counts
 
 
 def _normalise_words(text: str) -> str:

@@ -114,7 +114,8 @@ class HybridRecommender(BaseEstimator):
     backbone: ``auto`` | ``vgg16`` | ``resnet50`` | ``efficientnet_lite0``.
     weight: default image weight ``w`` (``score = w * image + (1 - w) * metadata``).
     cache_dir: where embeddings are cached (default: ``.cache`` beside the catalog file).
-    text_fields, categorical_fields, exclude_fields: passed to :class:`MetadataEncoder`.
+    text_fields, categorical_fields, exclude_fields, text_weighting: passed to :class:`MetadataEncoder`
+        (``text_weighting``: ``"tfidf"`` or ``"bm25"``).
     n_inferred: for an uploaded photo without text, how many closest image matches lend their
         metadata to the query.
     flip_tta: embed every image also mirrored and average the two (cached separately).
@@ -144,6 +145,7 @@ class HybridRecommender(BaseEstimator):
         text_fields: Mapping[str, float] | None = None,
         categorical_fields: Mapping[str, float] | None = None,
         exclude_fields: Sequence[str] = (),
+        text_weighting: str = "tfidf",
         n_inferred: int = 5,
         batch_size: int = 32,
         flip_tta: bool = True,
@@ -160,6 +162,7 @@ class HybridRecommender(BaseEstimator):
         self.text_fields = text_fields
         self.categorical_fields = categorical_fields
         self.exclude_fields = exclude_fields
+        self.text_weighting = text_weighting
         self.n_inferred = n_inferred
         self.batch_size = batch_size
         self.flip_tta = flip_tta
@@ -205,7 +208,8 @@ class HybridRecommender(BaseEstimator):
         self._embedder = embedder
         self._colour_embedder = ColourEmbedder().fit()
         self.metadata_encoder_ = MetadataEncoder(
-            self.text_fields, self.categorical_fields, exclude=self.exclude_fields).fit(catalog.items)
+            self.text_fields, self.categorical_fields, exclude=self.exclude_fields,
+            text_weighting=self.text_weighting).fit(catalog.items)
         self.metadata_matrix_ = self.metadata_encoder_.transform(catalog.items)
         self.ranker_ = HybridRanker(self.weight)
         return self
