@@ -167,9 +167,11 @@ def write_report(results: dict[str, dict], out_dir: Path | str, catalog: Catalog
             lines += ["", f"{c['a']} − {c['b']}, {c['metric']}: {c['mean_diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]"
                       f" ({'different' if c['significant'] else 'not different'})."]
         if mv.get("colour_sweep"):
-            r = f"R@{max(int(m[2:]) for m in metrics if m.startswith('R@'))}"
-            lines += ["", f"Photo path at other colour shares ({r}):", "", "| colour | " + r + " |", "|---|---|"]
-            lines += [f"| {row['colour_weight']:g} | {_fmt(row[r])} |" for row in mv["colour_sweep"]]
+            rs = [m for m in metrics if m.startswith("R@")]
+            lines += ["", "Photo path at other colour shares:", "", "| colour | " + " | ".join(rs) + " |",
+                      "|---" * (len(rs) + 1) + "|"]
+            lines += [f"| {row['colour_weight']:g} | " + " | ".join(_fmt(row[r]) for r in rs) + " |"
+                      for row in mv["colour_sweep"]]
         if gallery is not None:
             grid = plot_examples(mv["examples"], gallery, out / "multiview.png")
             lines += ["", f"![multi-view examples (photo path)]({grid.name})"]

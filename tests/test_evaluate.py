@@ -26,6 +26,17 @@ def plain_loo(demo_catalog, tmp_path_factory):
     return leave_one_out(demo_catalog, "sub_category", ks=(1, 3, 5), weights=(0.75,), recommender=rec)
 
 
+@pytest.fixture(scope="module")
+def mv(demo_catalog, tmp_path_factory):
+    return multi_view(demo_catalog, DEMO_DIR / "views.csv", ks=(1, 5), recommender=HybridRecommender(
+        backbone="efficientnet_lite0", cache_dir=tmp_path_factory.mktemp("mv-cache")))
+
+
+@pytest.fixture(scope="module")
+def uploads(demo_catalog, demo_recommender):
+    return photo_to_product(demo_catalog, DEMO_DIR / "views.csv", ks=(1, 5), recommender=demo_recommender)
+
+
 def test_label_and_its_parent_never_feed_the_metadata(loo, demo_catalog):
     assert loo["excluded_from_metadata"] == ["category", "sub_category"]
     assert set(leaking_columns(demo_catalog, "category")) == {"sub_category"}
@@ -61,12 +72,10 @@ def test_mmr_trades_precision_for_diversity(loo):
     assert curve[0.5]["P@5"]["mean"] <= curve[1.0]["P@5"]["mean"]
 
 
-def test_multi_view_photo_path_finds_other_shots(demo_catalog, tmp_path):
+def test_multi_view_photo_path_finds_other_shots(demo_catalog, mv):
     views = DEMO_DIR / "views.csv"
     gallery, owner = gallery_with_views(demo_catalog, views)
     assert len(gallery) == 104 and list(owner).count("yellow-plimsolls") == 4
-    mv = multi_view(demo_catalog, views, ks=(1, 5),
-                    recommender=HybridRecommender(backbone="efficientnet_lite0", cache_dir=tmp_path))
     assert mv["n_queries"] == 25 and mv["colour_weight"] == {"photo": 0.3, "item": 0.0}
     r = mv["results"]
     # Measured: photo path (colour 0.3) R@5 .693; item path (shape alone) .467; issue target .60.
@@ -77,8 +86,8 @@ def test_multi_view_photo_path_finds_other_shots(demo_catalog, tmp_path):
     assert (comp["a"], comp["b"], comp["metric"]) == ("photo", "item", "R@5") and comp["lo"] > 0
 
 
-def test_uploaded_shots_find_their_product(demo_catalog, demo_recommender):
-    up = photo_to_product(demo_catalog, DEMO_DIR / "views.csv", ks=(1, 5), recommender=demo_recommender)
+def test_uploaded_shots_find_their_product(uploads):
+    up = uploads
     assert up["n_queries"] == 15 and up["n_products"] == 89
     r = up["results"]
     # Measured: the product first for 11 of 15 shots (R@1 .733), in the top 5 for 13; without colour 4 and 9.
@@ -93,13 +102,19 @@ def test_photo_method_shows_the_cost_of_photo_colour(loo):
     assert 0.45 <= loo["results"]["photo"]["P@5"] < loo["results"]["image"]["P@5"]
 
 
-def test_report_is_written(loo, demo_catalog, tmp_path):
-    md = write_report({"leave_one_out": loo}, tmp_path, demo_catalog)
+def test_report_is_written(loo, mv, uploads, demo_catalog, tmp_path):
+    gallery, _ = gallery_with_views(demo_catalog, DEMO_DIR / "views.csv")
+    md = write_report({"leave_one_out": loo, "multi_view": mv, "photo_to_product": uploads}, tmp_path,
+                      demo_catalog, gallery=gallery)
     text = md.read_text()
     assert "| hybrid_w0.7 |" in text and "![weight sweep](sweep.png)" in text
-    for name in ("sweep.png", "per_class.png", "mmr.png", "examples.png", "report.json"):
+    # Both multi-view paths, the colour sweep by R@1 and R@5, and the uploads with their comparison.
+    assert "| photo | " in text and "| item | " in text and "| colour | R@1 | R@5 |" in text
+    assert "| colour0 | " in text and "default − colour0, R@5:" in text
+    for name in ("sweep.png", "per_class.png", "mmr.png", "examples.png", "multiview.png", "report.json"):
         assert (tmp_path / name).stat().st_size > 1000
-    assert json.loads((tmp_path / "report.json").read_text())["leave_one_out"]["n_queries"] == 89
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["leave_one_out"]["n_queries"] == 89 and saved["photo_to_product"]["n_queries"] == 15
 
 
 def test_unknown_label_is_a_clear_error(demo_catalog):
