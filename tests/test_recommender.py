@@ -20,7 +20,8 @@ def test_fitted_state(demo_recommender, demo_catalog):
     assert rec.backbone_ == "efficientnet_lite0"
     # Default pipeline: pooled features (1280) + ImageNet class probabilities (1000), flip-TTA, DBA.
     assert rec.image_vectors_.shape == (89, 1280 + 1000) and rec.image_vectors_.dtype == np.float32
-    assert rec.image_pipeline_description() == "efficientnet_lite0 + flip-TTA + semantic 0.5 + DBA k=2 + photo colour 0.3"
+    assert rec.image_pipeline_description() == (
+        "efficientnet_lite0 + flip-TTA + semantic 0.5 + DBA k=2 + photo colour 0.3")
     assert rec.colour_vectors_.shape == (89, 512)
     np.testing.assert_allclose(np.linalg.norm(rec.image_vectors_, axis=1), 1.0, rtol=1e-5)
     assert rec.has_image_.all()
