@@ -59,7 +59,7 @@ def cmd_recommend(args) -> int:
     from .ranker import Filters
     from .recommender import HybridRecommender
 
-    rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache).fit(
+    rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache, label_projection=args.label_projection).fit(
         _catalog(args), progress=_progress_bar("embedding"))
     filters = Filters(category=args.category, sub_category=args.sub_category, brand=args.brand,
                       colour=args.colour, price_min=args.price_min, price_max=args.price_max)
@@ -93,7 +93,9 @@ def cmd_evaluate(args) -> int:
     protocols = args.protocol or ((["loo"] if args.label else [])
                                   + (["multiview", "uploads"] if views.is_file() or not args.label else []))
     levers = {"flip_tta": args.flip_tta, "semantic": args.semantic, "dba_k": args.dba_k,
-              "colour_weight": args.colour_weight, "photo_colour_weight": args.photo_colour_weight}
+              "colour_weight": args.colour_weight, "photo_colour_weight": args.photo_colour_weight,
+              "text_weighting": args.text_weighting, "label_projection": args.label_projection,
+              "projection_mix": args.projection_mix}
     # Only the levers given on the command line; the rest keep the recommender's defaults.
     params = {"backbone": args.backbone, "cache_dir": args.cache, **{k: v for k, v in levers.items() if v is not None}}
     from .recommender import HybridRecommender
@@ -169,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def projection(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--label-projection", metavar="COLUMN", help="opt-in: learn the catalog's own labels in "
+                       "this column from its images and add them to the image side (evaluated out of fold)")
+
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--catalog", type=Path, default=DEMO_CATALOG,
                        help="catalog .csv or .parquet (default: the bundled demo catalog)")
@@ -199,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--price-min", type=float)
     p.add_argument("--price-max", type=float)
     p.add_argument("--json", action="store_true", help="print JSON")
+    projection(p)
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("evaluate", help="offline quality: leave-one-out by a label, multi-view retrieval (JSON)")
@@ -222,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--colour-weight", type=float, help="share of colour similarity in the image side of "
                    "catalog-item queries (default 0)")
     p.add_argument("--photo-colour-weight", type=float, help="the same for photo queries (default 0.3)")
+    p.add_argument("--text-weighting", choices=["tfidf", "bm25"], help="metadata text weighting (default tfidf)")
+    projection(p)
+    p.add_argument("--projection-mix", type=float, help="share of the label block in the image vector (default 0.5)")
     p.add_argument("--exclude", nargs="+", help="more metadata fields to leave out")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.json, report.md and plots to DIR")

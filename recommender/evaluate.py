@@ -135,10 +135,11 @@ def leave_one_out(
     if not queries:
         raise RecommenderError(f"no product shares its {label!r} value with another: nothing to evaluate")
 
-    img = rec.image_similarity_matrix()
+    # out_of_fold: a label projection (opt-in) scores each query through a fit without its label.
+    img = rec.image_similarity_matrix(out_of_fold=True)
     # "photo": each product's own image uploaded as a photo query, image side only - what the
     # photo path's defaults (raw vectors, photo colour share) cost "same kind" retrieval.
-    sims = {"photo": rec.image_similarity_matrix(photo=True)}
+    sims = {"photo": rec.image_similarity_matrix(photo=True, out_of_fold=True)}
     meta = (rec.metadata_matrix_ @ rec.metadata_matrix_.T).toarray().astype(np.float32)
     ranker = HybridRanker()
     methods = {"image": 1.0, "metadata": 0.0, "photo": 1.0, **{f"hybrid_w{w:g}": float(w) for w in weights}}
@@ -280,12 +281,12 @@ def multi_view(
 
     per_method, examples_of = {}, {}
     for name, photo in (("photo", True), ("item", False)):
-        pq, ranked, relevant = score(rec.image_similarity_matrix(photo=photo))
+        pq, ranked, relevant = score(rec.image_similarity_matrix(photo=photo, out_of_fold=True))
         per_method[name] = pq
         examples_of[name] = (ranked, relevant)
     sweep = []
     for c in colour_sweep:
-        pq, _, _ = score(rec.image_similarity_matrix(colour_weight=float(c), photo=True))
+        pq, _, _ = score(rec.image_similarity_matrix(colour_weight=float(c), photo=True, out_of_fold=True))
         sweep.append({"colour_weight": float(c), **_summary(pq)})
     ranked, relevant = examples_of["photo"]
     main = "R@5" if 5 in ks else f"R@{kmax}"  # the figure the photo colour default was chosen by

@@ -20,17 +20,19 @@ from sklearn.base import BaseEstimator
 from .build import BuildReport, Progress, build_embeddings, image_hashes
 from .catalog import ATTRIBUTE_COLUMNS, Catalog, load_catalog, split_values
 from .embedders import ColourEmbedder, ImageEmbedder, resolve_backbone
-from .errors import QueryError
+from .errors import QueryError, RecommenderError
 from .images import ImageSource, open_image, pad_to_square
 from .index import ExactIndex
 from .metadata import MetadataEncoder
 from .mmr import mmr_rerank
 from .postprocess import database_side_augmentation
+from .projection import LabelProjection, out_of_fold_similarity
 from .ranker import Filters, HybridRanker, Ranking
 
 log = logging.getLogger(__name__)
 DEFAULT_WEIGHT = 0.7
 DEFAULT_PHOTO_COLOUR_WEIGHT = 0.3
+PROJECTION_FOLDS = 5  # folds for out-of-fold similarities when a label projection is evaluated
 _EMBEDDER_LOCK = threading.Lock()
 
 
@@ -133,6 +135,10 @@ class HybridRecommender(BaseEstimator):
         mostly want *this product* - found in another shot by its colours as much as its shape.
         Chosen by the multi-view and leave-one-out sweeps in docs/evaluation.md.
     diversity: default MMR diversity in [0, 1] (0 = plain relevance order); see ``recommend``.
+    label_projection: opt-in, for catalogs with their own category labels: the name of a catalog
+        column; a :class:`LabelProjection` fitted on it appends each image's predicted label
+        probabilities to its vector (``projection_mix`` of the vector, see docs/evaluation.md).
+        Items with an empty label are not fitted on, but are projected like any other.
 
     The defaults were chosen by the weight and lever sweeps in ``docs/evaluation.md``.
     """
@@ -155,6 +161,8 @@ class HybridRecommender(BaseEstimator):
         colour_weight: float = 0.0,
         photo_colour_weight: float = DEFAULT_PHOTO_COLOUR_WEIGHT,
         diversity: float = 0.0,
+        label_projection: str | None = None,
+        projection_mix: float = 0.5,
     ) -> None:
         self.backbone = backbone
         self.weight = weight
@@ -172,6 +180,8 @@ class HybridRecommender(BaseEstimator):
         self.colour_weight = colour_weight
         self.photo_colour_weight = photo_colour_weight
         self.diversity = diversity
+        self.label_projection = label_projection
+        self.projection_mix = projection_mix
 
     # -- fitting -----------------------------------------------------------------------------
     def _image_embedder(self, backbone: str) -> ImageEmbedder:
@@ -189,6 +199,20 @@ class HybridRecommender(BaseEstimator):
         self.raw_image_vectors_ = vectors.copy()
         if self.dba_k > 0 and has_image.sum() > 1:
             vectors[has_image] = database_side_augmentation(vectors[has_image], k=self.dba_k)
+        self.label_projection_ = self.projection_labels_ = None
+        self.unprojected_vectors_: tuple[np.ndarray, np.ndarray] | None = None
+        if self.label_projection:
+            # Fitted on the DBA vectors (what catalog items are compared by), applied to both kinds.
+            self.projection_labels_ = self._projection_labels(catalog)
+            self.unprojected_vectors_ = (vectors, self.raw_image_vectors_)
+            rows = has_image & (self.projection_labels_ != "")
+            try:
+                self.label_projection_ = LabelProjection(mix=self.projection_mix).fit(
+                    vectors[rows], self.projection_labels_[rows])
+            except ValueError as exc:
+                raise RecommenderError(f"label projection on {self.label_projection!r}: {exc}") from None
+            vectors = self.label_projection_.transform(vectors)
+            self.raw_image_vectors_ = self.label_projection_.transform(self.raw_image_vectors_)
         self.catalog_ = catalog
         self.build_report_: BuildReport = report
         self.backbone_ = report.backbone
@@ -214,6 +238,14 @@ class HybridRecommender(BaseEstimator):
         self.ranker_ = HybridRanker(self.weight)
         return self
 
+    def _projection_labels(self, catalog: Catalog) -> np.ndarray:
+        col = self.label_projection
+        if col not in catalog.items.columns:
+            raise RecommenderError(f"label projection: column {col!r} is not in the catalog "
+                                   f"(columns: {', '.join(catalog.items.columns)})")
+        # Multi-valued labels count as their joined text, as in evaluation.
+        return np.array(["|".join(split_values(v)) for v in catalog.items[col]], dtype=object)
+
     @property
     def embedder(self) -> ImageEmbedder:
         """The image model, loaded on first use (a fully cached catalog does not need it)."""
@@ -226,15 +258,26 @@ class HybridRecommender(BaseEstimator):
         """Colour's default share of the image side: for uploaded photos or for catalog items."""
         return float(self.photo_colour_weight if photo else self.colour_weight)
 
-    def image_similarity_matrix(self, colour_weight: float | None = None, photo: bool = False) -> np.ndarray:
+    def image_similarity_matrix(
+        self, colour_weight: float | None = None, photo: bool = False, out_of_fold: bool = False
+    ) -> np.ndarray:
         """Similarity between every pair of catalog images, as the ranker's image side sees it.
 
         ``photo=True``: as each image would score if it were uploaded as a photo query - against
-        the raw (not DBA-smoothed) vectors, with the photo colour default.
+        the raw (not DBA-smoothed) vectors, with the photo colour default. ``out_of_fold=True``
+        (for evaluation): with a label projection, row ``i`` comes from a projection fitted without
+        item ``i``'s label (k-fold), so its own label cannot help it.
         """
         c = self.default_colour_weight(photo) if colour_weight is None else colour_weight
-        vectors = self.raw_image_vectors_ if photo else self.image_vectors_
-        sim = vectors @ vectors.T
+        if out_of_fold and self.label_projection_ is not None:
+            dba, raw = self.unprojected_vectors_
+            base = raw if photo else dba
+            labels = np.where(self.has_image_, self.projection_labels_, "")
+            sim = out_of_fold_similarity(self.label_projection_, dba, labels, base, base,
+                                         folds=min(PROJECTION_FOLDS, len(labels)))
+        else:
+            vectors = self.raw_image_vectors_ if photo else self.image_vectors_
+            sim = vectors @ vectors.T
         return sim if not c else (1 - c) * sim + c * (self.colour_vectors_ @ self.colour_vectors_.T)
 
     def image_pipeline_description(self) -> str:
@@ -243,6 +286,8 @@ class HybridRecommender(BaseEstimator):
                  "flip-TTA" if self.flip_tta else None,
                  f"semantic {semantic:g}" if semantic else None,
                  f"DBA k={self.dba_k}" if self.dba_k else None,
+                 f"label projection {self.label_projection!r} {self.projection_mix:g}"
+                 if self.label_projection else None,
                  f"colour {self.colour_weight:g}" if self.colour_weight else None,
                  f"photo colour {self.photo_colour_weight:g}" if self.photo_colour_weight else None]
         return " + ".join(p for p in parts if p)
@@ -350,8 +395,10 @@ class HybridRecommender(BaseEstimator):
         """CNN and colour vectors of an uploaded photo, decoded once."""
         img = open_image(image)
         emb, colour = self.embedder, self._colour_embedder
-        return (emb.embed_arrays(pad_to_square(img, emb.input_size_)[None])[0],
-                colour.embed_arrays(pad_to_square(img, colour.input_size_)[None])[0])
+        vec = emb.embed_arrays(pad_to_square(img, emb.input_size_)[None])
+        if self.label_projection_ is not None:
+            vec = self.label_projection_.transform(vec)
+        return vec[0], colour.embed_arrays(pad_to_square(img, colour.input_size_)[None])[0]
 
     def _diversified(self, img_scores, meta_scores, k, candidates, w, d) -> Ranking:
         """Maximal marginal relevance over the ranked candidates, with image similarity as redundancy."""

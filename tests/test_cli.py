@@ -48,6 +48,27 @@ def test_recommend_text_with_filters_prints_a_table(small_catalog_dir, tmp_path,
     assert "red-wine" in out and "laptop" not in out
 
 
+def test_evaluate_passes_the_opt_in_levers(demo_recommender, tmp_path, capsys):
+    """--label-projection and --text-weighting reach the recommender the evaluation fits."""
+    out_json = tmp_path / "eval.json"
+    args = ["evaluate", "--cache", str(demo_recommender.cache_dir), "--backbone", "efficientnet_lite0",
+            "--label", "sub_category", "--protocol", "loo", "--k", "1", "5", "--weights", "0.7",
+            "--label-projection", "sub_category", "--projection-mix", "0.3", "--text-weighting", "bm25",
+            "--out", str(out_json)]
+    assert main(args) == 0
+    loo = json.loads(out_json.read_text())["leave_one_out"]
+    assert loo["image_pipeline"].endswith("label projection 'sub_category' 0.3 + photo colour 0.3")
+    assert loo["n_queries"] == 89 and set(loo["results"]) == {"image", "metadata", "photo", "hybrid_w0.7"}
+    assert json.loads(capsys.readouterr().out) == json.loads(out_json.read_text())
+
+
+def test_label_projection_on_an_unknown_column_is_a_message(small_catalog_dir, tmp_path, capsys):
+    args = ["recommend", "--catalog", str(small_catalog_dir / "catalog.csv"), "--cache", str(tmp_path / "c"),
+            "--backbone", "efficientnet_lite0", "--item", "laptop", "--label-projection", "genre"]
+    assert main(args) == 2
+    assert "column 'genre' is not in the catalog" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("csv", "message"),
     [("id,name,price\na,A,1\n", "missing required column(s): image"),
