@@ -12,57 +12,23 @@ so the best row is optimistic; the default (mix .5, C 10) is a middle row, not t
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loo_common import ci, diff, hybrid_loo, parse_cache_args  # noqa: E402
+
 from recommender import HybridRecommender, load_catalog  # noqa: E402
-from recommender.evaluate import leaking_columns, multi_view, per_query_metrics  # noqa: E402
-from recommender.metrics import paired_bootstrap_diff, summarise  # noqa: E402
+from recommender.evaluate import leaking_columns, multi_view  # noqa: E402
 from recommender.projection import LabelProjection, out_of_fold_similarity  # noqa: E402
-from recommender.ranker import HybridRanker  # noqa: E402
 
 LABEL = "sub_category"
 WEIGHTS = [round(w / 10, 1) for w in range(5, 11)]
 
 
-def ci(x: np.ndarray) -> str:
-    s = summarise(x)
-    return f"{s['mean']:.3f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
-
-
-def diff(a: np.ndarray, b: np.ndarray) -> str:
-    d = paired_bootstrap_diff(a, b)
-    return f"{d['mean_diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
-
-
-def per_weight(image_sims: np.ndarray, meta_sims: np.ndarray, labels: np.ndarray) -> dict[float, dict]:
-    """Per-query P@1 / P@5 of the hybrid at each weight, ranked as the evaluate command ranks."""
-    ranker, n = HybridRanker(), len(labels)
-    queries = [i for i in range(n) if labels[i] and (labels == labels[i]).sum() > 1]
-    out = {}
-    for w in WEIGHTS:
-        ranked, relevant, n_rel = [], [], []
-        for i in queries:
-            cand = np.ones(n, dtype=bool)
-            cand[i] = False
-            pos = ranker.rank(image_sims[i], meta_sims[i], 5, cand, w).positions
-            ranked.append(pos)
-            relevant.append(labels[pos] == labels[i])
-            n_rel.append(int((labels == labels[i]).sum()) - 1)
-        out[w] = per_query_metrics(ranked, relevant, n_rel, (1, 5))
-    return out
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "recommender-bench-cache")
-    args = ap.parse_args()
+    args = parse_cache_args(__doc__)
     catalog = load_catalog()
     exclude = sorted({LABEL, *leaking_columns(catalog, LABEL)})
     base = HybridRecommender(backbone="efficientnet_lite0", cache_dir=args.cache, exclude_fields=exclude,
@@ -70,12 +36,12 @@ def main() -> None:
     labels = base.projection_labels_
     meta = (base.metadata_matrix_ @ base.metadata_matrix_.T).toarray()
     dba, _ = base.unprojected_vectors_
-    default = per_weight(dba @ dba.T, meta, labels)
+    default = hybrid_loo(dba @ dba.T, meta, labels, WEIGHTS)
     rows = {"default pipeline (no projection)": default}
     for mix in (0.3, 0.5, 0.7, 1.0):
         for c in (1.0, 10.0, 100.0):
             sims = out_of_fold_similarity(LabelProjection(mix=mix, C=c), dba, labels, dba, dba, folds=5)
-            rows[f"projection mix {mix:g}, C {c:g}"] = per_weight(sims, meta, labels)
+            rows[f"projection mix {mix:g}, C {c:g}"] = hybrid_loo(sims, meta, labels, WEIGHTS)
 
     print(f"leave-one-out by {LABEL}, {len(default[1.0]['P@1'])} queries; image side out of fold (5 folds)\n")
     print("| configuration | image P@1 | image P@5 | hybrid w=.7 P@1 | hybrid w=.7 P@5 | w=.7 P@5 − default "

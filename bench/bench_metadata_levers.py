@@ -10,9 +10,7 @@ default weight and at its best weight with TF-IDF and with BM25 at the default (
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,50 +18,24 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loo_common import ci, diff, hybrid_loo, parse_cache_args  # noqa: E402
+
 from recommender import HybridRecommender, load_catalog  # noqa: E402
-from recommender.evaluate import _labels, leaking_columns, leave_one_out, per_query_metrics  # noqa: E402
+from recommender.evaluate import _labels, leaking_columns, leave_one_out  # noqa: E402
 from recommender.metadata import MetadataEncoder  # noqa: E402
-from recommender.metrics import paired_bootstrap_diff, summarise  # noqa: E402
-from recommender.ranker import HybridRanker  # noqa: E402
 
 LABEL = "sub_category"
 GRID = [(k1, b) for k1 in (0.5, 1.2, 2.0) for b in (0.0, 0.5, 0.75, 1.0)]
 
 
-def ci(s: dict) -> str:
-    return f"{s['mean']:.3f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
-
-
-def diff(a: np.ndarray, b: np.ndarray) -> str:
-    d = paired_bootstrap_diff(a, b)
-    return f"{d['mean_diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
-
-
 def metadata_only(catalog, encoder: MetadataEncoder, image_sims: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-query P@1 / P@5 of metadata-only leave-one-out, ranked as the evaluate command ranks
-    (``HybridRanker`` at w = 0: ties on metadata fall back to image similarity)."""
     m = encoder.fit_transform(catalog.items)
-    sims = (m @ m.T).toarray()
-    ranker = HybridRanker()
     labels = np.array(["|".join(v) for v in _labels(catalog, LABEL)], dtype=object)
-    counts = {lab: int((labels == lab).sum()) for lab in set(labels)}
-    ranked, relevant, n_rel = [], [], []
-    for i, lab in enumerate(labels):
-        if not lab or counts[lab] < 2:
-            continue
-        cand = np.ones(len(labels), dtype=bool)
-        cand[i] = False
-        order = ranker.rank(image_sims[i], sims[i], 5, cand, 0.0).positions
-        ranked.append(order)
-        relevant.append(labels[order] == lab)
-        n_rel.append(counts[lab] - 1)
-    return per_query_metrics(ranked, relevant, n_rel, (1, 5))
+    return hybrid_loo(image_sims, (m @ m.T).toarray(), labels, [0.0])[0.0]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "recommender-bench-cache")
-    args = ap.parse_args()
+    args = parse_cache_args(__doc__)
     catalog = load_catalog()
     exclude = sorted({LABEL, *leaking_columns(catalog, LABEL)})
     image_sims = HybridRecommender(backbone="efficientnet_lite0", cache_dir=args.cache).fit(
@@ -72,11 +44,11 @@ def main() -> None:
     base = metadata_only(catalog, MetadataEncoder(exclude=exclude), image_sims)
     print(f"metadata-only, leave-one-out by {LABEL} ({len(base['P@1'])} queries; excluded: {', '.join(exclude)})\n")
     print("| text weighting | P@1 | P@5 | P@1 − TF-IDF | P@5 − TF-IDF |\n|---|---|---|---|---|")
-    print(f"| TF-IDF (default) | {ci(summarise(base['P@1']))} | {ci(summarise(base['P@5']))} | | |")
+    print(f"| TF-IDF (default) | {ci(base['P@1'])} | {ci(base['P@5'])} | | |")
     for k1, b in GRID:
         pq = metadata_only(catalog, MetadataEncoder(exclude=exclude, text_weighting="bm25", bm25_k1=k1, bm25_b=b),
                            image_sims)
-        print(f"| BM25 k1={k1:g} b={b:g} | {ci(summarise(pq['P@1']))} | {ci(summarise(pq['P@5']))} | "
+        print(f"| BM25 k1={k1:g} b={b:g} | {ci(pq['P@1'])} | {ci(pq['P@5'])} | "
               f"{diff(pq['P@1'], base['P@1'])} | {diff(pq['P@5'], base['P@5'])} |")
     print(f"\n({time.perf_counter() - t0:.1f} s)\n")
 
