@@ -17,7 +17,7 @@ called different only when the paired-bootstrap interval of their difference exc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +96,26 @@ def _summary(per_query: dict[str, np.ndarray], extra: dict[str, object] | None =
     return out
 
 
+def _comparison(a: str, b: str, metric: str, per_query: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
+    """Paired bootstrap of method ``a`` minus method ``b`` on one metric, JSON-ready."""
+    d = paired_bootstrap_diff(per_query[a][metric], per_query[b][metric])
+    return {"a": a, "b": b, "metric": metric, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}}
+
+
+def _main_recall(ks: Sequence[int]) -> str:
+    # R@5 when measured: the figure the photo colour default was chosen by.
+    return "R@5" if 5 in ks else f"R@{max(ks)}"
+
+
+def read_views(catalog: Catalog, views_csv: Path | str) -> pd.DataFrame:
+    """The ``id,image`` table of extra shots; every id must be a catalog product."""
+    views = pd.read_csv(views_csv, dtype=str, keep_default_na=False)
+    missing = sorted(set(views["id"]) - set(catalog.ids))
+    if missing:
+        raise RecommenderError(f"{views_csv}: views of unknown product(s): {', '.join(missing[:10])}")
+    return views
+
+
 def _labels(catalog: Catalog, label: str) -> list[tuple[str, ...]]:
     return [tuple(split_values(v)) for v in catalog.items[label]]
 
@@ -170,12 +190,8 @@ def leave_one_out(
     hybrids = [m for m in methods if m.startswith("hybrid_")]
     main_metric = "P@5" if 5 in ks else f"P@{kmax}"
     best = max(hybrids, key=lambda m: per_query_all[m][main_metric].mean()) if hybrids else "image"
-    comparisons = []
-    for other in ("image", "metadata"):
-        for metric in (f"P@{min(ks)}", main_metric):
-            d = paired_bootstrap_diff(per_query_all[best][metric], per_query_all[other][metric])
-            comparisons.append({"a": best, "b": other, "metric": metric,
-                                **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}})
+    comparisons = [_comparison(best, other, metric, per_query_all)
+                   for other in ("image", "metadata") for metric in (f"P@{min(ks)}", main_metric)]
 
     per_class = {}
     for m in ("image", "metadata", "photo", best):
@@ -232,10 +248,7 @@ def leave_one_out(
 def gallery_with_views(catalog: Catalog, views_csv: Path | str) -> tuple[Catalog, np.ndarray]:
     """All images of all products as one catalog (extra shots get ids ``<id>#2``...), plus the
     owning product id of each row."""
-    views = pd.read_csv(views_csv, dtype=str, keep_default_na=False)
-    missing = sorted(set(views["id"]) - set(catalog.ids))
-    if missing:
-        raise RecommenderError(f"{views_csv}: views of unknown product(s): {', '.join(missing[:10])}")
+    views = read_views(catalog, views_csv)
     extra = catalog.items.set_index("id").loc[views["id"]].reset_index()
     extra["image"] = views["image"].to_numpy()
     extra["id"] = [f"{pid}#{n}" for pid, n in zip(views["id"], views.groupby("id").cumcount() + 2, strict=True)]
@@ -289,7 +302,6 @@ def multi_view(
         pq, _, _ = score(rec.image_similarity_matrix(colour_weight=float(c), photo=True, out_of_fold=True))
         sweep.append({"colour_weight": float(c), **_summary(pq)})
     ranked, relevant = examples_of["photo"]
-    main = "R@5" if 5 in ks else f"R@{kmax}"  # the figure the photo colour default was chosen by
     return {
         "protocol": "multi-view",
         "views": str(views_csv),
@@ -301,9 +313,7 @@ def multi_view(
         "n_queries": len(queries),
         "results": {m: {k: round(float(v.mean()), 4) for k, v in pq.items()} for m, pq in per_method.items()},
         "methods": {m: _summary(pq) for m, pq in per_method.items()},
-        "comparisons": [{"a": "photo", "b": "item", "metric": main,
-                         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in paired_bootstrap_diff(
-                             per_method["photo"][main], per_method["item"][main]).items()}}],
+        "comparisons": [_comparison("photo", "item", _main_recall(ks), per_method)],
         "colour_sweep": sweep,
         "examples": [{"query": str(gallery.ids[i]),
                       "results": [{"id": str(gallery.ids[p]), "relevant": bool(r)} for p, r in zip(t[:5], rel[:5],
@@ -328,10 +338,7 @@ def photo_to_product(
     with no colour share) - the last one shows what ``photo_colour_weight`` buys. One relevant
     product per query, so R@k is the hit rate and MAP the mean reciprocal rank (within the top k).
     """
-    views = pd.read_csv(views_csv, dtype=str, keep_default_na=False)
-    missing = sorted(set(views["id"]) - set(catalog.ids))
-    if missing:
-        raise RecommenderError(f"{views_csv}: views of unknown product(s): {', '.join(missing[:10])}")
+    views = read_views(catalog, views_csv)
     if views.empty:
         raise RecommenderError(f"{views_csv}: no extra shots to upload")
     rec = (recommender or HybridRecommender(backbone=backbone, cache_dir=cache_dir)).fit(catalog, progress=progress)
@@ -339,19 +346,16 @@ def photo_to_product(
     variants = {"default": {}, "image": {"weight": 1.0}, "colour0": {"colour_weight": 0.0}}
     ranked: dict[str, list[np.ndarray]] = {m: [] for m in variants}
     relevant: dict[str, list[np.ndarray]] = {m: [] for m in variants}
-    root = Path(views_csv).parent
     for pid, image in zip(views["id"], views["image"], strict=True):
-        path = Path(image) if Path(image).is_absolute() else root / image
+        # Resolved as the multi-view gallery resolves it: relative to the catalog's folder.
+        path = Path(image) if Path(image).is_absolute() else catalog.root / image
         for m, kw in variants.items():
             res = rec.recommend(image=path, k=kmax, **kw)
             ranked[m].append(np.array([r.position for r in res.items]))
             relevant[m].append(np.array(res.ids, dtype=object) == pid)
     per_method = {m: per_query_metrics(ranked[m], relevant[m], [1] * len(views), ks) for m in variants}
-    comparisons = []
-    for metric in dict.fromkeys((f"R@{min(ks)}", "R@5" if 5 in ks else f"R@{kmax}")):
-        d = paired_bootstrap_diff(per_method["default"][metric], per_method["colour0"][metric])
-        comparisons.append({"a": "default", "b": "colour0", "metric": metric,
-                            **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}})
+    comparisons = [_comparison("default", "colour0", metric, per_method)
+                   for metric in dict.fromkeys((f"R@{min(ks)}", _main_recall(ks)))]
     return {
         "protocol": "photo-to-product",
         "views": str(views_csv),
