@@ -19,11 +19,11 @@ import threading
 import streamlit as st
 
 from recommender import Filters, HybridRecommender, RecommenderError, load_catalog
-from recommender.catalog import DEMO_CATALOG, Catalog
+from recommender.catalog.loader import DEMO_CATALOG, Catalog
 from recommender.errors import ImageError
-from recommender.images import open_image, pad_to_square
+from recommender.features.images import open_image, pad_to_square
+from recommender.features.uploads import MAX_UPLOAD_MB, UPLOAD_EXTENSIONS, Upload, open_upload
 from recommender.recommender import DEFAULT_WEIGHT, Recommendation, Recommendations
-from recommender.uploads import MAX_UPLOAD_MB, UPLOAD_EXTENSIONS, Upload, open_upload
 
 CATALOG_PATH = os.environ.get("RECOMMENDER_CATALOG", str(DEMO_CATALOG))
 BACKBONE = os.environ.get("RECOMMENDER_BACKBONE", "auto")

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recommender import HybridRecommender, load_catalog  # noqa: E402
-from recommender.evaluate import leave_one_out, multi_view  # noqa: E402
+from recommender.evaluation.protocols import leave_one_out, multi_view  # noqa: E402
 
 CONFIGS = {
     "plain Lite0": dict(flip_tta=False, semantic=0.0, dba_k=0),

@@ -26,14 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import numpy as np  # noqa: E402
 
-from recommender.fashion_mnist import (  # noqa: E402
+from recommender.evaluation.fashion_mnist import (  # noqa: E402
     DEFAULT_ROOT,
     FashionMNISTUnavailableError,
     leave_one_out_hits,
     load_fashion_mnist,
     to_rgb_batch,
 )
-from recommender.postprocess import (  # noqa: E402
+from recommender.features.postprocess import (  # noqa: E402
     GRID_DEFAULTS,
     CatalogPostprocessor,
     PCAWhitening,
@@ -76,7 +76,7 @@ class Embeddings:
     @property
     def embedder(self):
         if self._embedder is None:
-            from recommender.embedders import ImageEmbedder
+            from recommender.features.embedders import ImageEmbedder
 
             self._embedder = ImageEmbedder("efficientnet_lite0", batch_size=self.batch_size).fit()
         return self._embedder
@@ -97,7 +97,7 @@ class Embeddings:
         if kind in ("gap", "gap-flip"):
             x = self._embed(self.embedder.embed_arrays, flip=kind == "gap-flip")
         elif kind == "grid":
-            from recommender.postprocess import build_feature_model, make_embed_fn
+            from recommender.features.postprocess import build_feature_model, make_embed_fn
 
             fn = make_embed_fn(build_feature_model(self.embedder.model_, **GRID_DEFAULTS), self.batch_size)
             x = self._embed(fn, flip=False)

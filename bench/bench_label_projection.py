@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loo_common import ci, diff, hybrid_loo, parse_cache_args  # noqa: E402
 
 from recommender import HybridRecommender, load_catalog  # noqa: E402
-from recommender.evaluate import leaking_columns, multi_view  # noqa: E402
-from recommender.projection import LabelProjection, out_of_fold_similarity  # noqa: E402
+from recommender.evaluation.protocols import leaking_columns, multi_view  # noqa: E402
+from recommender.features.projection import LabelProjection, out_of_fold_similarity  # noqa: E402
 
 LABEL = "sub_category"
 WEIGHTS = [round(w / 10, 1) for w in range(5, 11)]

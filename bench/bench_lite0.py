@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from recommender.efficientnet_lite import (  # noqa: E402
+from recommender.features.efficientnet_lite import (  # noqa: E402
     LITE0_INPUT_SIZE,
     build_efficientnet_lite0,
     find_lite0_weights,

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loo_common import ci, diff, hybrid_loo, parse_cache_args  # noqa: E402
 
 from recommender import HybridRecommender, load_catalog  # noqa: E402
-from recommender.evaluate import _labels, leaking_columns, leave_one_out  # noqa: E402
-from recommender.metadata import MetadataEncoder  # noqa: E402
+from recommender.evaluation.protocols import _labels, leaking_columns, leave_one_out  # noqa: E402
+from recommender.features.metadata import MetadataEncoder  # noqa: E402
 
 LABEL = "sub_category"
 GRID = [(k1, b) for k1 in (0.5, 1.2, 2.0) for b in (0.0, 0.5, 0.75, 1.0)]

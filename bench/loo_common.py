@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.evaluate import per_query_metrics
-from recommender.metrics import paired_bootstrap_diff, summarise
-from recommender.ranker import HybridRanker
+from recommender.evaluation.metrics import paired_bootstrap_diff, summarise
+from recommender.evaluation.protocols import per_query_metrics
+from recommender.ranking.hybrid import HybridRanker
 
 
 def parse_cache_args(doc: str | None) -> argparse.Namespace:

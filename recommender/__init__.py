@@ -7,13 +7,13 @@ model is needed, so ``python -m recommender --help`` answers at once.
 from importlib import import_module
 
 _EXPORTS = {
-    "Catalog": "catalog", "load_catalog": "catalog",
+    "Catalog": "catalog.loader", "load_catalog": "catalog.loader",
     "CatalogError": "errors", "ImageError": "errors", "QueryError": "errors", "RecommenderError": "errors",
     "WeightsUnavailableError": "errors",
-    "ExactIndex": "index",
-    "MetadataEncoder": "metadata",
-    "ImageEmbedder": "embedders",
-    "Filters": "ranker", "HybridRanker": "ranker",
+    "ExactIndex": "index.exact",
+    "MetadataEncoder": "features.metadata",
+    "ImageEmbedder": "features.embedders",
+    "Filters": "ranking.hybrid", "HybridRanker": "ranking.hybrid",
     "HybridRecommender": "recommender", "Recommendation": "recommender", "Recommendations": "recommender",
 }
 __all__ = sorted(_EXPORTS)

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import RecommenderError
+from recommender.errors import RecommenderError
 
 BACKBONE_CHOICES = ["auto", "vgg16", "resnet50", "efficientnet_lite0"]
 
@@ -34,13 +34,13 @@ def _progress_bar(desc: str):
 
 
 def _catalog(args):
-    from .catalog import load_catalog
+    from recommender.catalog.loader import load_catalog
 
     return load_catalog(args.catalog)
 
 
 def cmd_build(args) -> int:
-    from .recommender import HybridRecommender
+    from recommender.recommender import HybridRecommender
 
     # The same configuration `recommend` and the app use, so the cache it fills is the one they read.
     rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache).fit(
@@ -56,8 +56,8 @@ def cmd_build(args) -> int:
 
 
 def cmd_recommend(args) -> int:
-    from .ranker import Filters
-    from .recommender import HybridRecommender
+    from recommender.ranking.hybrid import Filters
+    from recommender.recommender import HybridRecommender
 
     rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache, label_projection=args.label_projection).fit(
         _catalog(args), progress=_progress_bar("embedding"))
@@ -86,7 +86,7 @@ def cmd_recommend(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import gallery_with_views, leave_one_out, multi_view, photo_to_product
+    from recommender.evaluation.protocols import gallery_with_views, leave_one_out, multi_view, photo_to_product
 
     catalog = _catalog(args)
     views = args.views or catalog.root / "views.csv"
@@ -98,7 +98,7 @@ def cmd_evaluate(args) -> int:
               "projection_mix": args.projection_mix}
     # Only the levers given on the command line; the rest keep the recommender's defaults.
     params = {"backbone": args.backbone, "cache_dir": args.cache, **{k: v for k, v in levers.items() if v is not None}}
-    from .recommender import HybridRecommender
+    from recommender.recommender import HybridRecommender
 
     results = {}
     if "loo" in protocols:
@@ -122,7 +122,7 @@ def cmd_evaluate(args) -> int:
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
     if args.report:
-        from .report import write_report
+        from recommender.evaluation.report import write_report
 
         gallery = gallery_with_views(catalog, views)[0] if "multi_view" in results else None
         md = write_report(results, args.report, catalog, gallery)
@@ -131,10 +131,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .build import default_cache_dir
-    from .embedders import resolve_backbone
-    from .recommender import HybridRecommender
-    from .store import ArtifactStore, file_sha256
+    from recommender.features.embedders import resolve_backbone
+    from recommender.recommender import HybridRecommender
+    from recommender.store.artifacts import ArtifactStore, file_sha256
+    from recommender.store.build import default_cache_dir
 
     catalog = _catalog(args)
     items = catalog.items
@@ -163,7 +163,7 @@ def cmd_info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .catalog import DEMO_CATALOG
+    from recommender.catalog.loader import DEMO_CATALOG
 
     parser = argparse.ArgumentParser(
         prog="python -m recommender",

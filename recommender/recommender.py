@@ -9,103 +9,31 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy.sparse import csr_matrix
 from sklearn.base import BaseEstimator
 
-from .build import BuildReport, Progress, build_embeddings, image_hashes
-from .catalog import ATTRIBUTE_COLUMNS, Catalog, load_catalog, split_values
-from .embedders import ColourEmbedder, ImageEmbedder, resolve_backbone
-from .errors import QueryError, RecommenderError
-from .images import ImageSource, open_image, pad_to_square
-from .index import ExactIndex
-from .metadata import MetadataEncoder
-from .mmr import mmr_rerank
-from .postprocess import database_side_augmentation
-from .projection import LabelProjection, out_of_fold_similarity
-from .ranker import Filters, HybridRanker, Ranking
+from recommender.catalog.loader import ATTRIBUTE_COLUMNS, Catalog, load_catalog, split_values
+from recommender.errors import QueryError, RecommenderError
+from recommender.features.embedders import ColourEmbedder, ImageEmbedder, resolve_backbone
+from recommender.features.images import ImageSource, open_image, pad_to_square
+from recommender.features.metadata import MetadataEncoder
+from recommender.features.postprocess import database_side_augmentation
+from recommender.features.projection import LabelProjection, out_of_fold_similarity
+from recommender.index.exact import ExactIndex
+from recommender.ranking.hybrid import Filters, HybridRanker, Ranking
+from recommender.ranking.mmr import mmr_rerank
+from recommender.ranking.results import Recommendation, Recommendations, describe_attributes
+from recommender.store.build import BuildReport, Progress, build_embeddings, image_hashes
 
 log = logging.getLogger(__name__)
 DEFAULT_WEIGHT = 0.7
 DEFAULT_PHOTO_COLOUR_WEIGHT = 0.3
 PROJECTION_FOLDS = 5  # folds for out-of-fold similarities when a label projection is evaluated
 _EMBEDDER_LOCK = threading.Lock()
-
-
-def describe_attributes(attrs: Mapping[str, Sequence[str]]) -> dict[str, str]:
-    """Attributes as a person reads them: ``{"sub-category": "Footwear", "colour": "blue/pink"}``."""
-    return {k.replace("_", "-"): "/".join(v) for k, v in attrs.items()}
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    id: str
-    name: str
-    position: int  # catalog row
-    score: float  # final hybrid score in [0, 1]
-    image_score: float  # raw cosine similarity (NaN where the image side was not used)
-    metadata_score: float
-    image_contribution: float  # w * normalised image score; the two contributions sum to ``score``
-    metadata_contribution: float
-    shared: dict[str, list[str]]  # attributes this result has in common with the query
-
-    def why(self) -> str:
-        if not self.shared:
-            return "looks similar" if self.image_contribution >= self.metadata_contribution else "similar text"
-        return "same " + ", ".join(f"{k} ({v})" for k, v in describe_attributes(self.shared).items())
-
-
-@dataclass
-class Recommendations:
-    """The answer to one query: results best first, plus what a person needs to trust them."""
-
-    query: str
-    weight: float
-    items: list[Recommendation]
-    n_candidates: int
-    query_attributes: dict[str, list[str]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    empty_reason: str | None = None
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    @property
-    def ids(self) -> list[str]:
-        return [r.id for r in self.items]
-
-    def to_frame(self, catalog: Catalog | None = None) -> pd.DataFrame:
-        rows = []
-        for rank, r in enumerate(self.items, 1):
-            row = {"rank": rank, "id": r.id, "name": r.name, "score": round(r.score, 4),
-                   "image_score": round(r.image_score, 4), "metadata_score": round(r.metadata_score, 4),
-                   "image_contribution": round(r.image_contribution, 4),
-                   "metadata_contribution": round(r.metadata_contribution, 4), "why": r.why()}
-            if catalog is not None:
-                item = catalog.items.iloc[r.position]
-                row.update({c: item[c] for c in ("category", "sub_category", "brand", "colour", "price")})
-            rows.append(row)
-        return pd.DataFrame(rows)
-
-    def to_dict(self) -> dict:
-        def clean(x: float) -> float | None:
-            return None if np.isnan(x) else round(float(x), 6)
-
-        return {
-            "query": self.query, "weight": self.weight, "n_candidates": self.n_candidates,
-            "query_attributes": self.query_attributes, "notes": self.notes, "empty_reason": self.empty_reason,
-            "results": [
-                {"rank": k, "id": r.id, "name": r.name, "score": clean(r.score),
-                 "image_score": clean(r.image_score), "metadata_score": clean(r.metadata_score),
-                 "image_contribution": clean(r.image_contribution),
-                 "metadata_contribution": clean(r.metadata_contribution), "shared": r.shared, "why": r.why()}
-                for k, r in enumerate(self.items, 1)
-            ],
-        }
 
 
 class HybridRecommender(BaseEstimator):

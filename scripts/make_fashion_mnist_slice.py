@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import numpy as np  # noqa: E402
 
-from recommender.fashion_mnist import (  # noqa: E402
+from recommender.evaluation.fashion_mnist import (  # noqa: E402
     CLASS_NAMES,
     DEFAULT_ROOT,
     SLICE_PATH,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from recommender import HybridRecommender, load_catalog
-from recommender.catalog import DEMO_CATALOG
+from recommender.catalog.loader import DEMO_CATALOG
 
 DEMO_DIR = DEMO_CATALOG.parent
 
@@ -31,7 +31,7 @@ def demo_recommender(demo_catalog, tmp_path_factory):
 @pytest.fixture(scope="session")
 def lite0_embedder():
     """Plain EfficientNet-Lite0 features (no levers): the backbone as it is."""
-    from recommender.embedders import ImageEmbedder
+    from recommender.features.embedders import ImageEmbedder
 
     return ImageEmbedder("efficientnet_lite0").fit()
 

@@ -19,11 +19,11 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from recommender import load_catalog
-from recommender.catalog import DEMO_CATALOG
+from recommender.catalog.loader import DEMO_CATALOG
 from recommender.errors import ImageError
-from recommender.images import MAX_PIXELS
+from recommender.features.images import MAX_PIXELS
+from recommender.features.uploads import MAX_UPLOAD_BYTES, display_name, open_upload, read_upload, sniff_format
 from recommender.recommender import DEFAULT_WEIGHT
-from recommender.uploads import MAX_UPLOAD_BYTES, display_name, open_upload, read_upload, sniff_format
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 IMAGES = DEMO_CATALOG.parent / "images"
@@ -302,7 +302,7 @@ def test_first_start_builds_embeddings_with_a_progress_bar(tmp_path, monkeypatch
     assert "5 products: 5 embedded" in plain(at.sidebar.caption)
 
 
-# -- recommender/uploads.py ----------------------------------------------------------------
+# -- recommender/features/uploads.py ------------------------------------------------------
 def test_read_upload_accepts_the_three_formats():
     jpeg = TENNIS
     png = _png_bytes(IMAGES / "tennis-ball.jpg")

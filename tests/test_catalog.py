@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from recommender import CatalogError, load_catalog
-from recommender.catalog import REQUIRED_COLUMNS
+from recommender.catalog.loader import REQUIRED_COLUMNS
 from tests.conftest import DEMO_DIR
 
 

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from recommender.catalog import DEMO_CATALOG
+from recommender.catalog.loader import DEMO_CATALOG
 from recommender.cli import main
 
 REPO = DEMO_CATALOG.parents[2]

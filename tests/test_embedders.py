@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from recommender.embedders import ImageEmbedder, resolve_backbone
-from recommender.weights import KERAS_WEIGHT_FILES
+from recommender.features.embedders import ImageEmbedder, resolve_backbone
+from recommender.features.weights import KERAS_WEIGHT_FILES
 from tests.conftest import DEMO_DIR
 
 
@@ -62,8 +62,8 @@ def test_embedder_contract_and_batching(lite0_embedder):
 
 def test_grid_features_are_the_benchmarked_ones(lite0_embedder):
     """ImageEmbedder(features="grid") computes what bench_fashion_mnist.py measures."""
-    from recommender.fashion_mnist import load_slice, to_rgb_batch
-    from recommender.postprocess import build_feature_model, make_embed_fn
+    from recommender.evaluation.fashion_mnist import load_slice, to_rgb_batch
+    from recommender.features.postprocess import build_feature_model, make_embed_fn
 
     images, _, _ = load_slice()
     pixels = to_rgb_batch(images[:4])

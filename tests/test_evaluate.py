@@ -5,8 +5,14 @@ import json
 import pytest
 
 from recommender import HybridRecommender, RecommenderError
-from recommender.evaluate import gallery_with_views, leaking_columns, leave_one_out, multi_view, photo_to_product
-from recommender.report import write_report
+from recommender.evaluation.protocols import (
+    gallery_with_views,
+    leaking_columns,
+    leave_one_out,
+    multi_view,
+    photo_to_product,
+)
+from recommender.evaluation.report import write_report
 from tests.conftest import DEMO_DIR
 
 

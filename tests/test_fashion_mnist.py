@@ -9,7 +9,7 @@ import gzip
 import numpy as np
 import pytest
 
-from recommender.fashion_mnist import (
+from recommender.evaluation.fashion_mnist import (
     CLASS_NAMES,
     DEFAULT_ROOT,
     SLICE_PATH,
@@ -125,9 +125,9 @@ def test_lite0_retrieval_quality_on_the_slice():
     import keras
     import tensorflow as tf
 
-    from recommender.embedders import ImageEmbedder
-    from recommender.index import l2_normalise
-    from recommender.postprocess import CatalogPostprocessor, build_feature_model
+    from recommender.features.embedders import ImageEmbedder
+    from recommender.features.postprocess import CatalogPostprocessor, build_feature_model
+    from recommender.index.exact import l2_normalise
 
     images, labels, _ = load_slice()
     embedder = ImageEmbedder("efficientnet_lite0").fit()

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from recommender import ImageError
-from recommender.images import load_for_model, open_image, pad_to_square
+from recommender.features.images import load_for_model, open_image, pad_to_square
 from tests.conftest import DEMO_DIR
 
 LAPTOP = DEMO_DIR / "images" / "laptop.jpg"  # a real 512x384 JPEG photo

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from recommender import ExactIndex, Filters, HybridRanker
-from recommender.ranker import minmax
+from recommender.ranking.hybrid import minmax
 
 
 @pytest.fixture()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from recommender.metadata import MetadataEncoder
+from recommender.features.metadata import MetadataEncoder
 
 
 def test_rows_are_unit_length_and_float32(demo_catalog):
@@ -63,7 +63,7 @@ def test_no_usable_field_is_an_error(demo_catalog):
 def test_bm25_weights_match_the_formula_on_demo_descriptions(demo_catalog):
     """Hand-computed Okapi BM25 for one word of one real description: idf from its document
     frequency, tf saturated by k1 and normalised by the description's length against the mean."""
-    from recommender.metadata import BM25Vectorizer
+    from recommender.features.metadata import BM25Vectorizer
 
     docs = demo_catalog.items["description"].fillna("").astype(str).tolist()
     vec = BM25Vectorizer(ngram_range=(1, 1), k1=1.2, b=0.75).fit(docs)

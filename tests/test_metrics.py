@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from recommender.metrics import (
+from recommender.evaluation.metrics import (
     average_precision,
     bootstrap_ci,
     catalog_coverage,
@@ -155,7 +155,7 @@ def test_bootstrap_ci_constant_vector_has_zero_width():
 
 def test_bootstrap_ci_chunked_matches_size_and_bounds(monkeypatch):
     # Force tiny blocks so several chunks are drawn; results must stay sane and deterministic.
-    import recommender.metrics as m
+    import recommender.evaluation.metrics as m
     values = np.random.default_rng(3).random(100)
     monkeypatch.setattr(m, "_MAX_BLOCK", 250)
     a = m.bootstrap_ci(values, n_boot=1000)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from recommender.metrics import intra_list_diversity
-from recommender.mmr import mmr_rerank
+from recommender.evaluation.metrics import intra_list_diversity
+from recommender.ranking.mmr import mmr_rerank
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

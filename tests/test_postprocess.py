@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from recommender.postprocess import (
+from recommender.features.postprocess import (
     CatalogPostprocessor,
     PCAWhitening,
     average_query_expansion,

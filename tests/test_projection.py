@@ -5,8 +5,8 @@ import pytest
 from sklearn.base import clone
 
 from recommender import HybridRecommender, RecommenderError
-from recommender.evaluate import leave_one_out
-from recommender.projection import LabelProjection, out_of_fold_similarity
+from recommender.evaluation.protocols import leave_one_out
+from recommender.features.projection import LabelProjection, out_of_fold_similarity
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_projection_on_a_missing_or_useless_column_is_a_clear_error(demo_catalog
     with pytest.raises(RecommenderError, match="column 'genre' is not in the catalog"):
         HybridRecommender(cache_dir=demo_recommender.cache_dir, label_projection="genre").fit(demo_catalog)
     items = demo_catalog.items.assign(shelf="A")
-    from recommender.catalog import catalog_from_frame
+    from recommender.catalog.loader import catalog_from_frame
 
     one_label = catalog_from_frame(items, demo_catalog.root, demo_catalog.source)
     with pytest.raises(RecommenderError, match="label projection on 'shelf': .*at least two labels"):

@@ -7,8 +7,8 @@ import numpy as np
 from PIL import Image
 
 from recommender import load_catalog
-from recommender.build import build_image_embeddings
-from recommender.store import MANIFEST, ArtifactStore
+from recommender.store.artifacts import MANIFEST, ArtifactStore
+from recommender.store.build import build_image_embeddings
 
 
 def _build(catalog_dir, embedder, cache):
@@ -59,7 +59,7 @@ def test_other_backbone_or_preprocessing_never_mixes(small_catalog_dir, lite0_em
 
 def test_configurations_get_their_own_folders(small_catalog_dir, lite0_embedder, tmp_path):
     """Switching a lever (here flip-TTA) neither reuses nor throws away the other configuration's vectors."""
-    from recommender.embedders import ImageEmbedder
+    from recommender.features.embedders import ImageEmbedder
 
     cache = tmp_path / "cache"
     _, _, plain, _ = _build(small_catalog_dir, lite0_embedder, cache)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import Catalog
+from recommender.catalog.loader import Catalog
 
 
 def _plt():
@@ -95,7 +95,7 @@ def plot_examples(examples: list[dict], catalog: Catalog, path: Path, thumb: int
     """Each row: the query image, then its top results framed green (relevant) or red (not)."""
     from PIL import Image, ImageDraw
 
-    from .images import open_image, pad_to_square
+    from recommender.features.images import open_image, pad_to_square
 
     def tile(item_id: str, colour: tuple[int, int, int] | None) -> Image.Image:
         base = item_id.split("#")[0]

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .index import l2_normalise
+from recommender.index.exact import l2_normalise
 
 _CHUNK = 2048  # query rows per similarity block: bounds memory at _CHUNK * n_catalog floats
 

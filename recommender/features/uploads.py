@@ -2,7 +2,7 @@
 
 Uploads stay in memory: nothing here writes to disk, and the client's file name is only used to
 name the file in messages. The cheap checks (extension, empty, size, the format's magic bytes) run
-before a single pixel is decoded; :func:`open_upload` then lets :func:`~recommender.images.open_image`
+before a single pixel is decoded; :func:`open_upload` then lets :func:`~recommender.features.images.open_image`
 validate the content (corrupt, truncated, too many pixels).
 """
 
@@ -13,8 +13,8 @@ from pathlib import PurePath
 
 from PIL import Image
 
-from .errors import ImageError
-from .images import MAX_PIXELS, open_image
+from recommender.errors import ImageError
+from recommender.features.images import MAX_PIXELS, open_image
 
 # What the app's file picker offers; the content must be one of these formats too.
 UPLOAD_EXTENSIONS = ("jpg", "jpeg", "png", "webp")

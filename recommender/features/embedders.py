@@ -15,11 +15,17 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .errors import WeightsUnavailableError
-from .images import PREPROCESS_VERSION, ImageSource, load_for_model
-from .index import l2_normalise
-from .postprocess import GRID_DEFAULTS, build_feature_model, flip_tta
-from .weights import KERAS_WEIGHT_FILES, MODELS_DIR, find_keras_weights, find_lite0_weights, keras_cache_dir
+from recommender.errors import WeightsUnavailableError
+from recommender.features.images import PREPROCESS_VERSION, ImageSource, load_for_model
+from recommender.features.postprocess import GRID_DEFAULTS, build_feature_model, flip_tta
+from recommender.features.weights import (
+    KERAS_WEIGHT_FILES,
+    MODELS_DIR,
+    find_keras_weights,
+    find_lite0_weights,
+    keras_cache_dir,
+)
+from recommender.index.exact import l2_normalise
 
 BACKBONES = ("vgg16", "resnet50", "efficientnet_lite0")
 FEATURE_DIMS = {"vgg16": 512, "resnet50": 2048, "efficientnet_lite0": 1280}
@@ -283,7 +289,7 @@ def _build(choice: BackboneChoice, with_logits: bool = False, grid: bool = False
     import keras
 
     if choice.name == "efficientnet_lite0":
-        from .efficientnet_lite import build_efficientnet_lite0
+        from recommender.features.efficientnet_lite import build_efficientnet_lite0
 
         # The Lite0 model scales (x - 127) / 128 itself.
         net = build_efficientnet_lite0(choice.weights, include_top=with_logits)

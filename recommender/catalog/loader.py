@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import CatalogError, ImageError
+from recommender.errors import CatalogError, ImageError
 
 REQUIRED_COLUMNS = ("id", "name", "image")
 TEXT_COLUMNS = ("name", "description")
 ATTRIBUTE_COLUMNS = ("category", "sub_category", "brand", "colour")
 COLUMN_ALIASES = {"color": "colour", "subcategory": "sub_category", "sub-category": "sub_category"}
-DEMO_CATALOG = Path(__file__).resolve().parents[1] / "data" / "demo" / "catalog.csv"
+DEMO_CATALOG = Path(__file__).resolve().parents[2] / "data" / "demo" / "catalog.csv"
 MULTI_VALUE_SEP = "|"
 
 
@@ -88,7 +88,7 @@ class Catalog:
 
     def image_problems(self) -> list[ImageProblem]:
         """Every row whose image is missing or unreadable (all of them, not just the first)."""
-        from .images import open_image
+        from recommender.features.images import open_image
 
         problems = []
         for i, pid in enumerate(self.items["id"]):

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import Catalog, ImageProblem
-from .embedders import ImageEmbedder
-from .errors import ImageError
-from .images import load_for_model
-from .store import ArtifactStore, StoredEmbeddings, file_sha256
+from recommender.catalog.loader import Catalog, ImageProblem
+from recommender.errors import ImageError
+from recommender.features.embedders import ImageEmbedder
+from recommender.features.images import load_for_model
+from recommender.store.artifacts import ArtifactStore, StoredEmbeddings, file_sha256
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]

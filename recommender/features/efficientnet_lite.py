@@ -12,7 +12,7 @@ EfficientNet-Lite checkpoint. That lineage pins the details that are not visible
   are fixed;
 * inputs are RGB scaled as ``(x - 127) / 128`` (the TF Lite preprocessing, not ImageNet mean/std).
 
-Torch is never imported: tensors come from :func:`recommender.torch_pickle.load_legacy_torch_state_dict`.
+Torch is never imported: tensors come from :func:`recommender.features.torch_pickle.load_legacy_torch_state_dict`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import keras
 import numpy as np
 from keras import layers
 
-from recommender.torch_pickle import load_legacy_torch_state_dict
+from recommender.features.torch_pickle import load_legacy_torch_state_dict
 
 # Re-exported: the lookup lives in a TensorFlow-free module so `info` and `auto` stay fast.
-from recommender.weights import LITE0_WEIGHTS_FILENAME, find_lite0_weights
+from recommender.features.weights import LITE0_WEIGHTS_FILENAME, find_lite0_weights
 
 __all__ = [
     "LITE0_FEATURE_DIM",

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .catalog import Catalog, split_values
-from .index import top_k
+from recommender.catalog.loader import Catalog, split_values
+from recommender.index.exact import top_k
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
-SLICE_PATH = Path(__file__).resolve().parents[1] / "data" / "fashion-mnist-slice" / "fashion-mnist-test-slice.npz"
+SLICE_PATH = Path(__file__).resolve().parents[2] / "data" / "fashion-mnist-slice" / "fashion-mnist-test-slice.npz"
 INSTALL_HINT = "sudo apt-get install dataset-fashion-mnist"
 
 CLASS_NAMES = (
@@ -128,7 +128,7 @@ def leave_one_out_hits(
     query vector when given (e.g. an expanded query) or else ``catalog[i]``. Labels are used only to
     score the ranking. ``hits[:, :k].mean()`` is P@k; ``hits[:, :k].mean(1)`` the per-query values.
     """
-    from .index import l2_normalise, top_k
+    from recommender.index.exact import l2_normalise, top_k
 
     X = l2_normalise(catalog)
     Q = X if queries is None else l2_normalise(queries)

@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .build import Progress
-from .catalog import ATTRIBUTE_COLUMNS, Catalog, catalog_from_frame, split_values
-from .errors import RecommenderError
-from .metrics import (
+from recommender.catalog.loader import ATTRIBUTE_COLUMNS, Catalog, catalog_from_frame, split_values
+from recommender.errors import RecommenderError
+from recommender.evaluation.metrics import (
     average_precision,
     catalog_coverage,
     hit_rate_at_k,
@@ -37,9 +36,10 @@ from .metrics import (
     recall_at_k,
     summarise,
 )
-from .mmr import mmr_rerank
-from .ranker import HybridRanker
-from .recommender import HybridRecommender
+from recommender.ranking.hybrid import HybridRanker
+from recommender.ranking.mmr import mmr_rerank
+from recommender.recommender import HybridRecommender
+from recommender.store.build import Progress
 
 # Columns forming a hierarchy: a finer level determines the coarser one, so it leaks it too.
 HIERARCHY = ("category", "sub_category")

@@ -40,7 +40,7 @@ def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
     Accepts a path, raw bytes or a binary file object. Raises :class:`ImageError` with a message
     that says what is wrong (missing, not an image, corrupt or truncated, too many pixels).
     """
-    from .errors import ImageError
+    from recommender.errors import ImageError
 
     what = _describe(source)
     if isinstance(source, str | os.PathLike):

@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from .catalog import MULTI_VALUE_SEP, split_values
+from recommender.catalog.loader import MULTI_VALUE_SEP, split_values
 
 DEFAULT_TEXT_FIELDS: dict[str, float] = {"name": 1.0, "description": 1.0}
 DEFAULT_CATEGORICAL_FIELDS: dict[str, float] = {

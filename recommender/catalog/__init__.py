@@ -1,0 +1,1 @@
+"""Catalog: load, validate and (later) store products."""

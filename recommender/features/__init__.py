@@ -1,0 +1,1 @@
+"""Features: image decoding, embedders and their nets, metadata encoders, colour."""

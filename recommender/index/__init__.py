@@ -1,0 +1,1 @@
+"""Vector indexes behind one small add/remove/search interface."""

@@ -1,0 +1,1 @@
+"""Ranking: hybrid score, filters, diversity."""

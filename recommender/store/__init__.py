@@ -1,0 +1,1 @@
+"""Content-addressed vector cache and the build that fills it."""
