@@ -149,14 +149,15 @@ class HybridRecommender(BaseEstimator):
         self.image_vectors_ = vectors
         self.colour_vectors_ = colours
         self.has_image_ = has_image
+        rows = np.arange(len(catalog))
         self.image_index_ = ExactIndex(vectors.shape[1])
-        self.image_index_.add(vectors)
+        self.image_index_.add(rows, vectors)
         self.raw_image_index_ = self.image_index_
         if self.dba_k > 0:
             self.raw_image_index_ = ExactIndex(vectors.shape[1])
-            self.raw_image_index_.add(self.raw_image_vectors_)
+            self.raw_image_index_.add(rows, self.raw_image_vectors_)
         self.colour_index_ = ExactIndex(colours.shape[1])
-        self.colour_index_.add(colours)
+        self.colour_index_.add(rows, colours)
         self._embedder = embedder
         self._colour_embedder = ColourEmbedder().fit()
         self.metadata_encoder_ = MetadataEncoder(

@@ -13,8 +13,8 @@ def vectors():
 
 def test_search_matches_brute_force(vectors):
     index = ExactIndex(16)
-    index.add(vectors[:150])
-    index.add(vectors[150:])
+    index.add(np.arange(150), vectors[:150])
+    index.add(np.arange(150, 200), vectors[150:])
     assert index.ntotal == 200
     q = vectors[:3] + 0.01
     scores, ids = index.search(q, 5)
@@ -27,16 +27,16 @@ def test_search_matches_brute_force(vectors):
 
 def test_float64_query_does_not_upcast(vectors):
     index = ExactIndex(16)
-    index.add(vectors)
+    index.add(np.arange(len(vectors)), vectors)
     assert index.scores(vectors[0].astype(np.float64)).dtype == np.float32
 
 
 def test_mask_and_padding(vectors):
     index = ExactIndex(16)
-    index.add(vectors[:10])
+    index.add(np.arange(10), vectors[:10])
     mask = np.zeros(10, dtype=bool)
     mask[[2, 7]] = True
-    scores, ids = index.search(vectors[0], 4, mask=mask)
+    scores, ids = index.search(vectors[0], 4, allow=mask)
     assert set(ids[0, :2]) == {2, 7}
     assert list(ids[0, 2:]) == [-1, -1] and np.isneginf(scores[0, 2:]).all()
 
@@ -44,9 +44,9 @@ def test_mask_and_padding(vectors):
 def test_bad_vectors_are_refused():
     index = ExactIndex(4)
     with pytest.raises(ValueError, match="dimensions"):
-        index.add(np.ones((2, 3)))
+        index.add(np.arange(2), np.ones((2, 3)))
     with pytest.raises(ValueError, match="NaN"):
-        index.add(np.array([[1, np.nan, 0, 0]]))
+        index.add(np.arange(1), np.array([[1, np.nan, 0, 0]]))
 
 
 def test_weight_means_what_it_says():
@@ -99,3 +99,17 @@ def test_multi_value_and_price_filters(demo_catalog):
     priced = Filters(price_min=100, price_max=200).mask(demo_catalog)
     prices = demo_catalog.items["price"][priced]
     assert len(prices) > 0 and prices.between(100, 200).all()
+
+
+def test_upsert_and_remove_without_rebuild(vectors):
+    index = ExactIndex(16)
+    index.add(np.arange(10), vectors[:10])
+    index.add(np.array([3]), vectors[50:51])  # replace id 3's vector
+    scores, ids = index.search(vectors[50], 1)
+    assert ids[0, 0] == 3 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    index.remove(np.array([3, 999]))  # an absent id is ignored
+    assert index.ntotal == 9
+    _, ids = index.search(vectors[50], 10)
+    assert 3 not in ids[0] and list(ids[0, 9:]) == [-1]
+    index.add(np.array([20]), vectors[20:21])  # ids need not be contiguous
+    assert index.ntotal == 10 and index.search(vectors[20], 1)[1][0, 0] == 20

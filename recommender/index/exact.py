@@ -1,13 +1,14 @@
-"""Vector index with faiss's shape: ``add(x)``, ``search(q, k) -> (scores, ids)``.
+"""Exact cosine search: the reference every other backend of :class:`VectorIndex` is measured against.
 
-:class:`ExactIndex` is brute-force cosine over an L2-normalised float32 matrix - exact, and fast
-enough for catalogs up to a few hundred thousand items on a laptop. An ANN index or a vector
-database can stand behind the same three methods.
+Brute force over an L2-normalised float32 matrix: exact, and the right choice for small catalogs
+and tests; larger catalogs use an ANN backend behind the same interface (see ``factory``).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from recommender.index.base import VectorIndex
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -17,27 +18,43 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
-class ExactIndex:
-    """Exact cosine similarity search; ids are row numbers in the order vectors were added."""
+class ExactIndex(VectorIndex):
+    """Exact cosine search: one float32 row per id (row ``i`` holds id ``i``), brute-force scan."""
+
+    kind = "exact"
 
     def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self._x = np.empty((0, dim), dtype=np.float32)
+        super().__init__(dim)
+        self._x = np.zeros((0, self.dim), dtype=np.float32)
+        self._live = np.zeros(0, dtype=bool)
 
     @property
     def ntotal(self) -> int:
-        return self._x.shape[0]
+        return int(self._live.sum())
 
-    def add(self, x: np.ndarray) -> None:
-        x = np.atleast_2d(np.asarray(x))
-        if x.shape[1] != self.dim:
-            raise ValueError(f"vectors have {x.shape[1]} dimensions, the index {self.dim}")
-        if not np.isfinite(x).all():
-            raise ValueError("vectors contain NaN or infinity")
-        self._x = np.concatenate([self._x, l2_normalise(x)])
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        x = l2_normalise(self._check(vectors))
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if len(ids) != len(x):
+            raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
+        if len(ids) and ids.min() < 0:
+            raise ValueError("ids must be non-negative")
+        need = int(ids.max()) + 1 if len(ids) else 0
+        if need > len(self._live):
+            grow = need - len(self._live)
+            self._x = np.concatenate([self._x, np.zeros((grow, self.dim), np.float32)])
+            self._live = np.concatenate([self._live, np.zeros(grow, bool)])
+        self._x[ids] = x
+        self._live[ids] = True
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        ids = ids[(ids >= 0) & (ids < len(self._live))]
+        self._live[ids] = False
+        self._x[ids] = 0.0
 
     def scores(self, q: np.ndarray) -> np.ndarray:
-        """Cosine similarity of each query row to every indexed vector: ``(n_queries, ntotal)``."""
+        """Cosine of each query row to every id slot: ``(n_queries, max_id + 1)``; removed ids score 0."""
         # A float64 query would silently upcast the whole matrix product (~6x slower).
         q = l2_normalise(np.atleast_2d(q))
         if q.shape[1] != self.dim:
@@ -45,16 +62,16 @@ class ExactIndex:
         return q @ self._x.T
 
     def search(
-        self, q: np.ndarray, k: int, mask: np.ndarray | None = None
+        self, q: np.ndarray, k: int, allow: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` by cosine. ``mask`` (bool, ``ntotal``) keeps only the rows marked True.
-
-        Returns ``(scores, ids)`` of shape ``(n_queries, k)``; where fewer than ``k`` rows are
-        eligible the remainder is padded with score ``-inf`` and id ``-1`` (as faiss does).
-        """
         s = self.scores(q)
-        if mask is not None:
-            s = np.where(np.asarray(mask, dtype=bool)[None, :], s, -np.inf)
+        keep = self._live.copy()
+        if allow is not None:
+            allow = np.asarray(allow, dtype=bool)
+            n = min(len(allow), len(keep))
+            keep[:n] &= allow[:n]
+            keep[n:] = False
+        s = np.where(keep[None, :], s, -np.inf)
         return top_k(s, k)
 
 
