@@ -359,8 +359,11 @@ class ArtifactStore:
             chunks = [c for c in chunks if (path / c["file"]).is_file()]
             if len(items):
                 name, digest = self._write_chunk(path, vectors)
-                if all(c["file"] != name for c in chunks):
-                    chunks.append({"file": name, "sha256": digest, "items": items})
+                # Equal bytes may belong to other images (two products, identical vectors): the
+                # file is shared, each entry keeps its own items.
+                entry = {"file": name, "sha256": digest, "items": items}
+                if entry not in chunks:
+                    chunks.append(entry)
             self._write_manifest(path, stored, chunks, {**known_failures, **(failures or {})})
             self._remove_orphans(path, {c["file"] for c in chunks})
         return path
