@@ -79,9 +79,21 @@ class StoredEmbeddings:
     catalog_fingerprint: str = ""
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; a cache is meant to be shared like any file the user writes (another
+# account, a web server reading what a build made), so the usual umask applies.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], object]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -239,14 +251,20 @@ class ArtifactStore:
             log.warning("ignoring cache file %s (%s); its images will be re-embedded", path, _one_line(exc))
             return None
 
-    def load(self, folder: str, backbone: str, preprocess: str, weights: str) -> StoredEmbeddings | None:
-        """The cached vectors if they were made the same way; ``None`` (with a warning) otherwise.
+    def load(self, folder: str, backbone: str, preprocess: str, weights: str,
+             feature_dim: int | None = None) -> StoredEmbeddings | None:
+        """The cached vectors if they were made the same way (and have ``feature_dim`` dimensions,
+        if given); ``None`` (with a warning) otherwise.
 
         Chunks that fail verification are left out (their images count as not cached).
         """
         for attempt in range(2):
             m = self.manifest(folder)
             if m is None:
+                return None
+            if feature_dim is not None and m["feature_dim"] != feature_dim:
+                log.warning("ignoring cache manifest in %s: %d dimensions, these vectors have %d; it will be rebuilt",
+                            self.folder(folder), m["feature_dim"], feature_dim)
                 return None
             made_same_way = (m["backbone"] == backbone and m["preprocess"] == preprocess and m["weights"] == weights)
             if not made_same_way:

@@ -216,8 +216,8 @@ def build_embeddings(
     store = ArtifactStore(cache_dir or default_cache_dir(catalog))
     store.check_location()
     strict = _CACHE_REQUIRED.get()
-    stored = store.load(ident.folder, ident.name, ident.preprocess, ident.weights) or StoredEmbeddings(
-        ident.folder, ident.name, ident.feature_dim, ident.preprocess, ident.weights)
+    stored = (store.load(ident.folder, ident.name, ident.preprocess, ident.weights, ident.feature_dim)
+              or StoredEmbeddings(ident.folder, ident.name, ident.feature_dim, ident.preprocess, ident.weights))
     report = BuildReport(ident.name, choice.reason if choice else ident.preprocess,
                          bool(choice and choice.fallback), len(catalog), cache_dir=store.folder(ident.folder))
 
