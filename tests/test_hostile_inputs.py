@@ -224,6 +224,8 @@ WEIGHT_FILES = {
     "state dict bomb after a valid header": lambda: _header() + _laughs(40),
     "refused global": lambda: _header() + b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00id\x85R.",
     "object construction opcode": lambda: _header() + b"\x80\x02c__builtin__\nobject\n)\x81.",
+    # Found by the fuzz: BYTEARRAY8 allocates what it claims (here 14 GB) before reading.
+    "bytearray8 claiming 14 GB": lambda: _header() + b"\x80\x05\x96" + (14 << 30).to_bytes(8, "little") + b"x.",
 }
 
 

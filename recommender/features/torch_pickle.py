@@ -249,7 +249,7 @@ def _set(target: Any, key: Any, value: Any) -> None:
 
 def _refused(self: _RestrictedUnpickler) -> None:
     raise WeightsFileError("the pickle uses an opcode a state dict never needs (object construction, "
-                           "sets or extension codes)")
+                           "sets, extension codes or protocol-5 buffers)")
 
 
 def _counted(op: Any) -> Any:
@@ -266,8 +266,11 @@ for _code, _op in list(_RestrictedUnpickler.dispatch.items()):
 for _opcode in (pickle.SETITEM, pickle.SETITEMS):
     _RestrictedUnpickler.dispatch[_opcode[0]] = _counted(
         _RestrictedUnpickler._setitem if _opcode == pickle.SETITEM else _RestrictedUnpickler._setitems)
+# BYTEARRAY8 allocates the length it claims before reading (a 556-byte file asked for 14 GB in the
+# fuzz); out-of-band buffers need a buffer list we never give. Torch's legacy format is protocol 2.
 for _opcode in (pickle.INST, pickle.OBJ, pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.EMPTY_SET, pickle.ADDITEMS,
-                pickle.FROZENSET, pickle.EXT1, pickle.EXT2, pickle.EXT4):
+                pickle.FROZENSET, pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.BYTEARRAY8, pickle.NEXT_BUFFER,
+                pickle.READONLY_BUFFER):
     _RestrictedUnpickler.dispatch[_opcode[0]] = _refused
 del _code, _op, _opcode
 
