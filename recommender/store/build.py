@@ -56,10 +56,16 @@ class BuildReport:
     checkpoints: int = 0
     saved: bool = True  # False: the cache was not writable, new vectors live only in this process
 
+    @property
+    def images_per_second(self) -> float:
+        """Embedding throughput of this build (decode, inference and checkpoints; 0 if nothing was embedded)."""
+        return self.embedded / self.seconds if self.embedded and self.seconds > 0 else 0.0
+
     def summary(self) -> str:
         unsaved = "" if self.saved else "; cache not writable, new vectors not saved"
+        rate = f", {self.images_per_second:.1f} img/s" if self.embedded else ""
         return (f"{self.n_items} products: {self.embedded} embedded, {self.reused} reused from cache, "
-                f"{len(self.skipped)} skipped ({self.backbone}, {self.seconds:.1f} s{unsaved})")
+                f"{len(self.skipped)} skipped ({self.backbone}, {self.seconds:.1f} s{rate}{unsaved})")
 
 
 def default_cache_dir(catalog: Catalog) -> Path:
