@@ -132,3 +132,25 @@ def test_no_temporary_files_are_left_behind(small_catalog_dir, lite0_embedder, t
     # The manifest, its lock, and exactly the chunk files it names: no temporary or orphaned file.
     assert names == sorted([".lock", MANIFEST, *(c["file"] for c in m["chunks"])])
     assert len(m["chunks"]) == 2 and sum(len(c["items"]) for c in m["chunks"]) == 7
+
+
+def test_many_checkpoint_chunks_are_merged_into_one_verified_file(tmp_path):
+    from recommender.store.artifacts import MAX_CHUNKS, StoredEmbeddings
+
+    store = ArtifactStore(tmp_path)
+    stored = StoredEmbeddings("f", "colour_histogram", 8, "p", "w")
+    rng = np.random.default_rng(0)
+    expected = {}
+    for c in range(MAX_CHUNKS + 4):
+        keys = [hashlib.sha256(f"{c}-{i}".encode()).hexdigest() for i in range(5)]
+        keys.append(hashlib.sha256(b"0-0").hexdigest())  # the same image in every chunk: kept once
+        rows = rng.standard_normal((6, 8)).astype(np.float32)
+        for k, row in zip(keys, rows, strict=True):
+            expected.setdefault(k, row)
+        store.append(stored, [{"sha256": k, "id": "", "image": ""} for k in keys], rows)
+    assert store.compact(stored) and not store.compact(stored)
+    loaded = store.load("f", "colour_histogram", "p", "w", 8)
+    assert loaded.vectors.keys() == expected.keys()
+    assert all(np.array_equal(loaded.vectors[k], v) for k, v in expected.items())
+    assert sorted(p.name for p in (tmp_path / "f").iterdir())[:2] == [".lock", MANIFEST]
+    assert len(list((tmp_path / "f").glob("vectors-*.npy"))) == 1

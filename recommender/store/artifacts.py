@@ -387,22 +387,60 @@ class ArtifactStore:
         return path
 
     def compact(self, stored: StoredEmbeddings, max_chunks: int = MAX_CHUNKS) -> bool:
-        """Merge the folder's chunks into one if there are more than ``max_chunks``; True if it did."""
+        """Merge the folder's chunks into one if there are more than ``max_chunks``; True if it did.
+
+        Streams: one chunk in memory at a time (its verified, not yet seen rows go to a raw temporary
+        file), then the ``.npy`` is written from that file while it is hashed.
+        """
         with self.locked(stored.folder) as path:
             chunks, failures = self._current(stored.folder, stored)
             if len(chunks) <= max_chunks:
                 return False
-            merged: dict[str, tuple[dict, np.ndarray]] = {}
-            for chunk in chunks:
-                x = self._read_chunk(path, chunk, stored.feature_dim)
-                if x is not None:
-                    for e, row in zip(chunk["items"], x, strict=True):
-                        merged.setdefault(e["sha256"], (e, row))
-            items = [e for e, _ in merged.values()]
-            matrix = (np.stack([row for _, row in merged.values()]) if merged
-                      else np.zeros((0, stored.feature_dim), np.float32))
-            name, digest = self._write_chunk(path, matrix)
+            seen: set[str] = set()
+            items: list[dict] = []
+            fd, raw_name = tempfile.mkstemp(dir=path, prefix=".compact.", suffix=".tmp")
+            raw = Path(raw_name)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in chunks:
+                        x = self._read_chunk(path, chunk, stored.feature_dim)
+                        if x is None:
+                            continue
+                        keep = []
+                        for r, e in enumerate(chunk["items"]):
+                            if e["sha256"] not in seen:
+                                seen.add(e["sha256"])
+                                items.append(e)
+                                keep.append(r)
+                        out.write(np.ascontiguousarray(x[keep], dtype="<f4").tobytes())
+                name, digest = self._write_npy_from_raw(path, raw, len(items), stored.feature_dim)
+            finally:
+                raw.unlink(missing_ok=True)
             one = [{"file": name, "sha256": digest, "items": items}]
             self._write_manifest(path, stored, one, failures)
             self._remove_orphans(path, {name})
         return True
+
+    @staticmethod
+    def _write_npy_from_raw(path: Path, raw: Path, rows: int, dim: int) -> tuple[str, str]:
+        """``(rows, dim)`` little-endian float32 bytes in ``raw`` -> a hashed ``vectors-*.npy`` beside it."""
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (rows, dim)})
+        h = hashlib.sha256(header.getvalue())
+        fd, tmp = tempfile.mkstemp(dir=path, prefix=".vectors.", suffix=".tmp")
+        try:
+            os.fchmod(fd, _FILE_MODE)
+            with os.fdopen(fd, "wb") as out, open(raw, "rb") as src:
+                out.write(header.getvalue())
+                for block in iter(lambda: src.read(1 << 22), b""):
+                    h.update(block)
+                    out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+            digest = h.hexdigest()
+            name = f"vectors-{digest[:16]}.npy"
+            os.replace(tmp, path / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return name, digest
