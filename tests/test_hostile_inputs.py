@@ -339,6 +339,16 @@ def test_a_file_name_over_255_bytes_is_an_image_problem(small_catalog_dir, tmp_p
     assert not has_image[0] and has_image[1:].all() and [p.id for p in report.skipped] == ["laptop"]
 
 
+def test_a_fifo_in_the_catalog_folder_is_skipped_not_waited_on(small_catalog_dir, tmp_path):
+    fifo = small_catalog_dir / "images" / "laptop.jpg"
+    fifo.unlink()
+    os.mkfifo(fifo)  # opening it for reading would block until someone writes
+    catalog = load_catalog(small_catalog_dir / "catalog.csv")
+    _, has_image, report, _ = _bounded(lambda: build_embeddings(catalog, ColourEmbedder(), tmp_path / "cache"))
+    assert not has_image[0] and [p.id for p in report.skipped] == ["laptop"]
+    assert report.skipped[0].reason == "not a file"
+
+
 # -- 12. a big JPEG is decoded at the size the model needs ------------------------------------------
 def test_big_jpeg_is_drafted_for_the_model_and_looks_the_same(tmp_path):
     big = Image.open(LAPTOP).convert("RGB").resize((4096, 3072), Image.Resampling.BICUBIC)

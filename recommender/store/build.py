@@ -90,9 +90,11 @@ def cache_required(catalog: Catalog, cache_dir: Path | str | None = None) -> Ite
 def _hash_one(catalog: Catalog, i: int) -> str | None:
     if catalog.image_refusal(i):
         return None  # outside the allowed roots: never opened
+    path = catalog.image_path(i)
     try:
-        return file_sha256(catalog.image_path(i))
-    except (OSError, ValueError):  # missing, a folder, no permission, name too long
+        # Regular files only: opening a FIFO or a device would block or read forever.
+        return file_sha256(path) if path.is_file() else None
+    except (OSError, ValueError):  # no permission, name too long, a NUL byte
         return None
 
 
