@@ -1,19 +1,22 @@
 """Cold-build throughput of the image embedding build on real images (2-core CPU), side by side.
 
-    python bench/bench_build.py [--fmnist 600] [--repeat 2] [--grocery ../shared/data/grocery/catalog.csv]
+    python bench/bench_build.py [--fmnist 600] [--big 0] [--workers N] [--repeat 2] [--tta both|on|off]
 
 For each image set and flip-TTA on/off, one child process (so its peak RSS is its own) loads the
 default image model (EfficientNet-Lite0 with the recommender's default levers) and, alternately,
 ``--repeat`` times each:
 
-- ``sequential``: the pipeline before this change - decode a batch, then embed it, nothing saved
-  until the end (emulated here: load_for_model + embed_arrays in a loop, no cache);
-- ``pipelined``: ``store.build.build_embeddings`` into an empty cache - decode in a thread pool while
-  the model embeds the previous batch, checkpoints every 1024 images.
+- ``sequential``: the pipeline before this change - decode each image in full, pad, then embed
+  the batch, nothing saved until the end (emulated here: ``pad_to_square(open_image(path))`` and
+  ``embed_arrays`` in a loop, no cache);
+- ``pipelined``: ``store.build.build_embeddings`` into an empty cache - big JPEGs decoded at a
+  reduced DCT scale, decode in a thread pool (``--workers``) while the model embeds the previous
+  batch, checkpoints every 1024 images.
 
 Image sets: the demo catalog's photos (89, 512x384 JPEG/PNG); ``--fmnist N`` Fashion-MNIST test
-images written as PNG files (28x28, from Debian's dataset-fashion-mnist); optionally the grocery
-iconic photos (read from a path, never copied into the project). Timing excludes the model load;
+images written as PNG files (28x28, from Debian's dataset-fashion-mnist); ``--big N``: the demo's
+JPEG photos upscaled to 12 MP (4000x3000, quality 90) - what a phone delivers; optionally the
+grocery iconic photos (read from a path, never copied into the project). Timing excludes the model load;
 it includes decoding, resizing, inference and (pipelined) hashing and cache writes. Prints img/s per
 run (median and range over repeats), the ratio pipelined/sequential, and each child's peak RSS.
 """
@@ -52,12 +55,29 @@ def _write_fmnist(folder: Path, n: int) -> Path:
     return folder / "catalog.csv"
 
 
-def child(catalog_csv: str, flip_tta: bool, repeat: int, batch_size: int) -> None:
+def _write_big(folder: Path, n: int) -> Path:
+    from PIL import Image
+
+    from recommender.catalog.loader import DEMO_CATALOG
+
+    photos = sorted((DEMO_CATALOG.parent / "images").glob("*.jpg"))
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        name = f"images/big{i}.jpg"
+        Image.open(photos[i % len(photos)]).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC).save(
+            folder / name, quality=90)
+        rows.append(f"big{i},item {i},{name}")
+    (folder / "catalog.csv").write_text("id,name,image\n" + "\n".join(rows) + "\n")
+    return folder / "catalog.csv"
+
+
+def child(catalog_csv: str, flip_tta: bool, repeat: int, batch_size: int, workers: int | None) -> None:
     """Runs in its own process: print one JSON line of timings and its peak RSS."""
     import numpy as np
 
     from recommender.catalog.loader import load_catalog
-    from recommender.features.images import load_for_model
+    from recommender.features.images import open_image, pad_to_square
     from recommender.recommender import HybridRecommender
     from recommender.store.build import build_embeddings
 
@@ -71,13 +91,13 @@ def child(catalog_csv: str, flip_tta: bool, repeat: int, batch_size: int) -> Non
     for _ in range(repeat):
         t = time.perf_counter()
         for start in range(0, len(paths), embedder.batch_size):
-            batch = [load_for_model(p, 224) for p in paths[start:start + embedder.batch_size]]
+            batch = [pad_to_square(open_image(p), 224) for p in paths[start:start + embedder.batch_size]]
             embedder.embed_arrays(np.stack(batch))
         out["sequential"].append(len(paths) / (time.perf_counter() - t))
         cache = tempfile.mkdtemp(prefix="bench-build-")
         try:
             t = time.perf_counter()
-            _, has_image, report, _ = build_embeddings(catalog, embedder, cache)
+            _, has_image, report, _ = build_embeddings(catalog, embedder, cache, decode_workers=workers)
             out["pipelined"].append(len(paths) / (time.perf_counter() - t))
             assert report.embedded == int(has_image.sum())
         finally:
@@ -93,6 +113,9 @@ def _summary(rates: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fmnist", type=int, default=600, help="Fashion-MNIST images (0 = skip)")
+    ap.add_argument("--big", type=int, default=0, help="12 MP JPEG photos (0 = skip)")
+    ap.add_argument("--demo", action=argparse.BooleanOptionalAction, default=True, help="the demo photos")
+    ap.add_argument("--workers", type=int, default=None, help="decode threads of the pipelined build")
     ap.add_argument("--grocery", type=Path, default=None, help="grocery catalog.csv (read in place)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -100,14 +123,16 @@ def main() -> None:
     ap.add_argument("--child", nargs=2, metavar=("CATALOG", "TTA"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], args.child[1] == "on", args.repeat, args.batch_size)
+        child(args.child[0], args.child[1] == "on", args.repeat, args.batch_size, args.workers)
         return
 
     from recommender.catalog.loader import DEMO_CATALOG
     from recommender.evaluation.fashion_mnist import available
 
     work = Path(tempfile.mkdtemp(prefix="bench-build-sets-"))
-    sets = {"demo photos": DEMO_CATALOG}
+    sets = {"demo photos": DEMO_CATALOG} if args.demo else {}
+    if args.big:
+        sets[f"12 MP jpeg x{args.big}"] = _write_big(work / "big", args.big)
     if args.fmnist and available():
         sets[f"fashion-mnist png x{args.fmnist}"] = _write_fmnist(work / "fmnist", args.fmnist)
     elif args.fmnist:
@@ -115,15 +140,18 @@ def main() -> None:
     if args.grocery:
         sets["grocery iconic"] = args.grocery
     ttas = ["on", "off"] if args.tta == "both" else [args.tta]
-    print(f"cores {os.cpu_count()}, batch {args.batch_size}, repeats {args.repeat}; img/s median [min-max]")
+    print(f"cores {os.cpu_count()}, batch {args.batch_size}, decode workers {args.workers or 'default'}, "
+          f"repeats {args.repeat}; load average {os.getloadavg()[0]:.1f}; img/s median [min-max]")
     print(f"{'image set':28s} {'TTA':4s} {'n':>5s}  {'sequential':>20s}  {'pipelined':>20s}  ratio  "
           f"RSS model/peak MB")
     try:
         for name, csv in sets.items():
             for tta in ttas:
-                run = subprocess.run([sys.executable, __file__, "--child", str(csv), tta, "--repeat", str(args.repeat),
-                                      "--batch-size", str(args.batch_size)], capture_output=True, text=True,
-                                     env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                cmd = [sys.executable, __file__, "--child", str(csv), tta, "--repeat", str(args.repeat),
+                       "--batch-size", str(args.batch_size)]
+                cmd += ["--workers", str(args.workers)] if args.workers else []
+                env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+                run = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if run.returncode:
                     print(f"{name}: child failed:\n{run.stderr[-2000:]}")
                     continue
