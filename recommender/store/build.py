@@ -55,11 +55,12 @@ class BuildReport:
     cache_dir: Path | None = None
     checkpoints: int = 0
     saved: bool = True  # False: the cache was not writable, new vectors live only in this process
+    embed_seconds: float = 0.0  # decoding, inference and checkpoints, without loading the model
 
     @property
     def images_per_second(self) -> float:
         """Embedding throughput of this build (decode, inference and checkpoints; 0 if nothing was embedded)."""
-        return self.embedded / self.seconds if self.embedded and self.seconds > 0 else 0.0
+        return self.embedded / self.embed_seconds if self.embedded and self.embed_seconds > 0 else 0.0
 
     def summary(self) -> str:
         unsaved = "" if self.saved else "; cache not writable, new vectors not saved"
@@ -265,6 +266,9 @@ def build_embeddings(
         firsts = [todo[h][0] for h in keys]
         paths = [catalog.image_path(i) for i in firsts]
         done = 0
+        t_embed = time.perf_counter()
+        if progress:
+            progress(0, len(keys))  # starts the clock of a rate/ETA display before the first batch
         for batch in decoded_batches(paths, embedder.input_size_, embedder.batch_size, decode_workers):
             ok = [(j, px) for j, px, _ in batch if px is not None]
             for j, _, reason in batch:
@@ -285,6 +289,7 @@ def build_embeddings(
             if progress:
                 progress(done, len(keys))
         saver.flush()
+        report.embed_seconds = time.perf_counter() - t_embed
         report.checkpoints = saver.count
         report.saved = saver.enabled
         if saver.enabled:
