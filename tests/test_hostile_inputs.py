@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -495,7 +496,9 @@ def fuzz(target: Target, seconds: float, seed: int, max_inputs: int = 1_000_000)
         data = mutate(rng.choice(target.seeds), rng, target.seeds)
         t0 = time.monotonic()
         try:
-            target.run(data)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Pillow warns about every odd TIFF tag it meets
+                target.run(data)
         except RecommenderError:
             pass
         except Exception as exc:  # noqa: BLE001 - what the fuzz is looking for
