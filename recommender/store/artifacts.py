@@ -31,7 +31,6 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -42,15 +41,13 @@ from pathlib import Path
 import numpy as np
 
 from recommender.errors import CacheError
+from recommender.store.manifest import CHUNK_NAME, FORMAT_VERSION, LEGACY_NAME, parse_manifest
+
+__all__ = ["MANIFEST", "ArtifactStore", "StoredEmbeddings", "file_sha256", "parse_manifest"]
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 LOCK = ".lock"
-FORMAT_VERSION = 2
-CHUNK_NAME = re.compile(r"vectors-([0-9a-f]{16})\.npy")
-LEGACY_NAME = re.compile(r"embeddings-([0-9a-f]{12})\.npy")  # format 1: one file, hash of the array bytes
-SHA256 = re.compile(r"[0-9a-f]{64}")
-MAX_FEATURE_DIM = 1 << 20
 # Appending a chunk per checkpoint keeps a build's writes proportional to its new work; past this
 # many chunks the next build merges them into one (a few hundred files would slow every load).
 MAX_CHUNKS = 16
@@ -108,71 +105,6 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-
-
-# -- manifest validation -----------------------------------------------------------------------
-class _Malformed(ValueError):
-    pass
-
-
-def _need(cond: bool, what: str) -> None:
-    if not cond:
-        raise _Malformed(what)
-
-
-def _items(raw: object, where: str) -> list[dict[str, str]]:
-    _need(isinstance(raw, list), f"{where} is not a list")
-    out = []
-    for e in raw:
-        _need(isinstance(e, dict) and isinstance(e.get("sha256"), str) and SHA256.fullmatch(e["sha256"]) is not None,
-              f"an entry of {where} has no valid sha256")
-        out.append({"sha256": e["sha256"], "id": str(e.get("id", "")), "image": str(e.get("image", ""))})
-    return out
-
-
-def parse_manifest(raw: object) -> dict:
-    """A manifest as read from JSON -> the normalised format-2 dict; raises ValueError if malformed.
-
-    Format 1 (one ``embeddings-*.npy`` for everything) is read as a single chunk so an existing cache
-    is reused, not re-embedded.
-    """
-    _need(isinstance(raw, dict), "not a JSON object")
-    fmt = raw.get("format")
-    _need(fmt in (1, FORMAT_VERSION), f"unknown format {fmt!r}")
-    for key in ("backbone", "preprocess", "weights"):
-        _need(isinstance(raw.get(key), str), f"{key} missing or not text")
-    dim = raw.get("feature_dim")
-    _need(type(dim) is int and 0 < dim <= MAX_FEATURE_DIM, f"feature_dim {dim!r} is not a dimension")
-    failures_raw = raw.get("failures", [])
-    _need(isinstance(failures_raw, list), "failures is not a list")
-    failures = {}
-    for f in failures_raw:
-        _need(isinstance(f, dict) and isinstance(f.get("sha256"), str) and isinstance(f.get("reason"), str),
-              "a failure entry is malformed")
-        failures[f["sha256"]] = f["reason"]
-    chunks = []
-    if fmt == 1:
-        name = raw.get("embeddings")
-        _need(isinstance(name, str) and LEGACY_NAME.fullmatch(name) is not None, f"embeddings file {name!r}")
-        chunks.append({"file": name, "sha256": None, "items": _items(raw.get("items"), "items")})
-    else:
-        _need(isinstance(raw.get("chunks"), list), "chunks is not a list")
-        for c in raw["chunks"]:
-            _need(isinstance(c, dict), "a chunk is not an object")
-            name, digest = c.get("file"), c.get("sha256")
-            m = CHUNK_NAME.fullmatch(name) if isinstance(name, str) else None
-            _need(m is not None, f"chunk file name {name!r} is not vectors-<hash>.npy")
-            _need(isinstance(digest, str) and SHA256.fullmatch(digest) is not None and digest.startswith(m.group(1)),
-                  f"chunk {name} has no matching sha256")
-            chunks.append({"file": name, "sha256": digest, "items": _items(c.get("items"), f"items of {name}")})
-    return {
-        "format": FORMAT_VERSION, "backbone": raw["backbone"], "preprocess": raw["preprocess"],
-        "weights": raw["weights"], "feature_dim": dim,
-        "catalog_fingerprint": str(raw.get("catalog_fingerprint", "")), "created": str(raw.get("created", "")),
-        "chunks": chunks, "failures": [{"sha256": h, "reason": r} for h, r in failures.items()],
-        # Every item of every chunk, for readers that only count (``python -m recommender info``).
-        "items": [e for c in chunks for e in c["items"]],
-    }
 
 
 class ArtifactStore:
