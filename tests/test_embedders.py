@@ -1,8 +1,11 @@
 """Backbone choice and the Keras (VGG16) path, beside the Lite0 tests in test_efficientnet_lite.py."""
 
+import json
+
 import numpy as np
 import pytest
 
+from recommender.errors import WeightsUnavailableError
 from recommender.features.embedders import ImageEmbedder, resolve_backbone
 from recommender.features.weights import KERAS_WEIGHT_FILES
 from tests.conftest import DEMO_DIR
@@ -73,3 +76,59 @@ def test_grid_features_are_the_benchmarked_ones(lite0_embedder):
     np.testing.assert_allclose(grid.embed_arrays(pixels), reference, atol=1e-5)
     with pytest.raises(ValueError, match="grid features"):
         ImageEmbedder("vgg16", features="grid").identity()
+
+
+def test_weights_identity_is_the_content_hash_cached_by_path_mtime_size(tmp_path, monkeypatch):
+    """Issue 8 item 8: two weights files of the same name and size but different bytes must not
+    share a cache folder; the digest is remembered (by path, mtime, size) between runs."""
+    import os
+    import shutil
+
+    from recommender.features import weights as weights_mod
+    from recommender.features.weights import LITE0_WEIGHTS_FILENAME, find_lite0_weights
+
+    monkeypatch.setenv("RECOMMENDER_HASH_CACHE", str(tmp_path / "hashes.json"))
+    monkeypatch.setattr(weights_mod, "_HASH_MEMO", {})
+    models = tmp_path / "models"
+    models.mkdir()
+    local = models / LITE0_WEIGHTS_FILENAME
+    shutil.copy(find_lite0_weights(), local)
+    first = ImageEmbedder("efficientnet_lite0", models_dir=models).identity()
+    assert first.weights.startswith("sha256:5793442")  # torch hub names files by their hash prefix
+    assert (tmp_path / "hashes.json").is_file()
+
+    # Same size, one byte flipped, mtime moved on: a new identity and a new cache folder.
+    data = bytearray(local.read_bytes())
+    data[-1] ^= 0xFF
+    local.write_bytes(bytes(data))
+    st = local.stat()
+    os.utime(local, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    second = ImageEmbedder("efficientnet_lite0", models_dir=models).identity()
+    assert local.stat().st_size == find_lite0_weights().stat().st_size
+    assert second.weights != first.weights and second.folder != first.folder
+
+    # The persisted digest is used (not recomputed) while path, mtime and size agree: a planted
+    # digest in the cache file shows through; a malformed cache file is ignored.
+    monkeypatch.setattr(weights_mod, "_HASH_MEMO", {})
+    stored = json.loads((tmp_path / "hashes.json").read_text())
+    stored[str(local.resolve())]["sha256"] = "ab" * 32
+    (tmp_path / "hashes.json").write_text(json.dumps(stored))
+    assert ImageEmbedder("efficientnet_lite0", models_dir=models).identity().weights == "sha256:" + "ab" * 32
+    monkeypatch.setattr(weights_mod, "_HASH_MEMO", {})
+    (tmp_path / "hashes.json").write_text("[not json")
+    assert ImageEmbedder("efficientnet_lite0", models_dir=models).identity().weights == second.weights
+
+
+def test_lite1_lite2_backbones_resolve_and_embed_at_their_own_size(no_keras_cache):
+    from recommender.features.weights import find_lite_weights
+
+    for name, variant, size in (("efficientnet_lite1", 1, 240), ("efficientnet_lite2", 2, 260)):
+        if find_lite_weights(variant) is None:
+            with pytest.raises(WeightsUnavailableError, match="requirements-backbones.txt"):
+                resolve_backbone(name, no_keras_cache)
+            continue
+        emb = ImageEmbedder(name, semantic=0.5).fit()
+        assert emb.input_size_ == size and emb.feature_dim_ == 1280 + 1000
+        x = emb.transform([DEMO_DIR / "images" / "laptop.jpg", DEMO_DIR / "images" / "tennis-ball.jpg"])
+        np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+        assert emb.identity().folder != ImageEmbedder("efficientnet_lite0", semantic=0.5).identity().folder
