@@ -70,9 +70,31 @@ class SuiteResult:
         rows = self.summary_rows()
         return round(sum(r["mean"] for r in rows) / len(rows), 4) if rows else None
 
+    def headline_values(self, h: Headline) -> list[float]:
+        """Per-query values of a headline, in query order (for paired comparisons)."""
+        return self.results[h.protocol]["per_query"][h.method][h.metric]
+
     def to_dict(self) -> dict:
+        # Per-query values only for the headlines: enough to compare runs, small enough to commit.
+        results = {n: {k: v for k, v in r.items() if k != "per_query"} for n, r in self.results.items()}
         return {"params": self.params, "objective": self.objective, "summary": self.summary_rows(),
-                "skipped": self.skipped, "results": self.results}
+                "skipped": self.skipped, "results": results,
+                "headline_per_query": {h.protocol: self.headline_values(h) for h in self.headlines}}
+
+
+def compare(a: SuiteResult, b: SuiteResult) -> list[dict]:
+    """Paired bootstrap of ``a - b`` on every headline both runs measured (same queries, same order)."""
+    from recommender.evaluation.metrics import paired_bootstrap_diff
+
+    theirs = {h.protocol: h for h in b.headlines}
+    out = []
+    for h in a.headlines:
+        if h.protocol not in theirs or theirs[h.protocol].metric != h.metric:
+            continue
+        d = paired_bootstrap_diff(a.headline_values(h), b.headline_values(theirs[h.protocol]))
+        out.append({"protocol": h.protocol, "metric": h.metric, **{k: (round(v, 4) if isinstance(v, float) else v)
+                                                                   for k, v in d.items()}})
+    return out
 
 
 def _hybrid_method(weight: float) -> str:
@@ -124,15 +146,18 @@ def run_suite(
         return out
 
     def catalog_protocols(prefix: str, catalog: Catalog, label: str, cache: str) -> None:
-        timed(f"{prefix}/loo", lambda: leave_one_out(catalog, label, ks, (weight,), recommender=rec(cache)))
+        timed(f"{prefix}/loo", lambda: leave_one_out(catalog, label, ks, (weight,), recommender=rec(cache),
+                                                          per_query=True))
         suite.headlines.append(Headline(f"{prefix}/loo", "leave_one_out", hybrid, "P@5",
                                         f"leave-one-out by {label}, hybrid at w={weight:g}"))
         views = catalog.root / "views.csv"
         if views.is_file():
-            timed(f"{prefix}/multiview", lambda: multi_view(catalog, views, ks, recommender=rec(cache + "-gallery")))
+            timed(f"{prefix}/multiview", lambda: multi_view(catalog, views, ks, per_query=True,
+                                                                  recommender=rec(cache + "-gallery")))
             suite.headlines.append(Headline(f"{prefix}/multiview", "multi_view", "photo", "R@5",
                                             "other shots of the product, photo path"))
-            timed(f"{prefix}/uploads", lambda: photo_to_product(catalog, views, ks, recommender=rec(cache)))
+            timed(f"{prefix}/uploads", lambda: photo_to_product(catalog, views, ks, recommender=rec(cache),
+                                                                      per_query=True))
             suite.headlines.append(Headline(f"{prefix}/uploads", "photo_to_product", "default", "R@1",
                                             "extra shots uploaded as photos"))
 
@@ -150,7 +175,8 @@ def run_suite(
             with tempfile.TemporaryDirectory() as tmp:
                 views = grocery_views(grocery_root, grocery_split, Path(tmp) / "views.csv")
                 name = f"grocery/{grocery_split}"
-                timed(name, lambda: photo_to_product(catalog, views, ks, recommender=rec("grocery")))
+                timed(name, lambda: photo_to_product(catalog, views, ks, recommender=rec("grocery"),
+                                                        per_query=True))
             suite.results[name]["split"] = grocery_split
             suite.headlines.append(Headline(name, "photo_to_product", "default", "R@1",
                                             f"shop photos ({grocery_split}) -> studio product photo"))
@@ -164,7 +190,7 @@ def run_suite(
             tag = "fashion-mnist-" + fashion + (f"-{fashion_limit}" if fashion_limit else "")
             csv = fashion_catalog(cache_root / tag, full=fashion == "full", limit=fashion_limit)
             name = f"fashion-mnist/{fashion}"
-            timed(name, lambda: leave_one_out(load_catalog(csv), "category", ks, (weight,),
+            timed(name, lambda: leave_one_out(load_catalog(csv), "category", ks, (weight,), per_query=True,
                                               recommender=rec(tag + "-cache")))
             suite.headlines.append(Headline(name, "leave_one_out", "image", "P@10",
                                             "image-only leave-one-out by class"))

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from sklearn.base import BaseEstimator
 
 from recommender.errors import WeightsUnavailableError
-from recommender.features.images import PREPROCESS_VERSION, ImageSource, load_for_model
+from recommender.features.images import PREPROCESS_VERSION, ImageSource, load_for_model, pad_to_square
 from recommender.features.postprocess import GRID_DEFAULTS, build_feature_model, flip_tta
 from recommender.features.weights import (
     KERAS_WEIGHT_FILES,
@@ -143,6 +144,11 @@ class ImageEmbedder(BaseEstimator):
         balls of different colours, or a bike and a skateboard, are near each other. Needs the
         classifier head, which only the bundled EfficientNet-Lite0 weights include.
 
+    query_crops: query side only (:meth:`embed_query`, an uploaded photo): also embed centre crops
+        keeping these fractions of the photo's sides and average them with the whole photo - a shop
+        photo's product is usually in the middle of its clutter. Catalog vectors (and the cache) do
+        not change with it.
+
     ``fit()`` loads the model (no training: ImageNet weights are used as they are) and sets
     ``backbone_``, ``reason_``, ``input_size_``, ``feature_dim_``. :meth:`identity` answers which
     cache a configuration belongs to without loading anything.
@@ -157,9 +163,11 @@ class ImageEmbedder(BaseEstimator):
         semantic: float = 0.0,
         semantic_temperature: float = 2.0,
         features: str = "gap",
+        query_crops: Sequence[float] = (),
     ) -> None:
         self.backbone = backbone
         self.features = features
+        self.query_crops = query_crops
         self.batch_size = batch_size
         self.models_dir = models_dir
         self.flip_tta = flip_tta
@@ -244,6 +252,11 @@ class ImageEmbedder(BaseEstimator):
         """Embed images given as paths, bytes or file objects. Raises ImageError on a bad one."""
         return _transform(self, images, progress)
 
+    def embed_query(self, img: Image.Image) -> np.ndarray:
+        """``(feature_dim_,)`` vector of one uploaded photo (an opened RGB image): the whole photo,
+        averaged with its centre crops when ``query_crops`` asks for them."""
+        return _embed_views(self, img, self.query_crops)
+
 
 class ColourEmbedder(BaseEstimator):
     """Colour histogram of a product's pixels: what a CNN trained for object classes mostly ignores.
@@ -253,11 +266,13 @@ class ColourEmbedder(BaseEstimator):
     Same interface as :class:`ImageEmbedder`; cheap (no model), cached the same way.
     """
 
-    def __init__(self, bins: int = 8, size: int = 96, background: int = 235, batch_size: int = 256) -> None:
+    def __init__(self, bins: int = 8, size: int = 96, background: int = 235, batch_size: int = 256,
+                 query_crop: float = 1.0) -> None:
         self.bins = bins
         self.size = size
         self.background = background
         self.batch_size = batch_size
+        self.query_crop = query_crop
 
     def identity(self) -> EmbedderIdentity:
         preprocess = f"{PREPROCESS_VERSION}+rgb-hist{self.bins}@{self.size}px,bg>={self.background}"
@@ -288,6 +303,28 @@ class ColourEmbedder(BaseEstimator):
         self, images: Sequence[ImageSource], progress: Callable[[int, int], None] | None = None
     ) -> np.ndarray:
         return _transform(self, images, progress)
+
+    def embed_query(self, img: Image.Image) -> np.ndarray:
+        """Colour of an uploaded photo, measured on its centre ``query_crop`` (the product, more than
+        the shop around it; 1.0 = the whole photo)."""
+        crops = () if self.query_crop >= 1.0 else (self.query_crop,)
+        return _embed_views(self, img, crops, include_whole=not crops)
+
+
+def centre_crop(img: Image.Image, fraction: float) -> Image.Image:
+    """The centred box keeping ``fraction`` of each side (``0 < fraction <= 1``)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"crop fraction must be in (0, 1], got {fraction}")
+    w, h = img.size
+    cw, ch = max(1, round(w * fraction)), max(1, round(h * fraction))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return img.crop((left, top, left + cw, top + ch))
+
+
+def _embed_views(embedder, img: Image.Image, crops: Sequence[float], include_whole: bool = True) -> np.ndarray:
+    views = ([img] if include_whole else []) + [centre_crop(img, f) for f in crops]
+    pixels = np.stack([pad_to_square(v, embedder.input_size_) for v in views])
+    return l2_normalise(embedder.embed_arrays(pixels).mean(axis=0, keepdims=True))[0]
 
 
 def _check_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
