@@ -19,7 +19,7 @@ from sklearn.base import BaseEstimator
 from recommender.catalog.loader import ATTRIBUTE_COLUMNS, Catalog, load_catalog, split_values
 from recommender.errors import QueryError, RecommenderError
 from recommender.features.embedders import ColourEmbedder, ImageEmbedder, resolve_backbone
-from recommender.features.images import ImageSource, open_image
+from recommender.features.images import ImageSource, open_image, pad_to_square
 from recommender.features.metadata import MetadataEncoder
 from recommender.features.postprocess import database_side_augmentation
 from recommender.features.projection import LabelProjection, out_of_fold_similarity
@@ -324,10 +324,10 @@ class HybridRecommender(BaseEstimator):
         """CNN and colour vectors of an uploaded photo, decoded once."""
         img = open_image(image)
         emb, colour = self.embedder, self._colour_embedder
-        vec = emb.embed_query(img)[None]  # query-side levers (centre crops) live in the embedders
+        vec = emb.embed_arrays(pad_to_square(img, emb.input_size_)[None])
         if self.label_projection_ is not None:
             vec = self.label_projection_.transform(vec)
-        return vec[0], colour.embed_query(img)
+        return vec[0], colour.embed_arrays(pad_to_square(img, colour.input_size_)[None])[0]
 
     def _diversified(self, img_scores, meta_scores, k, candidates, w, d) -> Ranking:
         """Maximal marginal relevance over the ranked candidates, with image similarity as redundancy."""
