@@ -42,6 +42,10 @@ ROWS: dict[str, tuple[dict, tuple[tuple[float, ...], float]]] = {
     "w0.8": ({"weight": 0.8}, ((), 1.0)),
     "lite1": ({"backbone": "efficientnet_lite1"}, ((), 1.0)),
     "lite2": ({"backbone": "efficientnet_lite2"}, ((), 1.0)),
+    "lite1-no-flip": ({"backbone": "efficientnet_lite1", "flip_tta": False}, ((), 1.0)),
+    "lite2-no-flip": ({"backbone": "efficientnet_lite2", "flip_tta": False}, ((), 1.0)),
+    "no-flip-crop0.7": ({"flip_tta": False}, ((0.7,), 1.0)),
+    "no-flip-colour-crop0.6": ({"flip_tta": False}, ((), 0.6)),
     "crop0.7": ({}, ((0.7,), 1.0)),
     "crops0.5+0.75": ({}, ((0.5, 0.75), 1.0)),
     "colour-crop0.6": ({}, ((), 0.6)),
@@ -60,11 +64,15 @@ def _install_query_side(crops: tuple[float, ...], colour_crop: float, memo: dict
         return emb.set_params(query_crops=crops)
 
     def embed_upload(self, image):
-        key = (self.embedder.identity().folder, crops, colour_crop, str(image))
-        if key not in memo:
+        image_key = ("image", self.embedder.identity().folder, crops, str(image))
+        colour_key = ("colour", colour_crop, str(image))
+        if image_key not in memo or colour_key not in memo:
             img = open_image(image)
-            memo[key] = (self.embedder.embed_query(img), self._colour_embedder.embed_query(img))
-        return memo[key]
+            if image_key not in memo:
+                memo[image_key] = self.embedder.embed_query(img)
+            if colour_key not in memo:
+                memo[colour_key] = self._colour_embedder.embed_query(img)
+        return memo[image_key], memo[colour_key]
 
     facade.HybridRecommender._image_embedder = image_embedder
     facade.HybridRecommender._embed_upload = embed_upload

@@ -132,3 +132,37 @@ def test_lite1_lite2_backbones_resolve_and_embed_at_their_own_size(no_keras_cach
         x = emb.transform([DEMO_DIR / "images" / "laptop.jpg", DEMO_DIR / "images" / "tennis-ball.jpg"])
         np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
         assert emb.identity().folder != ImageEmbedder("efficientnet_lite0", semantic=0.5).identity().folder
+
+
+def test_embed_query_is_the_upload_path_and_crops_look_at_the_middle(lite0_embedder):
+    """No crops: exactly the vector the façade computed for an upload (pad, resize, embed). With crops:
+    the whole photo averaged with its centre. Colour on the centre crop ignores a coloured border."""
+    from PIL import Image
+
+    from recommender.features.embedders import ColourEmbedder, centre_crop
+    from recommender.features.images import open_image, pad_to_square
+
+    img = open_image(DEMO_DIR / "images" / "ultraboost-running-shoe.jpg")
+    plain = lite0_embedder.embed_query(img)
+    np.testing.assert_allclose(plain, lite0_embedder.embed_arrays(pad_to_square(img, 224)[None])[0], atol=1e-6)
+    lite0_embedder.set_params(query_crops=(0.6,))
+    try:
+        cropped = lite0_embedder.embed_query(img)
+        middle = lite0_embedder.embed_arrays(pad_to_square(centre_crop(img, 0.6), 224)[None])[0]
+    finally:
+        lite0_embedder.set_params(query_crops=())
+    np.testing.assert_allclose(np.linalg.norm(cropped), 1.0, rtol=1e-5)
+    assert abs(cropped @ plain - 1) > 1e-4  # it did change
+    # The average lies between its two views.
+    assert cropped @ plain > middle @ plain and cropped @ middle > plain @ middle
+
+    # A red product in the middle of a green shop: colour on the centre sees red only.
+    photo = Image.new("RGB", (200, 200), (20, 160, 40))
+    photo.paste(Image.new("RGB", (80, 80), (200, 20, 20)), (60, 60))
+    red = Image.new("RGB", (50, 50), (200, 20, 20))
+    whole = ColourEmbedder().fit()
+    centre = ColourEmbedder(query_crop=0.4).fit()
+    red_vec = whole.embed_query(red)
+    assert centre.embed_query(photo) @ red_vec > 0.99 > whole.embed_query(photo) @ red_vec + 0.3
+    with pytest.raises(ValueError, match="crop fraction"):
+        centre_crop(photo, 0.0)
