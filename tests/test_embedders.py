@@ -143,14 +143,16 @@ def test_embed_query_is_the_upload_path_and_crops_look_at_the_middle(lite0_embed
     from recommender.features.images import open_image, pad_to_square
 
     img = open_image(DEMO_DIR / "images" / "ultraboost-running-shoe.jpg")
-    plain = lite0_embedder.embed_query(img)
-    np.testing.assert_allclose(plain, lite0_embedder.embed_arrays(pad_to_square(img, 224)[None])[0], atol=1e-6)
-    lite0_embedder.set_params(query_crops=(0.6,))
+    default_crops = lite0_embedder.query_crops
     try:
+        lite0_embedder.set_params(query_crops=())
+        plain = lite0_embedder.embed_query(img)
+        np.testing.assert_allclose(plain, lite0_embedder.embed_arrays(pad_to_square(img, 224)[None])[0], atol=1e-6)
+        lite0_embedder.set_params(query_crops=(0.6,))
         cropped = lite0_embedder.embed_query(img)
         middle = lite0_embedder.embed_arrays(pad_to_square(centre_crop(img, 0.6), 224)[None])[0]
     finally:
-        lite0_embedder.set_params(query_crops=())
+        lite0_embedder.set_params(query_crops=default_crops)
     np.testing.assert_allclose(np.linalg.norm(cropped), 1.0, rtol=1e-5)
     assert abs(cropped @ plain - 1) > 1e-4  # it did change
     # The average lies between its two views.
