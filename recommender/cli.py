@@ -14,7 +14,7 @@ from pathlib import Path
 
 from recommender.errors import RecommenderError
 
-BACKBONE_CHOICES = ["auto", "vgg16", "resnet50", "efficientnet_lite0"]
+BACKBONE_CHOICES = ["auto", "vgg16", "resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 
 
 def _progress_bar(desc: str):
@@ -103,6 +103,10 @@ def cmd_evaluate(args) -> int:
     params = {"backbone": args.backbone, "cache_dir": args.cache, **{k: v for k, v in levers.items() if v is not None}}
     from recommender.recommender import HybridRecommender
 
+    if args.suite:
+        from recommender.evaluation.suite import run_from_cli
+
+        return run_from_cli(args, params)
     results = {}
     if "loo" in protocols:
         if not args.label:
@@ -238,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", nargs="+", help="more metadata fields to leave out")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.json, report.md and plots to DIR")
+    from recommender.evaluation.suite import register as register_suite
+
+    register_suite(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="catalog size, backbone and cache state")

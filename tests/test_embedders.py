@@ -1,8 +1,11 @@
 """Backbone choice and the Keras (VGG16) path, beside the Lite0 tests in test_efficientnet_lite.py."""
 
+import json
+
 import numpy as np
 import pytest
 
+from recommender.errors import WeightsUnavailableError
 from recommender.features.embedders import ImageEmbedder, resolve_backbone
 from recommender.features.weights import KERAS_WEIGHT_FILES
 from tests.conftest import DEMO_DIR
@@ -73,3 +76,95 @@ def test_grid_features_are_the_benchmarked_ones(lite0_embedder):
     np.testing.assert_allclose(grid.embed_arrays(pixels), reference, atol=1e-5)
     with pytest.raises(ValueError, match="grid features"):
         ImageEmbedder("vgg16", features="grid").identity()
+
+
+def test_weights_identity_is_the_content_hash_cached_by_path_mtime_size(tmp_path, monkeypatch):
+    """Issue 8 item 8: two weights files of the same name and size but different bytes must not
+    share a cache folder; the digest is remembered (by path, mtime, size) between runs."""
+    import os
+    import shutil
+
+    from recommender.features import weights as weights_mod
+    from recommender.features.weights import LITE0_WEIGHTS_FILENAME, find_lite0_weights
+
+    monkeypatch.setenv("RECOMMENDER_HASH_CACHE", str(tmp_path / "hashes.json"))
+    monkeypatch.setattr(weights_mod, "_HASH_MEMO", {})
+    models = tmp_path / "models"
+    models.mkdir()
+    local = models / LITE0_WEIGHTS_FILENAME
+    shutil.copy(find_lite0_weights(), local)
+    first = ImageEmbedder("efficientnet_lite0", models_dir=models).identity()
+    assert first.weights.startswith("sha256:5793442")  # torch hub names files by their hash prefix
+    assert (tmp_path / "hashes.json").is_file()
+
+    # Same size, one byte flipped, mtime moved on: a new identity and a new cache folder.
+    data = bytearray(local.read_bytes())
+    data[-1] ^= 0xFF
+    local.write_bytes(bytes(data))
+    st = local.stat()
+    os.utime(local, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    second = ImageEmbedder("efficientnet_lite0", models_dir=models).identity()
+    assert local.stat().st_size == find_lite0_weights().stat().st_size
+    assert second.weights != first.weights and second.folder != first.folder
+
+    # The persisted digest is used (not recomputed) while path, mtime and size agree: a planted
+    # digest in the cache file shows through; a malformed cache file is ignored.
+    monkeypatch.setattr(weights_mod, "_HASH_MEMO", {})
+    stored = json.loads((tmp_path / "hashes.json").read_text())
+    stored[str(local.resolve())]["sha256"] = "ab" * 32
+    (tmp_path / "hashes.json").write_text(json.dumps(stored))
+    assert ImageEmbedder("efficientnet_lite0", models_dir=models).identity().weights == "sha256:" + "ab" * 32
+    monkeypatch.setattr(weights_mod, "_HASH_MEMO", {})
+    (tmp_path / "hashes.json").write_text("[not json")
+    assert ImageEmbedder("efficientnet_lite0", models_dir=models).identity().weights == second.weights
+
+
+def test_lite1_lite2_backbones_resolve_and_embed_at_their_own_size(no_keras_cache):
+    from recommender.features.weights import find_lite_weights
+
+    for name, variant, size in (("efficientnet_lite1", 1, 240), ("efficientnet_lite2", 2, 260)):
+        if find_lite_weights(variant) is None:
+            with pytest.raises(WeightsUnavailableError, match="requirements-backbones.txt"):
+                resolve_backbone(name, no_keras_cache)
+            continue
+        emb = ImageEmbedder(name, semantic=0.5).fit()
+        assert emb.input_size_ == size and emb.feature_dim_ == 1280 + 1000
+        x = emb.transform([DEMO_DIR / "images" / "laptop.jpg", DEMO_DIR / "images" / "tennis-ball.jpg"])
+        np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+        assert emb.identity().folder != ImageEmbedder("efficientnet_lite0", semantic=0.5).identity().folder
+
+
+def test_embed_query_is_the_upload_path_and_crops_look_at_the_middle(lite0_embedder):
+    """No crops: exactly the vector the façade computed for an upload (pad, resize, embed). With crops:
+    the whole photo averaged with its centre. Colour on the centre crop ignores a coloured border."""
+    from PIL import Image
+
+    from recommender.features.embedders import ColourEmbedder, centre_crop
+    from recommender.features.images import open_image, pad_to_square
+
+    img = open_image(DEMO_DIR / "images" / "ultraboost-running-shoe.jpg")
+    default_crops = lite0_embedder.query_crops
+    try:
+        lite0_embedder.set_params(query_crops=())
+        plain = lite0_embedder.embed_query(img)
+        np.testing.assert_allclose(plain, lite0_embedder.embed_arrays(pad_to_square(img, 224)[None])[0], atol=1e-6)
+        lite0_embedder.set_params(query_crops=(0.6,))
+        cropped = lite0_embedder.embed_query(img)
+        middle = lite0_embedder.embed_arrays(pad_to_square(centre_crop(img, 0.6), 224)[None])[0]
+    finally:
+        lite0_embedder.set_params(query_crops=default_crops)
+    np.testing.assert_allclose(np.linalg.norm(cropped), 1.0, rtol=1e-5)
+    assert abs(cropped @ plain - 1) > 1e-4  # it did change
+    # The average lies between its two views.
+    assert cropped @ plain > middle @ plain and cropped @ middle > plain @ middle
+
+    # A red product in the middle of a green shop: colour on the centre sees red only.
+    photo = Image.new("RGB", (200, 200), (20, 160, 40))
+    photo.paste(Image.new("RGB", (80, 80), (200, 20, 20)), (60, 60))
+    red = Image.new("RGB", (50, 50), (200, 20, 20))
+    whole = ColourEmbedder().fit()
+    centre = ColourEmbedder(query_crop=0.4).fit()
+    red_vec = whole.embed_query(red)
+    assert centre.embed_query(photo) @ red_vec > 0.99 > whole.embed_query(photo) @ red_vec + 0.3
+    with pytest.raises(ValueError, match="crop fraction"):
+        centre_crop(photo, 0.0)

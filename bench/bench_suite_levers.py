@@ -1,0 +1,133 @@
+"""Every image lever on the benchmark suite: one row per setting, each a paired difference to the baseline.
+
+Rows change one thing at a time from the baseline (today's defaults), then combinations. Each row runs
+the whole suite (demo loo / multi-view / uploads, grocery val photo->product, Fashion-MNIST slice) end to
+end through ``HybridRecommender``; the only shortcut is that an uploaded query photo is embedded once per
+image configuration and reused by the rows that differ only after embedding (scores, not vectors).
+
+Lite1/Lite2 rows give the classifier-head share (``semantic``) to every Lite backbone, which the façade
+today gives to Lite0 only (``has_classifier_head`` in features/embedders.py is the test to use).
+
+Run from the repo root (grocery data in ../shared/data/grocery)::
+
+    python bench/bench_suite_levers.py [--rows baseline,colour0,...] [--fashion slice|full|none] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from recommender import recommender as facade  # noqa: E402
+from recommender.evaluation.suite import compare, run_suite, summary_markdown  # noqa: E402
+from recommender.features.embedders import ColourEmbedder, ImageEmbedder, has_classifier_head  # noqa: E402
+from recommender.features.images import open_image  # noqa: E402
+
+BASE = {"backbone": "efficientnet_lite0"}
+# name -> (HybridRecommender params on top of BASE, query side: (image centre crops, colour crop))
+ROWS: dict[str, tuple[dict, tuple[tuple[float, ...], float]]] = {
+    "baseline": ({}, ((), 1.0)),
+    "colour0": ({"photo_colour_weight": 0.0}, ((), 1.0)),
+    "colour0.1": ({"photo_colour_weight": 0.1}, ((), 1.0)),
+    "no-flip": ({"flip_tta": False}, ((), 1.0)),
+    "semantic0": ({"semantic": 0.0}, ((), 1.0)),
+    "semantic0.3": ({"semantic": 0.3}, ((), 1.0)),
+    "dba0": ({"dba_k": 0}, ((), 1.0)),
+    "w0.8": ({"weight": 0.8}, ((), 1.0)),
+    "lite1": ({"backbone": "efficientnet_lite1"}, ((), 1.0)),
+    "lite2": ({"backbone": "efficientnet_lite2"}, ((), 1.0)),
+    "lite1-no-flip": ({"backbone": "efficientnet_lite1", "flip_tta": False}, ((), 1.0)),
+    "lite2-no-flip": ({"backbone": "efficientnet_lite2", "flip_tta": False}, ((), 1.0)),
+    "no-flip-crop0.7": ({"flip_tta": False}, ((0.7,), 1.0)),
+    "no-flip-colour-crop0.6": ({"flip_tta": False}, ((), 0.6)),
+    "crop0.7": ({}, ((0.7,), 1.0)),
+    "crops0.5+0.75": ({}, ((0.5, 0.75), 1.0)),
+    "colour-crop0.6": ({}, ((), 0.6)),
+}
+
+
+def _install_query_side(crops: tuple[float, ...], colour_crop: float, memo: dict) -> None:
+    """Point the façade at embedders with these query-side settings, and memoise upload vectors."""
+    original_image_embedder = facade.HybridRecommender._image_embedder
+
+    def image_embedder(self, backbone: str) -> ImageEmbedder:
+        emb = original_image_embedder(self, backbone)
+        name = emb.identity().name
+        if has_classifier_head(name) and not emb.semantic and self.semantic:
+            emb.set_params(semantic=self.semantic)  # see the module docstring
+        return emb.set_params(query_crops=crops)
+
+    def embed_upload(self, image):
+        image_key = ("image", self.embedder.identity().folder, crops, str(image))
+        colour_key = ("colour", colour_crop, str(image))
+        if image_key not in memo or colour_key not in memo:
+            img = open_image(image)
+            if image_key not in memo:
+                memo[image_key] = self.embedder.embed_query(img)
+            if colour_key not in memo:
+                memo[colour_key] = self._colour_embedder.embed_query(img)
+        return memo[image_key], memo[colour_key]
+
+    facade.HybridRecommender._image_embedder = image_embedder
+    facade.HybridRecommender._embed_upload = embed_upload
+    facade.ColourEmbedder = partial(ColourEmbedder, query_crop=colour_crop)
+    return original_image_embedder
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from: {', '.join(ROWS)}")
+    ap.add_argument("--combo", action="append", default=[], metavar="NAME=JSON",
+                    help='extra row, e.g. combo=\'{"params": {"photo_colour_weight": 0}, "crops": [0.7]}\'')
+    ap.add_argument("--fashion", choices=["slice", "full", "none"], default="slice")
+    ap.add_argument("--cache", type=Path, default=Path(".cache/suite"))
+    ap.add_argument("--out", type=Path, help="write every row's suite JSON + comparisons here")
+    args = ap.parse_args()
+
+    rows = {name: ROWS[name] for name in args.rows.split(",") if name}
+    for spec in args.combo:
+        name, _, js = spec.partition("=")
+        d = json.loads(js)
+        rows[name] = (d.get("params", {}), (tuple(d.get("crops", ())), float(d.get("colour_crop", 1.0))))
+    memo: dict = {}
+    original = facade.HybridRecommender._image_embedder
+    original_upload = facade.HybridRecommender._embed_upload
+    results, baseline = {}, None
+    table = ["| row | " + " | ".join(["objective"]) + " | per protocol: mean (diff to baseline [95% CI]) |",
+             "|---|---|---|"]
+    for name, (params, (crops, colour_crop)) in rows.items():
+        facade.HybridRecommender._image_embedder = original
+        facade.HybridRecommender._embed_upload = original_upload
+        _install_query_side(crops, colour_crop, memo)
+        t0 = time.perf_counter()
+        suite = run_suite({**BASE, **params}, cache_root=args.cache,
+                          fashion=None if args.fashion == "none" else args.fashion,
+                          log=lambda m: print(m, file=sys.stderr))
+        elapsed = time.perf_counter() - t0
+        print(summary_markdown(suite, title=f"row {name} ({elapsed:.0f} s)"), flush=True)
+        if baseline is None:
+            baseline = suite
+        diffs = compare(suite, baseline)
+        cells = []
+        for row, d in zip(suite.summary_rows(), diffs, strict=True):
+            star = "*" if d["significant"] else ""
+            cells.append(f"{row['protocol']} {row['mean']:.3f} ({d['mean_diff']:+.3f} [{d['lo']:+.3f}, "
+                         f"{d['hi']:+.3f}]{star})")
+        table.append(f"| {name} | {suite.objective:.4f} | " + "; ".join(cells) + " |")
+        print("\n".join(table), flush=True)
+        results[name] = {"params": params, "query_crops": list(crops), "colour_crop": colour_crop,
+                         "seconds": round(elapsed, 1), "suite": suite.to_dict(), "vs_baseline": diffs}
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    print("\nFinal table (first row = baseline; * = paired 95% interval excludes 0):")
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()
