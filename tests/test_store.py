@@ -41,7 +41,7 @@ def test_manifest_records_how_vectors_were_made(small_catalog_dir, lite0_embedde
     assert report.cache_dir.parent == cache and report.cache_dir.name.startswith("efficientnet_lite0-")
     m = json.loads((report.cache_dir / MANIFEST).read_text())
     assert m["backbone"] == "efficientnet_lite0" and m["feature_dim"] == 1280
-    assert m["preprocess"] and m["catalog_fingerprint"] and m["weights"].startswith("efficientnet-lite0")
+    assert m["preprocess"] and m["catalog_fingerprint"] and m["weights"].startswith("sha256:")
     assert len(m["chunks"]) == 1 and m["format"] == 2
     chunk = m["chunks"][0]
     assert len(chunk["items"]) == 6 and all(len(e["sha256"]) == 64 for e in chunk["items"])
