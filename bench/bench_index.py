@@ -13,9 +13,10 @@ case for a graph index; a category filter is correlated and easier).
 
 Commands (from the repo root; each prints its table):
   python bench/bench_index.py libs --n 100000            # hnswlib vs faiss vs usearch, exact anchor
-  python bench/bench_index.py reduce --n 100000          # PCA dims / float16 vs full-dim exact ranking
+  python bench/bench_index.py reduce --n 100000          # PCA dims / float16 vs the full-dim ranking
   python bench/bench_index.py backend --n 1000000        # the chosen backend (HNSWIndex) at 1M, save/load
   python bench/bench_index.py sparse --n 100000 1000000  # SparseIndex vs dense matrix @ q.T
+  python bench/bench_index.py auto --n 5000 10000 20000 50000  # exact vs hnsw on full-dim vectors: the "auto" cut
 
 Latencies are single queries, one at a time, one thread (the serving pattern), p50/p99 over
 ``--queries`` queries; build uses every core. Memory is the RSS growth of a fresh forked process.
@@ -240,12 +241,13 @@ def cmd_libs(args) -> None:
     for n in args.n:
         tiles = Tiles(base, n)
         reducer = PCAReducer(args.dim).fit(base)
-        x = np.concatenate([reducer.transform(c) for _, c in tiles.chunks()])
+        # The libraries' "ip" metric is the raw inner product: give them unit vectors (cosine), as VectorIndex does.
+        x = np.concatenate([normalise(reducer.transform(c)) for _, c in tiles.chunks()])
         q = tiles.queries(args.queries)
         rng = np.random.default_rng(3)
         masks = {"none": None, "10%": rng.random(n + 2000) < 0.10, "1%": rng.random(n + 2000) < 0.01}
         truth = exact_truth(tiles, q, masks)
-        qr = reducer.transform(q)
+        qr = normalise(reducer.transform(q))
         truth_reduced = exact_truth_of(x, qr, masks)  # separates the ANN's error from the PCA's
         STATE.update(x=x, q=qr, masks=masks, truth=truth, truth_reduced=truth_reduced, threads=args.threads)
         print(f"\n## n={n:,}  PCA {base.shape[1]} -> {args.dim}  (tile noise sigma={tiles.sigma:.4f}, copy cosine "
@@ -286,33 +288,32 @@ def cmd_reduce(args) -> None:
     for n in args.n:
         tiles = Tiles(base, n)
         q = tiles.queries(args.queries)
-        truth = exact_truth(tiles, q, {"none": None})["none"]
+        masks = {"none": None, "10%": np.random.default_rng(3).random(n) < 0.10}
+        truth = exact_truth(tiles, q, masks)
         print(f"\n## n={n:,}: exact top-10 in the reduced space vs exact top-10 in the full {base.shape[1]}-d space "
-              f"({args.queries} queries)")
-        print("| representation | bytes/vector | recall@10 | recall@10 of top-100 re-scored in full dim |")
-        print("|---|---|---|---|")
-        full = np.concatenate([c for _, c in tiles.chunks()]) if n <= 200_000 else None
-        for d in args.dims:
-            reducer = PCAReducer(d).fit(base)
-            for dtype in ("float32", "float16"):
-                x = np.concatenate([reducer.transform(c).astype(dtype) for _, c in tiles.chunks()])
-                qr = reducer.transform(q).astype(dtype)
-                s = (qr.astype(np.float32) @ x.T.astype(np.float32)) if dtype == "float16" else qr @ x.T
-                top100 = np.argpartition(-s, 100, 1)[:, :100]
-                top10 = np.take_along_axis(top100, np.argsort(-np.take_along_axis(s, top100, 1), 1)[:, :K], 1)
-                rescored = "-"
-                if full is not None:
-                    fs = np.einsum("qd,qkd->qk", q, full[top100])
-                    rescored = f"{recall(np.take_along_axis(top100, np.argsort(-fs, 1)[:, :K], 1), truth):.3f}"
-                print(f"| PCA {d} {dtype} | {d * np.dtype(dtype).itemsize} | {recall(top10, truth):.3f} | "
-                      f"{rescored} |", flush=True)
-                del x, s
-        print(f"| full {base.shape[1]} float16 | {base.shape[1] * 2} | ", end="")
-        if full is not None:
-            s = q.astype(np.float16).astype(np.float32) @ full.astype(np.float16).astype(np.float32).T
-            print(f"{recall(np.argsort(-s, 1)[:, :K], truth):.3f} | - |")
-        else:
-            print("- | - |")
+              f"({args.queries} queries); 're-scored' = the reduced top-{args.rescore} re-ranked by the full vectors")
+        print("| representation | bytes/vector | recall@10 | re-scored | recall@10, 10% filter | re-scored |")
+        print("|---|---|---|---|---|---|")
+        full = np.concatenate([c for _, c in tiles.chunks()])
+        reps = [(f"PCA {d} {dtype}", d, dtype) for d in args.dims for dtype in ("float32", "float16")]
+        reps.append((f"full {base.shape[1]} float16", 0, "float16"))
+        for label, d, dtype in reps:
+            reducer = PCAReducer(d).fit(base) if d else None
+            x = (reducer.transform(full) if reducer else full).astype(dtype)
+            qr = (reducer.transform(q) if reducer else q).astype(dtype)
+            cells = [label, str(x.shape[1] * np.dtype(dtype).itemsize)]
+            for name, mask in masks.items():
+                s = qr.astype(np.float32) @ x.T.astype(np.float32) if dtype == "float16" else qr @ x.T
+                if mask is not None:
+                    s[:, ~mask] = -np.inf
+                top = np.argpartition(-s, args.rescore, 1)[:, :args.rescore]
+                top10 = np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, 1), 1)[:, :K], 1)
+                fs = np.einsum("qd,qkd->qk", q, full[top])
+                rescored = np.take_along_axis(top, np.argsort(-fs, 1)[:, :K], 1)
+                cells += [f"{recall(top10, truth[name]):.3f}", f"{recall(rescored, truth[name]):.3f}"]
+                del s
+            print("| " + " | ".join(cells) + " |", flush=True)
+            del x
 
 
 # -- backend: the chosen backend through the project's interface --------------------------------
@@ -327,7 +328,8 @@ def cmd_backend(args) -> None:
         reducer = PCAReducer(args.dim).fit(base)
         q = tiles.queries(args.queries)
         rng = np.random.default_rng(3)
-        masks = {"none": None, "10%": rng.random(n) < 0.10, "1%": rng.random(n) < 0.01, "0.1%": rng.random(n) < 0.001}
+        masks = {"none": None, "10%": rng.random(n) < 0.10, "3%": rng.random(n) < 0.03, "1%": rng.random(n) < 0.01,
+                 "0.1%": rng.random(n) < 0.001}
         truth = exact_truth(tiles, q, masks)
         qr = reducer.transform(q)
         gc.collect()
@@ -440,13 +442,41 @@ def cmd_sparse(args) -> None:
         gc.collect()
 
 
+# -- auto: where the exact scan stops being the better choice ---------------------------------
+def cmd_auto(args) -> None:
+    from recommender.index import make_index
+
+    base = base_vectors(args.cache_dir)
+    print(f"\n## exact vs hnsw on the full {base.shape[1]}-d vectors ({args.queries} single queries)")
+    print("| n | exact add s | exact p50 / p99 ms | hnsw build s | hnsw p50 / p99 ms | hnsw recall@10 |")
+    print("|---|---|---|---|---|---|")
+    for n in args.n:
+        tiles = Tiles(base, n)
+        x = np.concatenate([c for _, c in tiles.chunks()])
+        q = tiles.queries(args.queries)
+        row = [f"{n:,}"]
+        results = {}
+        for kind in ("exact", "hnsw"):
+            t0 = time.perf_counter()
+            index = make_index(kind, x.shape[1], n)
+            index.add(np.arange(n), x)
+            build = time.perf_counter() - t0
+            ids, ms = latencies(lambda qq, index=index: index.search(qq, K)[1], q)
+            results[kind] = ids
+            row += [f"{build:.1f}", pct(ms)]
+            del index
+        row.append(f"{recall(results['hnsw'], results['exact']):.3f}")
+        print("| " + " | ".join(row) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("libs", "reduce", "backend", "sparse"))
+    parser.add_argument("command", choices=("libs", "reduce", "backend", "sparse", "auto"))
     parser.add_argument("--n", type=int, nargs="+", default=[100_000])
     parser.add_argument("--dim", type=int, default=256, help="PCA dimensions for the ANN (libs, backend)")
     parser.add_argument("--dims", type=int, nargs="+", default=[128, 256, 512], help="PCA dims to try (reduce)")
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--rescore", type=int, default=100, help="candidates re-scored in full dim (reduce)")
     parser.add_argument("--libs", default="hnswlib,faiss,usearch")
     parser.add_argument("--kind", default="hnsw", help="make_index kind (backend)")
     parser.add_argument("--m", type=int, default=16)
@@ -457,7 +487,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"bench_index {args.command}: {' '.join(sys.argv[1:])}  (cpus: {os.cpu_count()}, load "
           f"{os.getloadavg()[0]:.1f})")
-    {"libs": cmd_libs, "reduce": cmd_reduce, "backend": cmd_backend, "sparse": cmd_sparse}[args.command](args)
+    commands = {"libs": cmd_libs, "reduce": cmd_reduce, "backend": cmd_backend, "sparse": cmd_sparse, "auto": cmd_auto}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -220,7 +220,7 @@ def test_load_is_a_miss_for_absent_other_or_corrupt_saves(clustered, tmp_path):
     manifest.write_text(json.dumps({**meta, "kind": "no-such-kind"}))
     assert load_index(tmp_path, "k") is None
     manifest.write_text(json.dumps(meta))
-    (tmp_path / "k" / "hnsw.bin").write_bytes(b"\0" * 64)  # truncated graph file
+    (tmp_path / "k" / "hnsw.faiss").write_bytes(b"\0" * 64)  # truncated graph file
     assert load_index(tmp_path, "k") is None
     manifest.write_text("{not json")
     assert load_index(tmp_path, "k") is None
