@@ -178,11 +178,11 @@ class QueryMixin:
         rows = self._candidates(q_img, q_meta, allowed)
         n_candidates = int(allowed.sum())
         img = None if q_img is None else self._image_raw(q_img, q_col, c, rows)
-        meta = None if q_meta is None else sparse_scores(self.metadata_matrix_, q_meta, rows)
+        meta = None if q_meta is None else sparse_scores(self.metadata_matrix_, q_meta, rows, self.metadata_postings_)
         if img is not None and np.isnan(img).any():
             img = np.nan_to_num(img, nan=self.references_["image"].unrelated)
         if evidence_row is not None:
-            keep = sparse_scores(self.metadata_matrix_, evidence_row, rows) > 0
+            keep = sparse_scores(self.metadata_matrix_, evidence_row, rows, self.metadata_postings_) > 0
         elif q_img is None:
             keep = meta > 0  # a text query's evidence: some word or attribute in common
         else:

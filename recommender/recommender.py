@@ -146,6 +146,27 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
             catalog, self._image_embedder(self.backbone), self.cache_dir, progress=progress, hashes=hashes)
         # Colour histograms need no model: cheap, cached beside the CNN vectors.
         colours, _, _, _ = build_embeddings(catalog, ColourEmbedder(), self.cache_dir, hashes=hashes)
+        return self._fit_vectors(catalog, vectors, colours, has_image, report, embedder)
+
+    def fit_vectors(
+        self, catalog: Catalog, image_vectors: np.ndarray, colour_vectors: np.ndarray | None = None,
+        has_image: np.ndarray | None = None,
+    ) -> HybridRecommender:
+        """Fit on image vectors computed elsewhere (one L2-normalised row per product, in catalog order).
+
+        For catalogs embedded by another process, and for benchmarks; photo queries still need the
+        image model of ``backbone``. ``colour_vectors`` default to zeros (no colour side).
+        """
+        n = len(catalog)
+        image_vectors = np.asarray(image_vectors, dtype=np.float32)
+        if image_vectors.ndim != 2 or len(image_vectors) != n:
+            raise RecommenderError(f"need one image vector per product ({n}), got shape {image_vectors.shape}")
+        colours = np.zeros((n, 1), np.float32) if colour_vectors is None else np.asarray(colour_vectors, np.float32)
+        has_image = np.ones(n, dtype=bool) if has_image is None else np.asarray(has_image, dtype=bool)
+        report = BuildReport(self.backbone, "vectors given to fit_vectors", False, n, reused=n)
+        return self._fit_vectors(catalog, image_vectors, colours, has_image, report, None)
+
+    def _fit_vectors(self, catalog, vectors, colours, has_image, report, embedder) -> HybridRecommender:
         if self.dba_k > 0 and has_image.sum() > 1:
             vectors[has_image] = self_dominant_dba(vectors[has_image], k=self.dba_k, alpha=self.dba_alpha,
                                                    mix=self.dba_mix, index_kind=self.index)
@@ -163,7 +184,7 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
             vectors = self.label_projection_.transform(vectors)
         self.catalog_ = catalog
         self.build_report_: BuildReport = report
-        self.backbone_ = report.backbone
+        self.backbone_ = report.backbone if report.backbone != "auto" else resolve_backbone("auto").name
         self.backbone_reason_ = report.reason
         self.backbone_fallback_ = report.fallback
         self.image_vectors_ = vectors  # the one copy: item and photo queries both score against it
@@ -176,7 +197,8 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         self.attributes_ = AttributeIndex.from_items(catalog.items)
         self.image_index_ = self._build_index(vectors, has_image)
         rows = np.flatnonzero(has_image)
-        self.references_.update(image=dense_reference(vectors, rows), colour=dense_reference(colours, rows))
+        self.references_.update(image=dense_reference(vectors, rows, nearest=self._index_nearest(vectors, rows)),
+                                colour=dense_reference(colours, rows))
         self.ranker_ = HybridRanker(self.weight, self.references_["image"], self.references_["metadata"])
         self.changed_since_metadata_fit_ = 0
         self._lock = ReadWriteLock()
@@ -205,6 +227,16 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         rows = np.flatnonzero(has_image)
         index.add(rows, vectors[rows])
         return index
+
+    def _index_nearest(self, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+        """Similarity of sampled products to their nearest other product, through the ANN index
+        (None with the exact backend: :func:`dense_reference` scans the probes itself)."""
+        if self.image_index_ is None or len(rows) < 2:
+            return None
+        probes = rows[np.random.default_rng(0).permutation(len(rows))[:DEFAULT_PROBES]]
+        scores, ids = self.image_index_.search(vectors[probes], 2)
+        other = np.where(ids[:, 0] == probes, scores[:, 1], scores[:, 0])
+        return other[np.isfinite(other)]
 
     def _projection_labels(self, catalog: Catalog) -> np.ndarray:
         col = self.label_projection

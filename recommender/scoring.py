@@ -30,10 +30,20 @@ def dense_scores(vectors: np.ndarray, q: np.ndarray, rows: np.ndarray | None = N
     return out
 
 
-def sparse_scores(matrix: sp.csr_matrix, qrow: sp.csr_matrix, rows: np.ndarray | None = None) -> np.ndarray:
-    """Cosine of the sparse query row with ``matrix[rows]`` (all rows when None), as dense float32."""
-    sub = matrix if rows is None or len(rows) > matrix.shape[0] // 4 else matrix[rows]
-    out = np.asarray((sub @ qrow.T).todense(), dtype=np.float32).ravel()
+def sparse_scores(matrix: sp.csr_matrix, qrow: sp.csr_matrix, rows: np.ndarray | None = None,
+                  postings: sp.csc_matrix | None = None) -> np.ndarray:
+    """Cosine of the sparse query row with ``matrix[rows]`` (all rows when None), as dense float32.
+
+    With ``postings`` (the matrix in CSC form) a large ``rows`` set is scored through the query's
+    own columns only - the inverted lists of its few terms - instead of a pass over every row.
+    """
+    q = sp.csr_matrix(qrow)
+    large = rows is None or len(rows) > matrix.shape[0] // 4
+    if large and postings is not None:
+        out = np.asarray(postings[:, q.indices] @ q.data.astype(np.float32), dtype=np.float32).ravel()
+        return out if rows is None else out[rows]
+    sub = matrix if large else matrix[rows]
+    out = np.asarray((sub @ q.T).todense(), dtype=np.float32).ravel()
     return out[rows] if sub is matrix and rows is not None else out
 
 

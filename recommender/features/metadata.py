@@ -153,18 +153,35 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
         return self.transform(pd.DataFrame([row])), recognised
 
     def recognise(self, text: str) -> dict[str, list[str]]:
-        """Categorical values named in ``text`` as whole phrases (plurals folded): ``{field: values}``."""
-        fold = self.fold_plurals
-        lowered = f" {_normalise_words(text, fold)} "
-        recognised: dict[str, list[str]] = {}
-        for name, kind in self.field_kinds_.items():
-            if kind == "text":
-                continue
-            hits = [v for v in self.vectorizers_[name].vocabulary_
-                    if _normalise_words(v, fold) and f" {_normalise_words(v, fold)} " in lowered]
-            if hits:
-                recognised[name] = sorted(hits)
-        return recognised
+        """Categorical values named in ``text`` as whole phrases (plurals folded): ``{field: values}``.
+
+        A lookup of the text's word n-grams in a phrase table built once per fitted encoder, so the
+        cost does not grow with the number of brands or categories.
+        """
+        table = self._phrase_table()
+        words = _normalise_words(text, self.fold_plurals).split()
+        longest = max((len(p.split()) for p in table), default=0)
+        found: dict[str, set[str]] = {}
+        for size in range(1, longest + 1):
+            for start in range(len(words) - size + 1):
+                for name, value in table.get(" ".join(words[start:start + size]), ()):
+                    found.setdefault(name, set()).add(value)
+        return {name: sorted(values) for name, values in found.items()}
+
+    def _phrase_table(self) -> dict[str, list[tuple[str, str]]]:
+        """Normalised phrase -> ``[(field, value)]`` over every categorical vocabulary (built lazily)."""
+        table = getattr(self, "_phrases", None)
+        if table is None:
+            table = {}
+            for name, kind in self.field_kinds_.items():
+                if kind == "text":
+                    continue
+                for value in self.vectorizers_[name].vocabulary_:
+                    phrase = _normalise_words(value, self.fold_plurals)
+                    if phrase:
+                        table.setdefault(phrase, []).append((name, value))
+            self._phrases = table
+        return table
 
     def text_words(self, text: str) -> list[str]:
         """The words of ``text`` the text fields know (after stop words and plural folding)."""

@@ -75,12 +75,18 @@ def dense_reference(vectors: np.ndarray, rows: np.ndarray, n_pairs: int = DEFAUL
                            for s in range(0, len(a), block)])
     if nearest is None:
         probes = _probes(rows, DEFAULT_PROBES, seed)
+        live = np.zeros(len(vectors), dtype=bool)
+        live[rows] = True
         nearest = np.empty(len(probes), np.float32)
-        step = max(1, 50_000_000 // max(len(rows), 1))
+        step = max(1, 50_000_000 // max(len(vectors), 1))
         for s in range(0, len(probes), step):
             p = probes[s:s + step]
-            sim = vectors[p].astype(np.float32) @ vectors[rows].astype(np.float32).T
-            sim[p[:, None] == rows[None, :]] = -np.inf
+            sim = np.empty((len(p), len(vectors)), np.float32)
+            q = vectors[p].astype(np.float32)
+            for b in range(0, len(vectors), 65_536):  # no full-size float32 copy of a float16 matrix
+                sim[:, b:b + 65_536] = q @ vectors[b:b + 65_536].astype(np.float32, copy=False).T
+            sim[:, ~live] = -np.inf
+            sim[np.arange(len(p)), p] = -np.inf
             nearest[s:s + step] = sim.max(axis=1)
     return SideReference(float(np.median(sims)), float(np.median(nearest)))
 
