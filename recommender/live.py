@@ -33,6 +33,15 @@ from recommender.store.build import build_embeddings, image_hashes
 PATCHABLE = ("name", "description", "category", "sub_category", "brand", "colour", "price")
 
 
+def _blank_missing_prices(frame: pd.DataFrame) -> pd.DataFrame:
+    """A missing price (NaN / None) as the empty cell the loader expects ("nan" would be refused)."""
+    if "price" not in frame.columns:
+        return frame
+    frame = frame.copy()
+    frame["price"] = [("" if v is None or (isinstance(v, float) and np.isnan(v)) else v) for v in frame["price"]]
+    return frame
+
+
 class ReadWriteLock:
     """Many readers or one writer; a waiting writer holds new readers back (no writer starvation).
 
@@ -122,7 +131,7 @@ class LiveUpdatesMixin:
         """
         if not isinstance(products, pd.DataFrame):
             raise CatalogError("upsert takes a table (pandas DataFrame) of products")
-        new = catalog_from_frame(products, self.catalog_.root)
+        new = catalog_from_frame(_blank_missing_prices(products), self.catalog_.root)
         with self._lock.updating:
             report = UpdateReport()
             rows = self._prepare_rows(new, report)
@@ -145,7 +154,7 @@ class LiveUpdatesMixin:
             row = self.catalog_.items.iloc[[pos]].copy()
             for name, value in fields.items():
                 row[name] = "" if value is None else value
-            new = catalog_from_frame(row, self.catalog_.root)  # validates the price, strips text
+            new = catalog_from_frame(_blank_missing_prices(row), self.catalog_.root)  # validates the price
             rows = _NewRows(new.items, self.image_vectors_[[pos]], self.colour_vectors_[[pos]],
                             self.has_image_[[pos]], self.metadata_encoder_.transform(new.items))
             with self._lock.writing():

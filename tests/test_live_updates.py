@@ -2,6 +2,7 @@
 
 import threading
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image, ImageOps
@@ -57,6 +58,14 @@ def test_patch_changes_metadata_and_filters_see_it(live, demo_catalog):
     with pytest.raises(CatalogError, match="price is not a number"):
         live.patch("tent", {"price": "cheap"})
     assert live.products().set_index("id").loc["tent", "price"] == 99.5  # a refused patch changes nothing
+
+
+def test_products_without_a_price_can_be_upserted_and_patched(live, demo_catalog):
+    live.upsert(_row(demo_catalog, "tent", price=float("nan")))
+    live.patch("tent", {"name": "Dome Tent"})
+    tent = live.products().set_index("id").loc["tent"]
+    assert tent["name"] == "Dome Tent" and np.isnan(tent["price"])
+    assert "tent" not in live.recommend(item="road-bike", k=88, filters=Filters(price_max=10_000)).ids
 
 
 def test_remove_is_immediate_everywhere(live):
