@@ -35,9 +35,9 @@ DEFAULT_EXACT_BELOW = 2_000
 DEFAULT_EXACT_SHARE = 0.02
 #: A filtered walk uses the beam ``ef_search / (4 * share)``, at most ``MAX_FILTERED_EF``: measured at 100k
 #: (docs/index.md), recall@10 in the index's own space needs ef >= 128 at a 10% filter (.992) and 512 at 3%
-#: (.995); beyond ~768 faiss's walk gets an order of magnitude slower (ef 1024: 23 ms vs 1.6 ms at 512).
+#: (.995); beyond 512 faiss's walk got an order of magnitude slower (ef 533: 52 ms, 1024: 23 ms, vs 1.3 ms at 512).
 FILTERED_EF_PER_SHARE = 0.25
-MAX_FILTERED_EF = 768
+MAX_FILTERED_EF = 512
 STORAGES = ("float32", "float16")
 
 
