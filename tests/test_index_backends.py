@@ -294,6 +294,9 @@ def test_hnsw_tombstones_are_never_returned_and_compact_keeps_the_answers(cluste
     ref.remove(np.arange(1000, 1500))
     before = index.search(q, K)
     assert not np.isin(before[1], np.arange(1000, 1500)).any()
+    for allow in (np.ones(len(x), bool), np.arange(len(x)) < 1600):  # graph walk with bitmap; exact scan
+        _, ids = index.search(q, K, allow)
+        assert not np.isin(ids, np.arange(1000, 1500)).any() and allow[ids[ids >= 0]].all()
     assert recall(before[1], ref.search(q, K)[1]) >= 0.95
     index.compact()
     assert index.n_tombstones == 0 and index.ntotal == len(x) - 500

@@ -87,6 +87,7 @@ class HNSWIndex(VectorIndex):
         self._n_slots = 0
         self._n_live = 0
         self._alive_bits = None  # cached packed bitmap of _alive (None: stale)
+        self._live_ids = None  # cached bool mask by id (None: stale)
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -142,7 +143,7 @@ class HNSWIndex(VectorIndex):
         self._alive[start:self._n_slots] = True
         self._slot[ids] = np.arange(start, self._n_slots)
         self._n_live += len(ids) - len(replaced)
-        self._alive_bits = None
+        self._alive_bits = self._live_ids = None
         self._maybe_compact()
 
     def remove(self, ids: np.ndarray) -> None:
@@ -155,7 +156,7 @@ class HNSWIndex(VectorIndex):
         self._alive[slots] = False
         self._slot[self._label[slots]] = -1
         self._n_live -= len(slots)
-        self._alive_bits = None
+        self._alive_bits = self._live_ids = None
         self._maybe_compact()
 
     def _maybe_compact(self) -> None:
@@ -174,7 +175,7 @@ class HNSWIndex(VectorIndex):
         self._alive = np.zeros(0, dtype=bool)
         self._slot = np.full(len(self._slot), -1, dtype=np.int64)
         self._n_slots = self._n_live = 0
-        self._alive_bits = None
+        self._alive_bits = self._live_ids = None
         if len(labels):
             self.add(labels, vectors)
 
@@ -212,8 +213,10 @@ class HNSWIndex(VectorIndex):
         allow = np.asarray(allow)
         if allow.dtype != bool or allow.ndim != 1:
             raise ValueError(f"allow must be a 1-d boolean mask by id, got {allow.dtype} {allow.shape}")
+        if self._live_ids is None:
+            self._live_ids = self._slot >= 0
         n = min(len(allow), len(self._slot))
-        return np.flatnonzero(allow[:n] & (self._slot[:n] >= 0))
+        return np.flatnonzero(allow[:n] & self._live_ids[:n])
 
     # -- search paths ------------------------------------------------------------------------
     def _stored(self) -> np.ndarray:
