@@ -15,6 +15,7 @@ Commands (from the repo root; each prints its table):
   python bench/bench_index.py libs --n 100000            # hnswlib vs faiss vs usearch, exact anchor
   python bench/bench_index.py reduce --n 100000          # PCA dims / float16 vs the full-dim ranking
   python bench/bench_index.py backend --n 1000000        # the chosen backend (HNSWIndex) at 1M, save/load
+  python bench/bench_index.py efsweep --n 100000         # filtered-walk recall by beam width (after backend)
   python bench/bench_index.py sparse --n 100000 1000000  # SparseIndex vs dense matrix @ q.T
   python bench/bench_index.py auto --n 5000 10000 20000 50000  # exact vs hnsw on full-dim vectors: the "auto" cut
 
@@ -114,7 +115,7 @@ def exact_truth_of(x: np.ndarray, q: np.ndarray, masks: dict[str, np.ndarray | N
 
     index = ExactIndex(x.shape[1])
     index.add(np.arange(len(x)), x)
-    return {name: np.concatenate([index.search(q[s:s + 100], k, mask)[1] for s in range(0, len(q), 100)])
+    return {name: np.concatenate([index.search(q[s:s + 20], k, mask)[1] for s in range(0, len(q), 20)])
             for name, mask in masks.items()}
 
 
@@ -335,28 +336,36 @@ def cmd_backend(args) -> None:
         gc.collect()
         r0 = rss_mb()
         t0 = time.perf_counter()
-        index = make_index(args.kind, args.dim, n)
-        for idx, c in tiles.chunks():
-            index.add(idx, reducer.transform(c))
+        folder, key = args.cache_dir / "index-save", f"bench-{n}"
+        index = load_index(folder, key, kind=args.kind, dim=args.dim) if args.reuse else None
+        how = "loaded the saved index (--reuse)"
+        if index is None:
+            how = "built"
+            index = make_index(args.kind, args.dim, n)
+            for idx, c in tiles.chunks():
+                index.add(idx, reducer.transform(c))
         build = time.perf_counter() - t0
         gc.collect()
         mem = rss_mb() - r0
-        print(f"\n## {type(index).__name__} ({index.kind}) n={n:,} dim={args.dim}: build {build:.1f} s, "
+        print(f"\n## {type(index).__name__} ({index.kind}) n={n:,} dim={args.dim}: {how} in {build:.1f} s, "
               f"+{mem:.0f} MB RSS ({mem * 2**20 / n:.0f} B/vector); {args.queries} single-threaded queries")
-        print("| filter | recall@10 vs full-dim exact | p50 / p99 ms |")
-        print("|---|---|---|")
+        # Exact answers in the index's own (reduced) space: what the ANN can at best find; the gap to the
+        # full-dim truth is the reduction's, which the hybrid's exact re-scoring of candidates removes.
+        same_space = exact_truth_of(index.get_vectors(np.arange(n)), qr, masks)
+        print("| filter | recall@10 vs full-dim exact | vs exact in the same space | p50 / p99 ms |")
+        print("|---|---|---|---|")
         for name, mask in masks.items():
             found, ms = latencies(lambda qq, mask=mask, index=index: index.search(qq, K, mask)[1], qr)
-            print(f"| {name} | {recall(found, truth[name]):.3f} | {pct(ms)} |", flush=True)
-        folder = args.cache_dir / "index-save"
+            print(f"| {name} | {recall(found, truth[name]):.3f} | {recall(found, same_space[name]):.3f} | {pct(ms)} |",
+                  flush=True)
         t0 = time.perf_counter()
-        save_index(index, folder, f"bench-{n}")
+        save_index(index, folder, key)
         save_s = time.perf_counter() - t0
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         del index
         gc.collect()
         t0 = time.perf_counter()
-        loaded = load_index(folder, f"bench-{n}")
+        loaded = load_index(folder, key)
         load_s = time.perf_counter() - t0
         found, ms = latencies(lambda qq, loaded=loaded: loaded.search(qq, K)[1], qr)
         print(f"save {save_s:.1f} s ({size / 2**20:.0f} MB on disk), load {load_s:.1f} s; after load recall "
@@ -442,6 +451,43 @@ def cmd_sparse(args) -> None:
         gc.collect()
 
 
+# -- efsweep: the beam a filtered walk needs -----------------------------------------------------
+def cmd_efsweep(args) -> None:
+    """Needs the index a ``backend --n N`` run saved; recall in the index's own space, p50/p99 per beam width."""
+    import faiss
+
+    from recommender.index.exact import l2_normalise, top_k_among
+    from recommender.index.persist import load_index
+    from recommender.index.reduce import PCAReducer
+
+    base = base_vectors(args.cache_dir)
+    for n in args.n:
+        index = load_index(args.cache_dir / "index-save", f"bench-{n}", kind="hnsw")
+        if index is None:
+            sys.exit(f"no saved index for n={n}: run `backend --n {n}` first")
+        q = l2_normalise(PCAReducer(index.dim).fit(base).transform(Tiles(base, n).queries(args.queries)))
+        stored = index.get_vectors(np.arange(n))
+        rng = np.random.default_rng(11)
+        print(f"\n## n={n:,}: filtered faiss HNSW walk by beam width ({args.queries} single queries)")
+        print("| filter | ef | recall@10 vs exact (same space) | p50 / p99 ms |")
+        print("|---|---|---|---|")
+        for share in (0.10, 0.03):
+            allowed = np.flatnonzero(rng.random(n) < share)
+            truth = top_k_among(q, stored[allowed], allowed, K)[1]
+            slots = np.zeros(index._n_slots, bool)
+            slots[index._slot[allowed]] = True
+            bits = np.packbits(slots, bitorder="little")
+            for ef in (64, 128, 256, 512, 1024):
+                ids, ms = [], []
+                for qq in q:
+                    t0 = time.perf_counter()
+                    params = faiss.SearchParametersHNSW(sel=faiss.IDSelectorBitmap(bits), efSearch=ef)
+                    _, found = index._graph.search(qq[None], K, params=params)
+                    ms.append((time.perf_counter() - t0) * 1e3)
+                    ids.append(index._label[found[0]])
+                print(f"| {share:.0%} | {ef} | {recall(np.array(ids), truth):.3f} | {pct(np.array(ms))} |", flush=True)
+
+
 # -- auto: where the exact scan stops being the better choice ---------------------------------
 def cmd_auto(args) -> None:
     from recommender.index import make_index
@@ -471,7 +517,7 @@ def cmd_auto(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("libs", "reduce", "backend", "sparse", "auto"))
+    parser.add_argument("command", choices=("libs", "reduce", "backend", "sparse", "auto", "efsweep"))
     parser.add_argument("--n", type=int, nargs="+", default=[100_000])
     parser.add_argument("--dim", type=int, default=256, help="PCA dimensions for the ANN (libs, backend)")
     parser.add_argument("--dims", type=int, nargs="+", default=[128, 256, 512], help="PCA dims to try (reduce)")
@@ -479,6 +525,7 @@ def main() -> None:
     parser.add_argument("--rescore", type=int, default=100, help="candidates re-scored in full dim (reduce)")
     parser.add_argument("--libs", default="hnswlib,faiss,usearch")
     parser.add_argument("--kind", default="hnsw", help="make_index kind (backend)")
+    parser.add_argument("--reuse", action="store_true", help="backend: load the index saved by an earlier run")
     parser.add_argument("--m", type=int, default=16)
     parser.add_argument("--ef-c", type=int, default=100)
     parser.add_argument("--ef", type=int, default=64)
@@ -487,7 +534,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"bench_index {args.command}: {' '.join(sys.argv[1:])}  (cpus: {os.cpu_count()}, load "
           f"{os.getloadavg()[0]:.1f})")
-    commands = {"libs": cmd_libs, "reduce": cmd_reduce, "backend": cmd_backend, "sparse": cmd_sparse, "auto": cmd_auto}
+    commands = {"libs": cmd_libs, "reduce": cmd_reduce, "backend": cmd_backend, "sparse": cmd_sparse, "auto": cmd_auto,
+                "efsweep": cmd_efsweep}
     commands[args.command](args)
 
 

@@ -279,3 +279,39 @@ def test_pca_reducer_keeps_the_neighbours_of_real_vectors(real_tiled, tmp_path):
     with pytest.raises(ValueError):
         PCAReducer(8).fit(np.full((4, 16), np.nan))
     assert PCAReducer(100).fit(x[:, :32]).transform(x[:2, :32]).shape == (2, 32)  # nothing to reduce
+
+
+def test_hnsw_tombstones_are_never_returned_and_compact_keeps_the_answers(clustered, tmp_path):
+    x, q = clustered
+    index = HNSWIndex(x.shape[1])
+    index.add(np.arange(len(x)), x)
+    index.add(np.arange(0, 1000), x[1000:2000])  # 1,000 upserts: 1,000 tombstoned slots
+    index.remove(np.arange(1000, 1500))
+    assert index.ntotal == len(x) - 500 and index.n_tombstones == 1500
+    ref = make_index("exact", x.shape[1])
+    ref.add(np.arange(len(x)), x)
+    ref.add(np.arange(0, 1000), x[1000:2000])
+    ref.remove(np.arange(1000, 1500))
+    before = index.search(q, K)
+    assert not np.isin(before[1], np.arange(1000, 1500)).any()
+    for allow in (np.ones(len(x), bool), np.arange(len(x)) < 1600):  # graph walk with bitmap; exact scan
+        _, ids = index.search(q, K, allow)
+        assert not np.isin(ids, np.arange(1000, 1500)).any() and allow[ids[ids >= 0]].all()
+    assert recall(before[1], ref.search(q, K)[1]) >= 0.95
+    index.compact()
+    assert index.n_tombstones == 0 and index.ntotal == len(x) - 500
+    assert recall(index.search(q, K)[1], ref.search(q, K)[1]) >= 0.95
+    np.testing.assert_allclose(index.get_vectors(np.array([3])), ref.get_vectors(np.array([3])), atol=1e-6)
+
+
+def test_hnsw_float16_storage_keeps_recall_and_scores(clustered):
+    x, q = clustered
+    half = HNSWIndex(x.shape[1], storage="float16")
+    half.add(np.arange(len(x)), x)
+    scores, ids = half.search(q, K)
+    assert recall(ids, exact_ids(x, q)) >= 0.95
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    np.testing.assert_allclose(scores[:, 0], np.sum(qn * xn[ids[:, 0]], axis=1), atol=2e-3)
+    with pytest.raises(ValueError, match="storage"):
+        HNSWIndex(4, storage="int3")

@@ -1,7 +1,7 @@
 """Inverted index for the metadata side: top-k by sparse dot product, touching only the query's postings.
 
 The metadata vectors are TF-IDF/BM25-like CSR rows (tens of non-zeros among tens of thousands of
-terms). ``items @ q.T`` over the whole CSR matrix visits every stored entry of every item; an
+terms). ``items @ q.T`` (a sparse x sparse product) visits every stored entry of every item; an
 inverted index (the matrix in CSC = one postings list per term) visits only the postings of the
 query's few terms, and the scores of items sharing no term stay zero, so only the touched items
 compete for the top-k. Same ``allow`` mask and add/remove semantics as :class:`VectorIndex`, by id.
@@ -38,6 +38,7 @@ class SparseIndex:
         self._delta = sp.csr_matrix((0, self.n_terms), dtype=np.float32)
         self._delta_ids = np.zeros(0, dtype=np.int64)
         self._where = np.zeros(0, dtype=np.int8)  # by id: 0 absent, 1 in main, 2 in delta
+        self._plain = True  # main slot i holds id i and none was replaced/removed since fit: skip the remapping
 
     # -- building ----------------------------------------------------------------------------
     def _rows(self, X, n: int | None = None) -> sp.csr_matrix:
@@ -71,6 +72,7 @@ class SparseIndex:
         self._where = np.zeros(0, dtype=np.int8)
         self._grow(int(ids.max()) + 1 if len(ids) else 0)
         self._where[ids] = 1
+        self._plain = bool(np.array_equal(ids, np.arange(len(ids))))
         return self
 
     @property
@@ -100,6 +102,7 @@ class SparseIndex:
         old = np.isin(self._delta_ids, ids)
         if old.any():
             self._delta, self._delta_ids = self._delta[~old], self._delta_ids[~old]
+        self._plain = self._plain and not (self._where[ids] == 1).any()
         self._delta = sp.vstack([self._delta, m], format="csr")
         self._delta_ids = np.concatenate([self._delta_ids, ids])
         self._where[ids] = 2
@@ -109,6 +112,7 @@ class SparseIndex:
     def remove(self, ids: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64).ravel()
         ids = ids[(ids >= 0) & (ids < len(self._where))]
+        self._plain = self._plain and not (self._where[ids] == 1).any()
         self._where[ids] = 0
         gone = np.isin(self._delta_ids, ids)
         if gone.any():
@@ -130,18 +134,20 @@ class SparseIndex:
         terms, weights = q.indices, q.data
         p = self._postings
         starts, ends = p.indptr[terms], p.indptr[terms + 1]
-        lengths = ends - starts
-        if lengths.sum():
-            # Gather the postings of the query's terms only: (slot, weight * term weight) pairs.
-            offsets = np.repeat(starts - np.cumsum(np.concatenate([[0], lengths[:-1]])), lengths)
-            pos = np.arange(lengths.sum()) + offsets
-            slots = p.indices[pos]
-            contrib = p.data[pos] * np.repeat(weights, lengths)
-            touched, inverse = np.unique(slots, return_inverse=True)
-            acc = np.bincount(inverse, weights=contrib, minlength=len(touched)).astype(np.float32)
-            main_ids = self._main_ids[touched]
-            live = self._where[main_ids] == 1
-            ids, scores = main_ids[live], acc[live]
+        if (ends > starts).any():
+            # Gather the postings of the query's terms only, accumulate per slot. bincount into an n-long
+            # accumulator then flatnonzero is O(postings + n) and measured 60x faster than np.unique (a sort) of
+            # the touched slots at 100k (1.6 vs 97 ms; frequent terms make a query touch ~130k postings).
+            slots = np.concatenate([p.indices[a:b] for a, b in zip(starts, ends, strict=True)])
+            contrib = np.concatenate([p.data[a:b] * w for a, b, w in zip(starts, ends, weights, strict=True)])
+            acc = np.bincount(slots, weights=contrib, minlength=p.shape[0])
+            touched = np.flatnonzero(acc)
+            if self._plain:  # slot = id, all live: ascending ids already
+                ids, scores = touched, acc[touched].astype(np.float32)
+            else:
+                main_ids = self._main_ids[touched]
+                live = self._where[main_ids] == 1
+                ids, scores = main_ids[live], acc[touched][live].astype(np.float32)
         else:
             ids, scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
         if len(self._delta_ids):
@@ -170,8 +176,9 @@ class SparseIndex:
                 ids, scores = ids[ok], scores[ok]
             if not len(ids) or k == 0:
                 continue
-            order = np.argsort(ids, kind="stable")  # top_k breaks ties by position: make that the id order
-            ids, scores = ids[order], scores[order]
+            if not (self._plain and not len(self._delta_ids)):
+                order = np.argsort(ids, kind="stable")  # top_k breaks ties by position: make that the id order
+                ids, scores = ids[order], scores[order]
             s, pos = top_k(scores[None, :], k)
             out_s[r] = s[0]
             out_i[r] = np.where(pos[0] >= 0, ids[np.maximum(pos[0], 0)], -1)
