@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 
 from recommender.catalog.loader import Catalog
 from recommender.errors import ImageError
-from recommender.features.images import open_image
+from recommender.features.images import open_image, pad_to_square
 from recommender.ranking.results import Recommendations
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -71,6 +72,33 @@ class ImageDownload:
     mime: str
 
 
+def download_name(path: Path | str) -> tuple[str, str]:
+    """The file name and MIME type :func:`image_download` gives the image at ``path`` (known before decoding)."""
+    path = Path(path)
+    as_jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).strip("._")[:80] or "image"
+    return (f"{stem}.jpg", "image/jpeg") if as_jpeg else (f"{stem}.png", "image/png")
+
+
+def encode_image(image: Image.Image, fmt: str, max_side: int | None = None) -> bytes:
+    """``image`` (RGB) as a new ``fmt`` file (``JPEG``, ``PNG``, ``BMP``), shrunk to ``max_side`` if larger."""
+    if max_side is not None and max(image.size) > max_side:
+        image = image.copy()
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def square_image(image: Image.Image, max_side: int) -> bytes:
+    """A product card's picture: ``image`` centred on a white square of its own size (at most ``max_side``), JPEG.
+
+    Cards line up because every picture is square; the full-screen view shows the real resolution.
+    """
+    side = min(max(image.size), max_side)
+    return encode_image(Image.fromarray(pad_to_square(image, side)), "JPEG")
+
+
 def confined_image_path(catalog: Catalog, position: int) -> Path:
     """The image file of catalog row ``position``, resolved; ImageError if it lies outside the catalog folder.
 
@@ -87,25 +115,20 @@ def confined_image_path(catalog: Catalog, position: int) -> Path:
     return resolved
 
 
+def product_image(catalog: Catalog, position: int) -> Image.Image:
+    """The decoded image (8-bit RGB) of catalog row ``position``, read only from inside the catalog folder."""
+    return open_image(confined_image_path(catalog, position))
+
+
 def image_download(catalog: Catalog, position: int, max_side: int | None = None) -> ImageDownload:
     """Catalog row ``position``'s image as a fresh PNG/JPEG file made from its decoded pixels.
 
     Raises :class:`ImageError` when the file is outside the catalog folder or does not decode.
     ``max_side`` optionally bounds the longest side (aspect ratio kept).
     """
-    path = confined_image_path(catalog, position)
-    image = open_image(path)
-    if max_side is not None and max(image.size) > max_side:
-        image.thumbnail((max_side, max_side))
-    as_jpeg = path.suffix.lower() in (".jpg", ".jpeg")
-    buf = io.BytesIO()
-    if as_jpeg:
-        image.save(buf, format="JPEG", quality=92)
-    else:
-        image.save(buf, format="PNG", optimize=False)
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).strip("._") or "image"
-    return ImageDownload(buf.getvalue(), f"{stem[:80]}.{'jpg' if as_jpeg else 'png'}",
-                         "image/jpeg" if as_jpeg else "image/png")
+    file_name, mime = download_name(catalog.image_path(position))
+    data = encode_image(product_image(catalog, position), "JPEG" if mime == "image/jpeg" else "PNG", max_side)
+    return ImageDownload(data, file_name, mime)
 
 
 # -- prices -----------------------------------------------------------------------------------------
@@ -119,7 +142,7 @@ def catalog_currency(catalog: Catalog) -> str:
     return setting if _CURRENCY_CODE.match(setting) else DEFAULT_CURRENCY
 
 
-def format_price(value: object, currency: str = DEFAULT_CURRENCY) -> str:
+def format_price(value: object, currency: str = DEFAULT_CURRENCY, decimals: int = 2) -> str:
     """``$1,299.00``, ``€12.50``, ``CHF 9.90``; empty for a missing or non-finite price."""
     try:
         number = float(value)  # type: ignore[arg-type]
@@ -128,4 +151,4 @@ def format_price(value: object, currency: str = DEFAULT_CURRENCY) -> str:
     if not math.isfinite(number):
         return ""
     symbol = CURRENCY_SYMBOLS.get(currency)
-    return f"{symbol}{number:,.2f}" if symbol else f"{currency} {number:,.2f}"
+    return f"{symbol}{number:,.{decimals}f}" if symbol else f"{currency} {number:,.{decimals}f}"
