@@ -60,7 +60,28 @@ def test_evaluate_passes_the_opt_in_levers(demo_recommender, tmp_path, capsys):
     loo = json.loads(out_json.read_text())["leave_one_out"]
     assert loo["image_pipeline"].endswith("label projection 'sub_category' 0.3 + photo colour 0.3")
     assert loo["n_queries"] == 89 and set(loo["results"]) == {"image", "metadata", "photo", "hybrid_w0.7"}
-    assert json.loads(capsys.readouterr().out) == json.loads(out_json.read_text())
+    assert f"full results: {out_json}" in capsys.readouterr().out
+
+
+def test_evaluate_prints_a_summary_table_and_json_on_request(demo_recommender, tmp_path, capsys):
+    args = ["evaluate", "--cache", str(demo_recommender.cache_dir), "--backbone", "efficientnet_lite0",
+            "--label", "sub_category", "--protocol", "loo", "--k", "1", "5", "--weights", "0.5", "0.7"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "Leave-one-out by sub_category: 89 queries over 89 products (0 skipped)"
+    header = next(line for line in lines if line.startswith("method"))
+    assert header.split() == ["method", "P@1", "P@5", "nDCG@5", "MAP@5"]
+    rows = {line.split("  ")[0].strip(): line for line in lines if line.startswith(("image only", "hybrid w="))}
+    assert set(rows) >= {"image only", "hybrid w=0.5"} and any(k.endswith("*") for k in rows)
+    assert "[" in rows["image only"] and "{" not in out  # means with intervals, no JSON
+    assert len(lines) < 40 and "--json" in lines[-1]
+    # --json: the full results on stdout instead, the same as --out writes.
+    out_json = tmp_path / "eval.json"
+    assert main([*args, "--json", "--out", str(out_json)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out_json.read_text())
+    assert printed["leave_one_out"]["n_queries"] == 89 and "per_class" in printed["leave_one_out"]
 
 
 def test_label_projection_on_an_unknown_column_is_a_message(small_catalog_dir, tmp_path, capsys):
