@@ -187,7 +187,7 @@ def result_card(rank: int, r: Recommendation, catalog: Catalog, currency: str, c
             st.write(md(item["description"]) if item["description"] else "_No description._")
             st.caption(f"id: {md(r.id)}")
             if picture is not None:  # decoded inside the catalog folder: serve those pixels, re-encoded
-                file_name, mime = download_name(path)
+                file_name, mime = download_name(catalog, r.position)
                 st.download_button("Download image", data=lambda pos=r.position: image_download(catalog, pos).data,
                                    file_name=file_name, mime=mime, key=f"download_{r.id}",
                                    icon=":material/download:", on_click="ignore")

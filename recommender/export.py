@@ -72,9 +72,15 @@ class ImageDownload:
     mime: str
 
 
-def download_name(path: Path | str) -> tuple[str, str]:
-    """The file name and MIME type :func:`image_download` gives the image at ``path`` (known before decoding)."""
-    path = Path(path)
+def _written_path(catalog: Catalog, position: int) -> Path:
+    """Row ``position``'s image path as the catalog wrote it (for names and messages, never for reading)."""
+    source = getattr(catalog, "image_source", None)  # catalogs that confine paths themselves keep it here
+    return Path(source(position)) if source is not None else catalog.image_path(position)
+
+
+def download_name(catalog: Catalog, position: int) -> tuple[str, str]:
+    """The file name and MIME type :func:`image_download` gives row ``position``'s image (known before decoding)."""
+    path = _written_path(catalog, position)
     as_jpeg = path.suffix.lower() in (".jpg", ".jpeg")
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).strip("._")[:80] or "image"
     return (f"{stem}.jpg", "image/jpeg") if as_jpeg else (f"{stem}.png", "image/png")
@@ -102,16 +108,21 @@ def square_image(image: Image.Image, max_side: int) -> bytes:
 def confined_image_path(catalog: Catalog, position: int) -> Path:
     """The image file of catalog row ``position``, resolved; ImageError if it lies outside the catalog folder.
 
-    Symlinks and ``..`` are resolved first, so neither can lead out of the folder.
+    Symlinks and ``..`` are resolved first, so neither can lead out of the folder (or the catalog's
+    configured image roots, where it has them).
     """
-    path = catalog.image_path(position)
+    name = _written_path(catalog, position).name
+    refusal = getattr(catalog, "image_refusal", None)
+    if refusal is not None and refusal(position):
+        raise ImageError(f"{name}: outside the catalog folder; not served")
     try:
-        resolved = path.resolve(strict=True)
+        resolved = catalog.image_path(position).resolve(strict=True)
     except (OSError, RuntimeError):
-        raise ImageError(f"{path.name}: file not found") from None
-    roots = [Path(catalog.root), *(Path(r) for r in getattr(catalog, "image_roots", ()) or ())]
-    if not any(resolved.is_relative_to(root.resolve()) for root in roots):
-        raise ImageError(f"{path.name}: outside the catalog folder; not served")
+        raise ImageError(f"{name}: file not found") from None
+    allowed = getattr(catalog, "allowed_roots", None)
+    roots = [r for r in allowed() if r is not None] if allowed is not None else [Path(catalog.root).resolve()]
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise ImageError(f"{name}: outside the catalog folder; not served")
     return resolved
 
 
@@ -126,7 +137,7 @@ def image_download(catalog: Catalog, position: int, max_side: int | None = None)
     Raises :class:`ImageError` when the file is outside the catalog folder or does not decode.
     ``max_side`` optionally bounds the longest side (aspect ratio kept).
     """
-    file_name, mime = download_name(catalog.image_path(position))
+    file_name, mime = download_name(catalog, position)
     data = encode_image(product_image(catalog, position), "JPEG" if mime == "image/jpeg" else "PNG", max_side)
     return ImageDownload(data, file_name, mime)
 
