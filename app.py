@@ -292,12 +292,13 @@ def main() -> None:
     st.divider()
     try:
         with st.spinner("Finding similar products..."):
-            res = rec.recommend(**query, k=k, weight=weight, filters=filters, colour_weight=colour,
-                                diversity=diversity)
+            # A description has no image side: its (disabled) weight is not passed on.
+            res = rec.recommend(**query, k=k, weight=None if mode == "text" else weight, filters=filters,
+                                colour_weight=colour, diversity=diversity)
     except RecommenderError as exc:
         st.error(str(exc), icon=":material/error:")
         return
-    results(res, catalog, filters, f["currency"], card_image, more_like)
+    results(res, catalog, filters, f["currency"], card_image, more_like, text_query=mode == "text")
 
 
 if __name__ == "__main__":

@@ -194,9 +194,8 @@ def result_card(rank: int, r: Recommendation, catalog: Catalog, currency: str, c
 
 
 def results(res: Recommendations, catalog: Catalog, filters: Filters, currency: str, card_image: Callable,
-            more_like: Callable) -> None:
+            more_like: Callable, text_query: bool = False) -> None:
     head, button = st.columns([4, 1], vertical_alignment="bottom")
-    text_query = res.query.startswith("text")
     with head:
         st.subheader(count(len(res), "result"))
         passing = "passes" if res.n_candidates == 1 else "pass"
