@@ -3,9 +3,9 @@
     python bench/bench_app_start.py [--runs 3]
 
 Runs ``.venv/bin/streamlit run app.py`` from the repository root (a ``.venv`` inside the project,
-as the README sets it up), alternating the file watcher as shipped in ``.streamlit/config.toml``
-with ``--server.fileWatcherType auto`` (what the app did before: the watcher walks the whole
-project, ``.venv`` included). Each run is a fresh server process (TensorFlow not yet imported,
+as the README sets it up), alternating ``.streamlit/config.toml`` as shipped with the settings the
+app had before (``--server.fileWatcherType auto --server.address 0.0.0.0``: the watcher walks the
+whole project, ``.venv`` included). Each run is a fresh server process (TensorFlow not yet imported,
 the embedding cache warm), measured until the first "More like this" button shows in headless
 Chromium. Prints per-setting median, min-max and the count of "Inotify" lines in the server log.
 Needs ``playwright`` and ``/usr/bin/chromium``.
@@ -25,7 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-SETTINGS = {"shipped config": [], "watcher auto (before)": ["--server.fileWatcherType", "auto"]}
+# "before" = main's config: file watcher auto, every interface (which makes a headless start look
+# up the machine's external IP on the internet to print it).
+SETTINGS = {"shipped config": [],
+            "before (watcher auto)": ["--server.fileWatcherType", "auto", "--server.address", "0.0.0.0"]}
 
 
 def free_port() -> int:
@@ -61,7 +64,8 @@ def one_run(extra: list[str], browser) -> tuple[float, int]:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-        inotify = Path(log.name).read_text(errors="replace").count("Inotify")
+        text = Path(log.name).read_text(errors="replace")
+        inotify = text.count("Inotify")
     return elapsed, inotify
 
 
