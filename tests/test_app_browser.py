@@ -129,9 +129,11 @@ def test_starts_quietly_and_offline(server, page):
     for noise in ("Inotify", "Traceback", "external IP", "absl::InitializeLog", "cuda"):
         assert noise not in log, log[-3000:]
     # Cards show the real image (full screen shows these pixels), not a 320-px thumbnail.
-    page.wait_for_function("() => [...document.images].every(img => img.complete && img.naturalWidth > 0)")
+    expect(page.get_by_role("button", name="More like this")).to_have_count(12)
+    page.wait_for_function("() => document.images.length >= 13 && "
+                           "[...document.images].every(img => img.complete && img.naturalWidth > 0)")
     widths = page.evaluate("() => [...document.images].map(img => img.naturalWidth)")
-    assert len(widths) >= 12 and min(widths) >= 400
+    assert len(widths) >= 13 and min(widths) >= 400, widths  # 12 cards and the query product
 
 
 def test_clear_filters_resets_the_price_slider(page):
@@ -176,6 +178,17 @@ def test_upload_a_photo_in_a_real_browser(page, tmp_path):
     expect(page.get_by_text("Query: uploaded image", exact=False)).to_be_visible()
     no_errors(page)
 
+    # Let the images finish loading, then keep the picture for the README (the app's defaults).
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => [...document.images].every(img => img.complete && img.naturalWidth > 0)")
+    page.mouse.move(0, 0)
+    page.evaluate("() => document.querySelector('[data-testid=stMain]')?.scrollTo({top: 0})")
+    page.screenshot(path=str(tmp_path / "screenshot.png"))
+    assert (tmp_path / "screenshot.png").stat().st_size > 10_000
+    if os.environ.get("UPDATE_SCREENSHOT") == "1":  # refresh the README's picture on request only
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(tmp_path / "screenshot.png", SCREENSHOT)
+
     # The result list downloads as CSV, best first.
     with page.expect_download() as download:
         page.get_by_role("button", name="Download CSV").click()
@@ -198,14 +211,3 @@ def test_upload_a_photo_in_a_real_browser(page, tmp_path):
     page.get_by_role("radio", name="A photo").click()
     expect(page.get_by_text("1. Tennis Ball", exact=True)).to_be_visible()
     expect(page.get_by_text("Your photo: tennis-ball.jpg", exact=False)).to_be_visible()
-
-    # Let the images finish loading, then keep the picture for the README (the app's defaults).
-    page.wait_for_load_state("networkidle")
-    page.wait_for_function("() => [...document.images].every(img => img.complete && img.naturalWidth > 0)")
-    page.mouse.move(0, 0)
-    page.evaluate("() => document.querySelector('[data-testid=stMain]')?.scrollTo({top: 0})")
-    page.screenshot(path=str(tmp_path / "screenshot.png"))
-    assert (tmp_path / "screenshot.png").stat().st_size > 10_000
-    if os.environ.get("UPDATE_SCREENSHOT") == "1":  # refresh the README's picture on request only
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copyfile(tmp_path / "screenshot.png", SCREENSHOT)
