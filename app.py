@@ -15,7 +15,6 @@ import os
 import sys
 import textwrap
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
@@ -117,22 +116,20 @@ def card_image(image_path: str, position: int, _catalog: Catalog) -> bytes | Non
         return None
 
 
-@dataclass(frozen=True)
-class PreparedUpload:
-    name: str
-    preview: bytes  # JPEG, what the page shows
-    pixels: bytes  # lossless BMP of the decoded photo, what the recommender reads (no second decode)
-
-
 @st.cache_data(show_spinner=False, max_entries=4, ttl=3600)
-def prepared_upload(data: bytes, name: str, max_bytes: int) -> PreparedUpload | str:
-    """Validate and decode an upload once per distinct file (keyed by its bytes); an error message if unusable."""
+def prepared_upload(data: bytes, name: str, max_bytes: int) -> dict[str, str | bytes] | str:
+    """Validate and decode an upload once per distinct file (keyed by its bytes); an error message if unusable.
+
+    Returns ``name``, ``preview`` (JPEG, what the page shows) and ``pixels`` (a lossless BMP of the
+    decoded photo: what the recommender reads, without a second costly decode). Plain types, as
+    st.cache_data stores a copy.
+    """
     try:
         upload = open_upload(data, name, max_bytes=max_bytes)
     except ImageError as exc:
         return f"Cannot use this file. {exc}"
-    return PreparedUpload(upload.name, encode_image(upload.image, "JPEG", PREVIEW_MAX_SIDE),
-                          encode_image(upload.image, "BMP", MODEL_MAX_SIDE))
+    return {"name": upload.name, "preview": encode_image(upload.image, "JPEG", PREVIEW_MAX_SIDE),
+            "pixels": encode_image(upload.image, "BMP", MODEL_MAX_SIDE)}
 
 
 # -- the query -------------------------------------------------------------------------------
@@ -208,9 +205,9 @@ def photo_query() -> tuple[dict | None, bytes | None, str | None]:
         st.error(prepared, icon=":material/error:")
         return None, None, None
     if uploaded is None:
-        st.caption(f"Your photo: {md(prepared.name)}")
+        st.caption(f"Your photo: {md(prepared['name'])}")
         st.button("Remove photo", on_click=forget_photo, icon=":material/close:", type="tertiary")
-    return {"image": prepared.pixels, "text": text}, prepared.preview, prepared.name
+    return {"image": prepared["pixels"], "text": text}, prepared["preview"], str(prepared["name"])
 
 
 def query_widgets(f: dict, catalog: Catalog) -> dict | None:
