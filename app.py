@@ -36,7 +36,13 @@ from app_widgets import (  # noqa: E402 - after the path line above
 from recommender import HybridRecommender, RecommenderError, load_catalog  # noqa: E402
 from recommender.catalog.loader import DEMO_CATALOG, Catalog  # noqa: E402
 from recommender.errors import ImageError  # noqa: E402
-from recommender.export import catalog_currency, encode_image, product_image, square_image  # noqa: E402
+from recommender.export import (  # noqa: E402
+    catalog_currency,
+    download_name,
+    encode_image,
+    product_image,
+    square_image,
+)
 from recommender.features.uploads import MAX_UPLOAD_MB, UPLOAD_EXTENSIONS, open_upload  # noqa: E402
 
 CATALOG_PATH = os.environ.get("RECOMMENDER_CATALOG", str(DEMO_CATALOG))
@@ -105,15 +111,20 @@ def facets(catalog_path: str) -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=2000)
-def card_image(image_path: str, position: int, _catalog: Catalog) -> bytes | None:
-    """A product's picture on a white square at its own resolution (JPEG), or None if it cannot be read.
+def card_image(image_path: str, position: int, _catalog: Catalog) -> dict[str, bytes | str] | None:
+    """A product's picture and its download, from one decode; None if the image cannot be read.
 
-    Keyed by the image path and row; read only from inside the catalog folder.
+    ``picture``: the image on a white square at its own resolution (JPEG; full screen shows it).
+    ``download``, ``file_name``, ``mime``: the decoded pixels re-encoded, never the file's bytes.
+    Read only from inside the catalog folder; keyed by the image path and row.
     """
     try:
-        return square_image(product_image(_catalog, position), CARD_MAX_SIDE)
+        image = product_image(_catalog, position)
     except ImageError:
         return None
+    file_name, mime = download_name(_catalog, position)
+    return {"picture": square_image(image, CARD_MAX_SIDE), "file_name": file_name, "mime": mime,
+            "download": encode_image(image, "JPEG" if mime == "image/jpeg" else "PNG")}
 
 
 @st.cache_data(show_spinner=False, max_entries=4, ttl=3600)
@@ -223,7 +234,8 @@ def query_widgets(f: dict, catalog: Catalog) -> dict | None:
             description = str(catalog.items["description"].iat[pos])
             if description:
                 st.markdown(md(textwrap.shorten(description, 320, placeholder=" …")))
-            preview = card_image(str(catalog.image_path(pos)), pos, catalog)
+            card = card_image(str(catalog.image_path(pos)), pos, catalog)
+            preview = card["picture"] if card else None
             caption = str(catalog.items["name"].iat[pos])
             query = {"item": item}
         elif mode == "photo":

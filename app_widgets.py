@@ -14,7 +14,7 @@ import streamlit as st
 
 from recommender import Filters, HybridRecommender
 from recommender.catalog.loader import Catalog
-from recommender.export import download_name, format_price, image_download, recommendations_csv
+from recommender.export import format_price, recommendations_csv
 from recommender.ranking.results import Recommendation, Recommendations
 from recommender.recommender import DEFAULT_WEIGHT
 
@@ -170,9 +170,9 @@ def result_card(rank: int, r: Recommendation, catalog: Catalog, currency: str, c
     item = catalog.items.iloc[r.position]
     path = catalog.image_path(r.position)
     with st.container(border=True):
-        picture = card_image(str(path), r.position, catalog)
-        if picture is not None:
-            st.image(picture, width="stretch")
+        card = card_image(str(path), r.position, catalog)
+        if card is not None:
+            st.image(card["picture"], width="stretch")
         else:
             st.caption(":material/hide_image: image unavailable")
         st.markdown(f"**{rank}\\. {md(r.name)}**")
@@ -186,11 +186,10 @@ def result_card(rank: int, r: Recommendation, catalog: Catalog, currency: str, c
         with st.expander("Details"):
             st.write(md(item["description"]) if item["description"] else "_No description._")
             st.caption(f"id: {md(r.id)}")
-            if picture is not None:  # decoded inside the catalog folder: serve those pixels, re-encoded
-                file_name, mime = download_name(catalog, r.position)
-                st.download_button("Download image", data=lambda pos=r.position: image_download(catalog, pos).data,
-                                   file_name=file_name, mime=mime, key=f"download_{r.id}",
-                                   icon=":material/download:", on_click="ignore")
+            if card is not None:  # decoded inside the catalog folder: serve those pixels, re-encoded
+                st.download_button("Download image", data=card["download"], file_name=card["file_name"],
+                                   mime=card["mime"], key=f"download_{r.id}", icon=":material/download:",
+                                   on_click="ignore")
 
 
 def results(res: Recommendations, catalog: Catalog, filters: Filters, currency: str, card_image: Callable,

@@ -43,7 +43,7 @@ def test_ordinary_cells_and_numbers_are_unchanged():
 
 
 def hostile_catalog(tmp_path, demo_catalog):
-    """Four demo products renamed/rebranded with formula payloads (copied images)."""
+    """Four demo products, the two balls renamed/rebranded with formula payloads (copied images)."""
     ids = ["laptop", "tennis-ball", "basketball", "football"]
     items = demo_catalog.items.set_index("id").loc[ids].reset_index()
     (tmp_path / "images").mkdir()
@@ -51,9 +51,9 @@ def hostile_catalog(tmp_path, demo_catalog):
         shutil.copy(DEMO_CATALOG.parent / rel, tmp_path / rel)
     items.loc[1, "name"] = HOSTILE["hyperlink"]
     items.loc[1, "brand"] = HOSTILE["at"]
-    items.loc[2, "name"] = HOSTILE["plus"]
-    items.loc[2, "colour"] = HOSTILE["minus"]
-    items.loc[3, "name"] = HOSTILE["tab"]
+    items.loc[3, "name"] = HOSTILE["plus"]
+    items.loc[3, "colour"] = HOSTILE["minus"]
+    items.loc[3, "brand"] = HOSTILE["tab"]
     items.loc[3, "sub_category"] = HOSTILE["cr"]
     return catalog_from_frame(items, tmp_path)
 
@@ -61,8 +61,8 @@ def hostile_catalog(tmp_path, demo_catalog):
 def test_exported_csv_has_no_live_formula(tmp_path, demo_catalog):
     catalog = hostile_catalog(tmp_path, demo_catalog)
     rec = HybridRecommender(backbone="efficientnet_lite0", cache_dir=tmp_path / "cache").fit(catalog)
-    res = rec.recommend(item="laptop", k=3, weight=1.0)
-    assert len(res) == 3
+    res = rec.recommend(item="basketball", k=3)
+    assert {"tennis-ball", "football"} <= set(res.ids)  # the other balls
     rows = list(csv.DictReader(io.StringIO(recommendations_csv(res, catalog), newline="")))
     cells = [v for row in rows for v in row.values()] + list(rows[0])
     assert not [c for c in cells if c and c[0] in "=+-@\t\r"], cells
@@ -70,9 +70,9 @@ def test_exported_csv_has_no_live_formula(tmp_path, demo_catalog):
     # The payload is kept, readable, behind a quote: no data is lost.
     assert by_id["tennis-ball"]["name"] == "'" + HOSTILE["hyperlink"]
     assert by_id["tennis-ball"]["brand"] == "'" + HOSTILE["at"]
-    assert by_id["basketball"]["name"] == "'+1" and by_id["basketball"]["colour"] == "'-2"
+    assert by_id["football"]["name"] == "'+1" and by_id["football"]["colour"] == "'-2"
     # The loader strips surrounding whitespace, so the tab/CR payloads arrive as "=1+1": still neutralised.
-    assert by_id["football"]["name"] in ("'" + HOSTILE["tab"], "'=1+1")
+    assert by_id["football"]["brand"] in ("'" + HOSTILE["tab"], "'=1+1")
     assert by_id["football"]["sub_category"] in ("'" + HOSTILE["cr"], "'=1+1")
     # Numbers stay numbers, and the price says its currency.
     assert all(0 <= float(r["score"]) <= 1 and float(r["price"]) > 0 for r in rows)
