@@ -30,6 +30,25 @@ def md(text: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", str(text))
 
 
+_LIST_REPR = re.compile(r"(?: in )?\[((?:'[^'\]]*'(?:, )?)+)\]")
+
+
+def plain_lists(text: str) -> str:
+    """``brand in ['nike', 'adidas']`` as a person reads it: ``brand nike or adidas`` (library messages
+    may still carry a Python list)."""
+    def join(m: re.Match) -> str:
+        lead = " " if m.group(0).startswith(" in ") else ""
+        return lead + " or ".join(v.strip("'") for v in m.group(1).split(", "))
+
+    return _LIST_REPR.sub(join, text)
+
+
+def sentence(text: str) -> str:
+    """A library message shown on its own: plain lists, a capital first letter."""
+    text = plain_lists(text)
+    return text[:1].upper() + text[1:]
+
+
 def count(n: int, noun: str) -> str:
     """``1 product``, ``2 products``."""
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
@@ -203,15 +222,15 @@ def results(res: Recommendations, catalog: Catalog, filters: Filters, currency: 
             parts.append(f"image weight {res.weight:.2f}")
         st.caption(" · ".join(parts))
     for note in res.notes:
-        st.info(md(note[:1].upper() + note[1:]), icon=":material/info:")
+        st.info(md(sentence(note)), icon=":material/info:")
     if not res.items:
         active = describe_filters(filters, currency)
         if res.n_candidates == 0 and active:
             st.warning(f"No product passes the filters ({md(active)}). Loosen or clear a filter in the sidebar.",
                        icon=":material/filter_alt_off:")
         else:
-            reason = res.empty_reason or "nothing matches"
-            st.warning(f"No product matches: {md(reason)}.", icon=":material/search_off:")
+            reason = sentence(res.empty_reason or "no product matches this query")
+            st.warning(f"{md(reason)}.", icon=":material/search_off:")
         return
     if getattr(res, "weak", False):  # the library's "no good match" state: even the best result is weak
         st.warning("No good match: even the closest products below are only weakly similar.",

@@ -345,6 +345,25 @@ def test_text_query(app, catalog):
     assert ids and "Shoe" in attribute(catalog, ids[0], "name")
 
 
+def test_a_description_that_matches_nothing_says_so(app):
+    app.segmented_control(key="mode").set_value("text")
+    run(app)
+    app.text_input(key="text").set_value("zzqx blorf")
+    run(app)
+    assert result_ids(app) == [] and app.subheader[0].value == "0 results"
+    assert "No product matches 'zzqx blorf'" in plain(app.warning)
+
+
+def test_a_weak_match_is_flagged_and_messages_have_no_python_lists(app):
+    app.segmented_control(key="mode").set_value("text")
+    run(app)
+    app.text_input(key="text").set_value("cheap nike shoes under 50")
+    ids = result_ids(run(app))
+    shown = plain(app.warning) + plain(app.info)
+    assert ids and "No good match" in plain(app.warning)
+    assert "price <= 50" in shown and "['" not in shown  # the library's note, without a Python list
+
+
 def test_upload_a_photo_finds_that_product_first(app):
     upload(app, "tennis-ball.jpg", (IMAGES / "tennis-ball.jpg").read_bytes())
     assert not app.error
