@@ -191,7 +191,8 @@ class QueryMixin:
         pool = k if d <= 0 else max(MMR_POOL, 10 * k)
         ranking = rank_candidates(rows, img, meta, pool, w, self.image_reference(c) if img is not None else None,
                                   meta_ref, n_candidates)
-        ranking = ranking.take(np.flatnonzero(ranking.final > 0))  # no evidence on either side
+        # Evidence: closer than a random pair of this catalog on some side, or a word / attribute in common.
+        ranking = ranking.take(np.flatnonzero((ranking.final > 0) | (np.nan_to_num(ranking.metadata_raw) > 0)))
         if d > 0 and len(ranking.positions) > 1:
             emb = self.image_vectors_[ranking.positions].astype(np.float32)  # the pool only, not the catalog
             picked = mmr_rerank(ranking.final, k=k, lam=1.0 - d, embeddings=emb)

@@ -40,8 +40,9 @@ __all__ = ["Filters", "HybridRecommender", "Recommendation", "Recommendations"]
 log = logging.getLogger(__name__)
 DEFAULT_WEIGHT = 0.7
 DEFAULT_PHOTO_COLOUR_WEIGHT = 0.3
-#: A result list whose best score is below this is flagged ``weak`` ("no good match"): chosen on the
-#: demo and grocery catalogs (see docs/ranking.md), on the calibrated [0, 1] score.
+#: A result list whose best score is below this is flagged ``weak`` ("no good match"), on the calibrated
+#: [0, 1] score where 0.8 is a typical best match and 0 a random pair. Set by that scale and checked on
+#: the demo queries of docs/ranking.md; not yet tuned on a labelled set of "no good match" queries.
 DEFAULT_WEAK_SCORE = 0.25
 PROJECTION_FOLDS = 5  # folds for out-of-fold similarities when a label projection is evaluated
 _EMBEDDER_LOCK = threading.Lock()

@@ -84,9 +84,13 @@ def rank_candidates(
     meta = zero if metadata_raw is None else (metadata_reference or SideReference())(meta_raw)
     final = (w * img + (1.0 - w) * meta).astype(np.float32)
     other = (1.0 - w) * img + w * meta  # ties: the side with less weight decides, then catalog order
-    order = np.lexsort((positions, -other, -final))
-    if k is not None:
-        order = order[:k]
+    if k is not None and n > 4 * k:
+        # Sort only what can make the top k: every row scoring at least the k-th best (ties kept).
+        kth = np.partition(final, n - k)[n - k]
+        head = np.flatnonzero(final >= kth)
+        order = head[np.lexsort((positions[head], -other[head], -final[head]))][:k]
+    else:
+        order = np.lexsort((positions, -other, -final))[:k]
     return Ranking(positions[order], final[order], img[order], meta[order], img_raw[order], meta_raw[order], w,
                    n if n_candidates is None else int(n_candidates))
 
