@@ -1,10 +1,15 @@
 """Hybrid product recommender: image (CNN embeddings) + metadata (TF-IDF / one-hot) similarity.
 
 Importing the package is cheap: names load on first use (PEP 562), TensorFlow only when an image
-model is needed, so ``python -m recommender --help`` answers at once.
+model is needed, so ``python -m recommender --help`` answers at once. TensorFlow's start-up noise is silenced here,
+before anything can import it (see :mod:`recommender._quiet_tensorflow`).
 """
 
 from importlib import import_module
+
+from recommender import _quiet_tensorflow
+
+_quiet_tensorflow.install()
 
 _EXPORTS = {
     "Catalog": "catalog.loader", "load_catalog": "catalog.loader",

@@ -125,9 +125,16 @@ def cmd_evaluate(args) -> int:
         results["photo_to_product"] = photo_to_product(catalog, views, args.k, progress=_progress_bar("embedding"),
                                                        recommender=HybridRecommender(**params))
     text = json.dumps(results, indent=2)
-    print(text)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
+    if args.json:
+        print(text)
+    else:
+        from recommender.evaluation.summary import summary_text
+
+        print(summary_text(results), end="")
+        print(f"full results: {args.out}" if args.out else "full results (per class, sweeps, examples): "
+              "--json, or --out FILE")
     if args.report:
         from recommender.evaluation.report import write_report
 
@@ -215,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     projection(p)
     p.set_defaults(func=cmd_recommend)
 
-    p = sub.add_parser("evaluate", help="offline quality: leave-one-out by a label, multi-view retrieval (JSON)")
+    p = sub.add_parser("evaluate", help="offline quality: leave-one-out by a label, multi-view retrieval "
+                       "(a summary table; --json/--out for everything)")
     common(p)
     p.add_argument("--label", help="leave-one-out: column whose equal values count as relevant")
     p.add_argument("--protocol", nargs="+", choices=["loo", "multiview", "uploads"],
@@ -240,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     projection(p)
     p.add_argument("--projection-mix", type=float, help="share of the label block in the image vector (default 0.5)")
     p.add_argument("--exclude", nargs="+", help="more metadata fields to leave out")
-    p.add_argument("--out", type=Path, help="also write the JSON here")
+    p.add_argument("--json", action="store_true", help="print the full results as JSON instead of the summary")
+    p.add_argument("--out", type=Path, help="also write the full results as JSON to this file")
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.json, report.md and plots to DIR")
     from recommender.evaluation.suite import register as register_suite
 

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -59,7 +60,28 @@ def test_evaluate_passes_the_opt_in_levers(demo_recommender, tmp_path, capsys):
     loo = json.loads(out_json.read_text())["leave_one_out"]
     assert loo["image_pipeline"].endswith("label projection 'sub_category' 0.3 + photo colour 0.3")
     assert loo["n_queries"] == 89 and set(loo["results"]) == {"image", "metadata", "photo", "hybrid_w0.7"}
-    assert json.loads(capsys.readouterr().out) == json.loads(out_json.read_text())
+    assert f"full results: {out_json}" in capsys.readouterr().out
+
+
+def test_evaluate_prints_a_summary_table_and_json_on_request(demo_recommender, tmp_path, capsys):
+    args = ["evaluate", "--cache", str(demo_recommender.cache_dir), "--backbone", "efficientnet_lite0",
+            "--label", "sub_category", "--protocol", "loo", "--k", "1", "5", "--weights", "0.5", "0.7"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "Leave-one-out by sub_category: 89 queries over 89 products (0 skipped)"
+    header = next(line for line in lines if line.startswith("method"))
+    assert header.split() == ["method", "P@1", "P@5", "nDCG@5", "MAP@5"]
+    rows = {line.split("  ")[0].strip(): line for line in lines if line.startswith(("image only", "hybrid w="))}
+    assert set(rows) >= {"image only", "hybrid w=0.5"} and any(k.endswith("*") for k in rows)
+    assert "[" in rows["image only"] and "{" not in out  # means with intervals, no JSON
+    assert len(lines) < 40 and "--json" in lines[-1]
+    # --json: the full results on stdout instead, the same as --out writes.
+    out_json = tmp_path / "eval.json"
+    assert main([*args, "--json", "--out", str(out_json)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out_json.read_text())
+    assert printed["leave_one_out"]["n_queries"] == 89 and "per_class" in printed["leave_one_out"]
 
 
 def test_label_projection_on_an_unknown_column_is_a_message(small_catalog_dir, tmp_path, capsys):
@@ -100,3 +122,30 @@ def test_unknown_item_and_bad_image_exit_2(small_catalog_dir, tmp_path, capsys):
     bad.write_text("not an image")
     assert main([*base, "--image", str(bad)]) == 2
     assert "not an image" in capsys.readouterr().err
+
+
+def test_image_commands_keep_tensorflow_noise_off_stderr(small_catalog_dir, tmp_path):
+    """A cold build imports TensorFlow: no CUDA probe, oneDNN or absl preamble lines reach the terminal."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "RECOMMENDER_TF_LOGS")}
+    cmd = [sys.executable, "-m", "recommender", "build", "--catalog", str(small_catalog_dir / "catalog.csv"),
+           "--cache", str(tmp_path / "c"), "--backbone", "efficientnet_lite0"]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "6 embedded" in out.stdout
+    for noise in ("absl::InitializeLog", "cuda", "cuInit", "oneDNN", "cpu_feature_guard"):
+        assert noise not in out.stderr, out.stderr
+
+
+def test_quiet_tensorflow_filter_keeps_real_errors(capfd):
+    from recommender._quiet_tensorflow import filtered_stderr, is_noise
+
+    noise = ["WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+             "I0000 00:00:1795618476.068434   13810 cudart_stub.cc:31] Could not find cuda drivers on your machine\n",
+             "E0000 00:00:1795618424.169448   13154 cuda_platform.cc:52] failed call to cuInit: INTERNAL\n",
+             "2025-09-17 14:44:05.157831: I external/local_xla/xla/tsl/cuda/cudart_stub.cc:32] Could not find\n"]
+    real = ["E0000 00:00:1.0   1 op_kernel.cc:1] OOM when allocating tensor\n", "Traceback (most recent call last):\n"]
+    assert all(is_noise(line) for line in noise) and not any(is_noise(line) for line in real)
+    with filtered_stderr():
+        for line in noise + real:
+            os.write(2, line.encode())
+    assert capfd.readouterr().err == "".join(real)
