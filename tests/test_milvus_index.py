@@ -194,3 +194,33 @@ def test_importing_the_library_does_not_import_pymilvus():
     code = ("import sys, recommender, recommender.index.milvus, recommender.index.factory; "
             "assert 'pymilvus' not in sys.modules, 'pymilvus imported eagerly'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def test_cli_build_mirrors_the_catalog_into_milvus_and_info_reports_it(demo_recommender, tmp_path, capsys):
+    from recommender.cli import main
+
+    cache = str(demo_recommender.cache_dir)  # already embedded by the shared fixture: no model needed
+    uri = str(tmp_path / "cli.db")
+    assert main(["info", "--cache", cache, "--index", "milvus", "--milvus-uri", uri]) == 0
+    assert "no collection" in capsys.readouterr().out
+    assert main(["build", "--cache", cache, "--index", "milvus", "--milvus-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert "89 vectors" in out and "collection rec_demo_catalog_" in out
+    assert main(["info", "--cache", cache, "--index", "milvus", "--milvus-uri", uri]) == 0
+    assert "89 vectors, 2280-d" in capsys.readouterr().out
+    assert main(["build", "--cache", cache, "--index", "milvus", "--milvus-uri", uri,
+                 "--milvus-collection", 'x" or 1==1']) == 2
+    assert capsys.readouterr().err.startswith("error: invalid Milvus collection name")
+
+
+def test_sync_deletes_products_without_a_vector_and_past_the_catalog_end(demo_recommender, tmp_path):
+    rec = demo_recommender
+    index = MilvusIndex(rec.image_vectors_.shape[1], uri=tmp_path / "sync.db", collection="sync")
+    index.add(np.arange(95), np.resize(rec.image_vectors_, (95, rec.image_vectors_.shape[1])))  # 6 stale ids
+    has_image = np.ones(len(rec.catalog_), dtype=bool)
+    has_image[[5, 6]] = False  # e.g. their images became unreadable
+    index.sync_catalog(rec.catalog_, rec.image_vectors_, has_image)
+    assert index.ntotal == 87
+    _, ids = index.search(rec.image_vectors_, 89)
+    assert not np.isin(ids, [5, 6, *range(89, 95)]).any()
+    index.close()

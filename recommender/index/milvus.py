@@ -14,139 +14,46 @@ creates the collection if it does not exist yet.
 
 from __future__ import annotations
 
-import math
+import logging
 import os
 import re
+import traceback
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recommender.catalog.loader import ATTRIBUTE_COLUMNS, split_values
-from recommender.errors import RecommenderError
+from recommender.catalog.loader import ATTRIBUTE_COLUMNS
 from recommender.index.base import VectorIndex
 from recommender.index.exact import l2_normalise
+from recommender.index.milvus_expr import (
+    MAX_VALUE_LENGTH,
+    MAX_VALUES,
+    PRICE_FIELD,
+    MilvusError,
+    allow_expression,
+    attribute_rows,
+    collection_name,
+    filters_expression,
+    quote,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from recommender.catalog.loader import Catalog
-    from recommender.ranking.hybrid import Filters
 
 DEFAULT_URI = "milvus.db"  # a milvus-lite file in the working directory
 ENV_URI = "RECOMMENDER_MILVUS_URI"
 ENV_TOKEN = "RECOMMENDER_MILVUS_TOKEN"
 ENV_COLLECTION = "RECOMMENDER_MILVUS_COLLECTION"
 VECTOR_FIELD = "image"
-PRICE_FIELD = "price"
-MAX_VALUE_LENGTH = 512  # characters of one attribute value (a VARCHAR element)
-MAX_VALUES = 64  # values of one multi-valued attribute (an ARRAY's capacity)
 WRITE_BATCH_BYTES = 16 << 20  # one upsert request stays well under Milvus's 64 MB limit
 MAX_TOPK = 16384  # Milvus's limit on k (and on queries per request)
+__all__ = ["MilvusIndex", "MilvusError", "allow_expression", "collection_name", "filters_expression", "quote",
+           "publish_recommender", "collection_stats", "catalog_collection"]
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
-
-
-class MilvusError(RecommenderError):
-    """Milvus cannot be reached or refused a request; the message says which and why."""
-
-
-def collection_name(catalog_name: str, backbone_folder: str) -> str:
-    """A valid Milvus collection name for one catalog + backbone configuration.
-
-    Milvus names allow letters, digits and ``_`` only, so everything else becomes ``_``; the
-    backbone folder (``efficientnet_lite0-1a2b3c4d``) carries the configuration hash, so vectors
-    of different models or preprocessing never share a collection.
-    """
-    raw = f"rec_{catalog_name}_{backbone_folder}"
-    return re.sub(r"[^A-Za-z0-9_]", "_", raw)[:255]
-
-
-def quote(value: str) -> str:
-    """``value`` as a Milvus string literal, escaped so it can only ever be that literal.
-
-    Inside double quotes Milvus's expression grammar reads C escapes (``\\"``, ``\\\\``, ``\\n``,
-    ``\\t``) and forbids a raw line break; escaping exactly those keeps a value like
-    ``x" or 1==1 or "`` one string that cannot close the literal.
-    """
-    return '"' + _UNSAFE.sub(lambda m: _ESCAPES[m.group()], str(value)) + '"'
-
-
-# Milvus reads other control characters raw, but rejects \\x, \\u and octal escapes.
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_UNSAFE = re.compile(r'[\\"\n\r\t]')
-
-
-def _number(value: float, name: str) -> str:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise MilvusError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(x):
-        raise MilvusError(f"{name} must be a finite number, got {value!r}")
-    return repr(x)
-
-
-def filters_expression(filters: Filters | None) -> str:
-    """The project's :class:`~recommender.ranking.hybrid.Filters` as a Milvus boolean expression.
-
-    Same meaning as ``Filters.mask``: an attribute passes if any of its values is selected
-    (case-insensitive: values are stored and compared lower-cased); with a price bound, products
-    without a price are excluded. No active filter gives ``""`` (everything passes).
-    """
-    if filters is None:
-        return ""
-    parts = []
-    for col in ATTRIBUTE_COLUMNS:
-        wanted = getattr(filters, col)
-        if not wanted:
-            continue
-        if isinstance(wanted, str):  # a bare string would otherwise be read as its characters
-            wanted = [wanted]
-        values = sorted({str(w).strip().lower() for w in wanted})
-        parts.append(f"ARRAY_CONTAINS_ANY({col}, [{', '.join(quote(v) for v in values)}])")
-    if filters.price_min is not None:
-        parts.append(f"({PRICE_FIELD} IS NOT NULL and {PRICE_FIELD} >= {_number(filters.price_min, 'price_min')})")
-    if filters.price_max is not None:
-        parts.append(f"({PRICE_FIELD} IS NOT NULL and {PRICE_FIELD} <= {_number(filters.price_max, 'price_max')})")
-    return " and ".join(parts)
-
-
-def allow_expression(allow: np.ndarray) -> str | None:
-    """The ``allow`` mask of :meth:`VectorIndex.search` as an id expression over the shorter side.
-
-    ``None`` means nothing is allowed (no search needed). Ids at or beyond ``len(allow)`` are not
-    allowed, so the complement form bounds the id as well.
-    """
-    allow = np.asarray(allow, dtype=bool).ravel()
-    allowed = np.flatnonzero(allow)
-    if len(allowed) == 0:
-        return None
-    denied = np.flatnonzero(~allow)
-    if len(allowed) <= len(denied):
-        return f"id in [{', '.join(map(str, allowed.tolist()))}]"
-    bound = f"id < {len(allow)}"
-    return bound if len(denied) == 0 else f"{bound} and id not in [{', '.join(map(str, denied.tolist()))}]"
-
-
-def attribute_rows(items: pd.DataFrame) -> list[dict[str, object]]:
-    """The scalar fields of each catalog row, as Milvus stores them (lower-cased value arrays, price or None)."""
-    cols = [c for c in ATTRIBUTE_COLUMNS if c in items.columns]
-    prices = items[PRICE_FIELD].to_numpy(dtype=float) if PRICE_FIELD in items.columns else None
-    rows = []
-    for i in range(len(items)):
-        row: dict[str, object] = {c: [] for c in ATTRIBUTE_COLUMNS}
-        for c in cols:
-            values = list(dict.fromkeys(v.strip().lower() for v in split_values(items[c].iat[i])))
-            if len(values) > MAX_VALUES:
-                raise MilvusError(f"row {i}: {c} has {len(values)} values; Milvus stores at most {MAX_VALUES}")
-            if any(len(v) > MAX_VALUE_LENGTH for v in values):
-                raise MilvusError(f"row {i}: a {c} value is longer than {MAX_VALUE_LENGTH} characters")
-            row[c] = values
-        price = None if prices is None or not np.isfinite(prices[i]) else float(prices[i])
-        row[PRICE_FIELD] = price
-        rows.append(row)
-    return rows
 
 
 class MilvusIndex(VectorIndex):
@@ -190,6 +97,7 @@ class MilvusIndex(VectorIndex):
             raise MilvusError("the Milvus backend needs pymilvus and milvus-lite: "
                               "pip install -r requirements-milvus.txt") from None
         if self.is_local:
+            _quiet_milvus_lite()
             if not self.uri.endswith(".db"):
                 raise MilvusError(f"a milvus-lite URI is a file ending in .db, got {self.uri!r} "
                                   "(or give a server URL such as http://localhost:19530)")
@@ -280,6 +188,18 @@ class MilvusIndex(VectorIndex):
         rows = np.arange(len(catalog)) if rows is None else np.asarray(list(rows), dtype=np.int64)
         self.add(rows, np.asarray(vectors)[rows], catalog.items.iloc[rows])
 
+    def sync_catalog(self, catalog: Catalog, vectors: np.ndarray, has_vector: np.ndarray | None = None) -> None:
+        """Make the collection mirror ``catalog``: upsert every row with a vector, delete the rest.
+
+        Rows without a vector (``has_vector`` False: an unreadable image) and ids past the end of
+        a catalog that shrank are deleted, so a search never returns a product that is gone.
+        """
+        n = len(catalog)
+        has_vector = np.ones(n, dtype=bool) if has_vector is None else np.asarray(has_vector, dtype=bool)
+        self.add_catalog(catalog, vectors, np.flatnonzero(has_vector))
+        self.remove(np.flatnonzero(~has_vector))
+        self._call("delete", self._client().delete, self.collection, filter=f"id >= {n}")
+
     def _existing_attributes(self, ids: np.ndarray) -> list[dict[str, object]]:
         empty: dict[str, object] = {**{c: [] for c in ATTRIBUTE_COLUMNS}, PRICE_FIELD: None}
         found = self._call("query", self._client().query, self.collection,
@@ -351,6 +271,66 @@ class MilvusIndex(VectorIndex):
 
     def __getstate__(self) -> Mapping[str, object]:
         return {**self.__dict__, "_client_obj": None}  # a client is a connection: reopen after unpickling
+
+
+def catalog_collection(catalog: Catalog, backbone_folder: str) -> str:
+    """The collection of ``catalog`` (named by its folder and file) for one backbone configuration."""
+    label = f"{catalog.source.parent.name}_{catalog.source.stem}" if catalog.source else "catalog"
+    return collection_name(label, backbone_folder)
+
+
+def publish_recommender(rec, uri: str | Path | None = None, token: str | None = None,
+                        collection: str | None = None) -> MilvusIndex:
+    """Mirror a fitted ``HybridRecommender``'s catalog (item vectors + attributes) into its Milvus collection."""
+    name = collection or catalog_collection(rec.catalog_, rec.build_report_.cache_dir.name)
+    index = MilvusIndex(rec.image_vectors_.shape[1], uri, token, name)
+    index.sync_catalog(rec.catalog_, rec.image_vectors_, rec.has_image_)
+    return index
+
+
+def collection_stats(uri: str | Path | None = None, token: str | None = None,
+                     collection: str | None = None) -> dict[str, object] | None:
+    """Size and dimension of an existing collection without knowing its dimension first; ``None`` if absent."""
+    probe = MilvusIndex(1, uri, token, collection)
+    try:
+        from pymilvus import MilvusClient
+    except ImportError:
+        raise MilvusError("the Milvus backend needs pymilvus and milvus-lite: "
+                          "pip install -r requirements-milvus.txt") from None
+    if probe.is_local and not Path(probe.uri).exists():  # milvus-lite keeps a folder named *.db
+        return None
+    try:
+        client = MilvusClient(uri=probe.uri, token=probe.token)
+    except Exception as exc:
+        raise MilvusError(f"cannot open Milvus at {probe._shown_uri()}: {_one_line(exc)}") from None
+    try:
+        if not client.has_collection(probe.collection):
+            return None
+        fields = client.describe_collection(probe.collection).get("fields", [])
+        dim = next(int(f["params"]["dim"]) for f in fields if f.get("name") == VECTOR_FIELD)
+        return MilvusIndex(dim, probe.uri, probe.token, probe.collection).stats()
+    except MilvusError:
+        raise
+    except Exception as exc:
+        raise MilvusError(f"cannot read collection {probe.collection!r}: {_one_line(exc)}") from None
+    finally:
+        client.close()
+
+
+class _UnimplementedLiteCall(logging.Filter):
+    """Drops the traceback gRPC logs each time pymilvus asks milvus-lite for a call lite does not
+    implement (``AllocTimestamp``): pymilvus falls back by itself, and the person sees no error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, NotImplementedError) and "AllocTimestamp" in "".join(
+            traceback.format_tb(record.exc_info[2])))
+
+
+def _quiet_milvus_lite() -> None:
+    grpc_log = logging.getLogger("grpc._server")
+    if not any(isinstance(f, _UnimplementedLiteCall) for f in grpc_log.filters):
+        grpc_log.addFilter(_UnimplementedLiteCall())
 
 
 def _one_line(exc: BaseException) -> str:
