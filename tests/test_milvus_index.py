@@ -224,3 +224,24 @@ def test_sync_deletes_products_without_a_vector_and_past_the_catalog_end(demo_re
     _, ids = index.search(rec.image_vectors_, 89)
     assert not np.isin(ids, [5, 6, *range(89, 95)]).any()
     index.close()
+
+
+def test_make_index_builds_a_milvus_backend_configured_by_the_environment(tmp_path, monkeypatch):
+    from recommender.index.factory import index_kinds, make_index
+
+    monkeypatch.setenv("RECOMMENDER_MILVUS_URI", str(tmp_path / "env.db"))
+    monkeypatch.setenv("RECOMMENDER_MILVUS_COLLECTION", "from_env")
+    assert "milvus" in index_kinds()
+    index = make_index("milvus", 3, expected_size=10)
+    assert index.kind == "milvus" and index.collection == "from_env"
+    x = np.array([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0]])
+    index.add(np.array([7, 2]), x)
+    np.testing.assert_allclose(index.get_vectors(np.array([2, 7])), [[0, 0, 1], [0.6, 0.8, 0]], atol=1e-6)
+    with pytest.raises(KeyError, match="5"):
+        index.get_vectors(np.array([5]))
+    scores, ids = index.search(x, 3)
+    assert ids.tolist() == [[7, 2, -1], [2, 7, -1]] and np.isneginf(scores[:, 2]).all()
+    assert index.search(x, 0)[1].shape == (2, 0)
+    with pytest.raises(ValueError, match="integers"):
+        index.add(np.array([0.5]), x[:1])
+    index.close()

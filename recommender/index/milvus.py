@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recommender.catalog.loader import ATTRIBUTE_COLUMNS
-from recommender.index.base import VectorIndex
+from recommender.index.base import VectorIndex, check_ids
 from recommender.index.exact import l2_normalise
 from recommender.index.milvus_expr import (
     MAX_VALUE_LENGTH,
@@ -67,12 +67,13 @@ class MilvusIndex(VectorIndex):
     token: the server's ``user:password`` or API key (default ``$RECOMMENDER_MILVUS_TOKEN``); never
         shown by :meth:`stats`.
     collection: default ``$RECOMMENDER_MILVUS_COLLECTION`` or ``recommender``; see :func:`collection_name`.
+    expected_size: accepted for ``make_index``; Milvus sizes itself.
     """
 
     kind = "milvus"
 
     def __init__(self, dim: int, uri: str | Path | None = None, token: str | None = None,
-                 collection: str | None = None) -> None:
+                 collection: str | None = None, expected_size: int = 0) -> None:
         super().__init__(dim)
         self.uri = str(uri or os.environ.get(ENV_URI) or DEFAULT_URI)
         self.token = token if token is not None else os.environ.get(ENV_TOKEN, "")
@@ -162,11 +163,7 @@ class MilvusIndex(VectorIndex):
         its vector changes); a new id gets empty attributes, so attribute filters will not select it.
         """
         x = l2_normalise(self._check(vectors))
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        if len(ids) != len(x):
-            raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
-        if len(ids) and ids.min() < 0:
-            raise ValueError("ids must be non-negative")
+        ids = check_ids(ids, len(x))
         if len(np.unique(ids)) != len(ids):
             raise ValueError("ids must be unique within one add")
         if attributes is not None and len(attributes) != len(ids):
@@ -209,6 +206,19 @@ class MilvusIndex(VectorIndex):
                  for r in found}
         return [by_id.get(int(i), dict(empty)) for i in ids]
 
+    def get_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored (normalised) vectors of these ids, in order; ``KeyError`` naming an absent one."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if not len(ids):
+            return np.zeros((0, self.dim), np.float32)
+        rows = self._call("query", self._client().query, self.collection,
+                          filter=f"id in [{', '.join(map(str, ids.tolist()))}]", output_fields=["id", VECTOR_FIELD])
+        found = {int(r["id"]): r[VECTOR_FIELD] for r in rows}
+        missing = [int(i) for i in ids if int(i) not in found]
+        if missing:
+            raise KeyError(f"ids not in the index: {missing[:10]}")
+        return np.asarray([found[int(i)] for i in ids], dtype=np.float32)
+
     def remove(self, ids: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64).ravel()
         ids = ids[ids >= 0]
@@ -219,8 +229,8 @@ class MilvusIndex(VectorIndex):
         self, q: np.ndarray, k: int, allow: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         expr = "" if allow is None else allow_expression(allow)
-        if expr is None:
-            n = len(np.atleast_2d(q))
+        if expr is None:  # nothing allowed: no need to ask Milvus
+            n, k = len(self._check_query(q)), self._check_k(k)
             return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
         return self.search_filtered(q, k, expr)
 
@@ -231,17 +241,17 @@ class MilvusIndex(VectorIndex):
         inside Milvus's search. Same return shape and padding as :meth:`search`; ties are broken
         by the lower id, as the exact index does.
         """
-        q = l2_normalise(np.atleast_2d(q))
-        if q.shape[1] != self.dim:
-            raise ValueError(f"query has {q.shape[1]} dimensions, the index {self.dim}")
-        if not 0 < k <= MAX_TOPK:
-            raise ValueError(f"k must be between 1 and {MAX_TOPK}, got {k}")
+        q = self._check_query(q)
+        k = self._check_k(k)
         scores = np.full((len(q), k), -np.inf, np.float32)
         ids = np.full((len(q), k), -1, np.int64)
+        if k == 0 or len(q) == 0:
+            return scores, ids
         client = self._client()
         for start in range(0, len(q), MAX_TOPK):
+            # Milvus returns at most MAX_TOPK hits; a larger k is padded like any short result.
             hits = self._call("search", client.search, self.collection, data=q[start:start + MAX_TOPK].tolist(),
-                              limit=k, filter=expr, anns_field=VECTOR_FIELD, output_fields=["id"],
+                              limit=min(k, MAX_TOPK), filter=expr, anns_field=VECTOR_FIELD, output_fields=["id"],
                               search_params={"metric_type": "IP"})
             for j, row in enumerate(hits):
                 found = sorted(((float(h["distance"]), int(h["id"])) for h in row), key=lambda t: (-t[0], t[1]))
