@@ -204,6 +204,8 @@ def _embed(catalog, embedder, todo, stored, store, report, num_actors, batch_siz
             compute=ray.data.ActorPoolStrategy(size=min(num_actors, len(items))), num_cpus=1,
             max_task_retries=max_retries, max_restarts=max_retries)
     since_checkpoint = 0
+    if progress:
+        progress(0, len(todo))  # the first batch waits for the models to load
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for h, vec, err in zip(batch["sha256"].tolist(), batch["vector"], batch["error"].tolist(), strict=True):
