@@ -34,7 +34,7 @@ from recommender.index.milvus import (  # noqa: E402
 )
 
 HOSTILE = ['a"b', "a\\b", 'x" or 1==1 or "', "it's", "new\nline", "tab\there", "ü", "\x01\x00z", 'a\\"',
-           '"]) or ARRAY_CONTAINS_ANY(colour, ["', "plain"]
+           '"]) or ARRAY_CONTAINS_ANY(colour, ["', "plain", "50%_off", "50%", "%", "_", "a_c", "abc", "a\\%", "a\\"]
 
 
 def assert_same_ranking(ids, scores, exact_ids, exact_scores, all_scores, tol=1e-5):
@@ -130,6 +130,7 @@ def test_hostile_filter_values_match_only_themselves(tmp_path):
         _, ids = index.search_filtered(np.ones((1, 4)), len(HOSTILE), filters_expression(Filters(category=[value])))
         assert ids[0][ids[0] >= 0].tolist() == [row], value
     assert quote('x" or 1==1 or "') == '"x\\" or 1==1 or \\""'
+    # The wildcards of a value cannot widen a filter: "50%" does not match "50%_off", "_" not "a_c".
     with pytest.raises(MilvusError, match="finite"):
         filters_expression(Filters(price_min=float("nan")))
     with pytest.raises(MilvusError, match="number"):
@@ -180,7 +181,7 @@ def test_bad_input_gets_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="dimensions"):
         index.search(np.ones((1, 3)), 2)
     with pytest.raises(MilvusError, match="at most"):
-        index.add(np.array([0]), np.ones((1, 4)), pd.DataFrame({"colour": ["|".join(map(str, range(100)))]}))
+        index.add(np.array([0]), np.ones((1, 4)), pd.DataFrame({"colour": ["|".join(map(str, range(1000)))]}))
     index.close()
 
 
