@@ -42,12 +42,15 @@ def _catalog(args):
 def cmd_build(args) -> int:
     from recommender.cli_scaleout import after_build, before_build
     from recommender.recommender import HybridRecommender
+    from recommender.store.build import cache_required
 
     before_build(args)  # --engine ray
 
     # The same configuration `recommend` and the app use, so the cache it fills is the one they read.
-    rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache).fit(
-        _catalog(args), progress=_progress_bar("embedding"))
+    catalog = _catalog(args)
+    with cache_required(catalog, args.cache):  # an unwritable cache fails here, before any embedding
+        rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache).fit(
+            catalog, progress=_progress_bar("embedding"))
     report = rec.build_report_
     print(f"backbone: {report.backbone} ({report.reason})")
     print(f"image pipeline: {rec.image_pipeline_description()}")

@@ -21,3 +21,13 @@ class WeightsUnavailableError(RecommenderError):
 
 class QueryError(RecommenderError):
     """A recommendation request is incomplete or names something that does not exist."""
+
+
+class CacheError(RecommenderError):
+    """The embedding cache cannot be used as asked: a file instead of a folder, not writable, disk full,
+    or locked by another build for too long."""
+
+
+class WeightsFileError(RecommenderError, ValueError):
+    """A weights file is malformed, truncated, hostile or too large to read (also a ValueError, as the
+    reader always documented)."""

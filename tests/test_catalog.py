@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from recommender import CatalogError, load_catalog
-from recommender.catalog.loader import REQUIRED_COLUMNS
+from recommender.catalog.loader import REQUIRED_COLUMNS, Catalog
 from tests.conftest import DEMO_DIR
 
 
@@ -47,7 +47,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert "empty id on line(s) 4" in msg
     assert "duplicate id(s): a" in msg
     assert "empty image path on line(s) 4" in msg
-    assert "price is not a number on line(s) 3" in msg
+    assert "price is not a finite number on line(s) 3" in msg
 
 
 @pytest.mark.parametrize(
@@ -75,12 +75,15 @@ def test_missing_file_and_folder(tmp_path):
 
 def test_parquet_and_color_alias(tmp_path, demo_catalog):
     df = demo_catalog.items.rename(columns={"colour": "Color"}).head(5)
-    df["image"] = [str(DEMO_DIR / p) for p in df["image"]]  # absolute paths are allowed too
+    df["image"] = [str(DEMO_DIR / p) for p in df["image"]]  # absolute paths, inside an allowed root
     df.to_parquet(tmp_path / "c.parquet")
-    cat = load_catalog(tmp_path / "c.parquet")
+    cat = load_catalog(tmp_path / "c.parquet", image_roots=[DEMO_DIR])
     assert list(cat.ids) == list(demo_catalog.ids[:5])
     assert "colour" in cat.items.columns
     assert cat.image_problems() == []
+    # Without the root they are outside the catalog's folder: reported, never read.
+    outside = load_catalog(tmp_path / "c.parquet").image_problems()
+    assert len(outside) == 5 and all("outside the catalog folder" in p.reason for p in outside)
 
 
 def test_image_problems_lists_every_bad_row(small_catalog_dir):
@@ -99,3 +102,12 @@ def test_fingerprint_changes_with_content(small_catalog_dir):
     df.to_csv(small_catalog_dir / "catalog.csv", index=False)
     b = load_catalog(small_catalog_dir / "catalog.csv")
     assert a.fingerprint() != b.fingerprint()
+
+
+def test_ids_are_converted_once_and_follow_a_replaced_column(demo_catalog):
+    assert demo_catalog.ids is demo_catalog.ids  # cached: no conversion per access
+    items = demo_catalog.items.copy()
+    cat = Catalog(items, demo_catalog.root)
+    before = cat.ids
+    items["id"] = items["id"].str.upper()
+    assert cat.ids is not before and cat.ids[0] == before[0].upper()

@@ -13,6 +13,8 @@ from PIL import Image, ImageOps
 from recommender.features.torch_pickle import (
     LEGACY_MAGIC_NUMBER,
     LEGACY_PROTOCOL_VERSION,
+    RefusedGlobalError,
+    WeightsFileError,
     load_legacy_torch_state_dict,
 )
 
@@ -90,7 +92,7 @@ def test_unpickler_refuses_os_system_and_never_runs_it(tmp_path: Path) -> None:
     payload = b"\x80\x02" + _global("os", "system") + _str(f"touch {marker}") + b"\x85R."
     path = tmp_path / "evil.pth"
     path.write_bytes(_header() + payload)
-    with pytest.raises(pickle.UnpicklingError, match=r"os\.system"):
+    with pytest.raises(RefusedGlobalError, match=r"os\.system"):
         load_legacy_torch_state_dict(path)
     assert not marker.exists()
 
@@ -133,7 +135,7 @@ def test_loader_honours_offsets_strides_and_shared_storage(tmp_path: Path) -> No
     # A negative stride would let as_strided walk off the front of the buffer.
     backwards = {"x": _tensor("FloatStorage", "0", 12, 11, (12,), (-1,))}
     path.write_bytes(_state_dict_file(backwards, {"0": data}))
-    with pytest.raises(pickle.UnpicklingError, match="stride"):
+    with pytest.raises(WeightsFileError, match="stride"):
         load_legacy_torch_state_dict(path)
 
 

@@ -98,3 +98,14 @@ def test_load_for_model_accepts_paths_bytes_and_files():
     with open(LAPTOP, "rb") as f:
         c = load_for_model(f, 224)
     assert (a == b).all() and (a == c).all()
+
+
+def test_a_big_jpeg_upload_is_decoded_at_a_reduced_scale():
+    from recommender.features.uploads import PREVIEW_SIDE, open_upload
+
+    big = Image.open(LAPTOP).convert("RGB").resize((6000, 4500), Image.Resampling.BILINEAR)
+    data = _encode(big, "JPEG", quality=85)
+    up = open_upload(data, "phone.jpg")
+    # 1/2 DCT scale: 3000x2250 keeps >= 3 x PREVIEW_SIDE on the short side; 1/4 would not.
+    assert up.image.size == (3000, 2250) and min(up.image.size) >= 3 * PREVIEW_SIDE
+    assert open_image(data).size == (6000, 4500)  # without a size hint, decoded in full

@@ -1,5 +1,6 @@
 """The artifact store: incremental rebuilds, no mixing, atomic and validated on load."""
 
+import hashlib
 import json
 import logging
 
@@ -41,8 +42,13 @@ def test_manifest_records_how_vectors_were_made(small_catalog_dir, lite0_embedde
     m = json.loads((report.cache_dir / MANIFEST).read_text())
     assert m["backbone"] == "efficientnet_lite0" and m["feature_dim"] == 1280
     assert m["preprocess"] and m["catalog_fingerprint"] and m["weights"].startswith("efficientnet-lite0")
-    assert len(m["items"]) == 6 and all(len(e["sha256"]) == 64 for e in m["items"])
-    arr = np.load(report.cache_dir / m["embeddings"], allow_pickle=False)
+    assert len(m["chunks"]) == 1 and m["format"] == 2
+    chunk = m["chunks"][0]
+    assert len(chunk["items"]) == 6 and all(len(e["sha256"]) == 64 for e in chunk["items"])
+    data = (report.cache_dir / chunk["file"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == chunk["sha256"]
+    assert chunk["file"] == f"vectors-{chunk['sha256'][:16]}.npy"
+    arr = np.load(report.cache_dir / chunk["file"], allow_pickle=False)
     assert arr.shape == (6, 1280) and arr.dtype == np.float32
 
 
@@ -76,10 +82,10 @@ def test_corrupt_cache_is_rebuilt_not_trusted(small_catalog_dir, lite0_embedder,
     cache = tmp_path / "cache"
     v1, _, first, _ = _build(small_catalog_dir, lite0_embedder, cache)
     m = json.loads((first.cache_dir / MANIFEST).read_text())
-    (first.cache_dir / m["embeddings"]).write_bytes(b"garbage")
+    (first.cache_dir / m["chunks"][0]["file"]).write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING):
         v2, _, report, _ = _build(small_catalog_dir, lite0_embedder, cache)
-    assert report.embedded == 6 and "unreadable cache file" in caplog.text
+    assert report.embedded == 6 and "does not match its hash" in caplog.text
     np.testing.assert_allclose(v1, v2, atol=1e-5)
     (first.cache_dir / MANIFEST).write_text("{ truncated")
     _, _, report, _ = _build(small_catalog_dir, lite0_embedder, cache)
@@ -90,10 +96,16 @@ def test_object_arrays_are_never_unpickled(small_catalog_dir, lite0_embedder, tm
     cache = tmp_path / "cache"
     _, _, first, _ = _build(small_catalog_dir, lite0_embedder, cache)
     m = json.loads((first.cache_dir / MANIFEST).read_text())
-    np.save(first.cache_dir / m["embeddings"], np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    # A pickled object array whose hash is recorded correctly: verification passes, unpickling must not.
+    path = first.cache_dir / m["chunks"][0]["file"]
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    m["chunks"][0]["sha256"] = digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    m["chunks"][0]["file"] = f"vectors-{digest[:16]}.npy"
+    path.rename(first.cache_dir / m["chunks"][0]["file"])
+    (first.cache_dir / MANIFEST).write_text(json.dumps(m))
     with caplog.at_level(logging.WARNING):
         _, _, report, _ = _build(small_catalog_dir, lite0_embedder, cache)
-    assert report.embedded == 6 and "unreadable cache file" in caplog.text
+    assert report.embedded == 6 and "ignoring cache file" in caplog.text
 
 
 def test_broken_images_are_skipped_and_counted(small_catalog_dir, lite0_embedder, tmp_path):
@@ -116,4 +128,29 @@ def test_no_temporary_files_are_left_behind(small_catalog_dir, lite0_embedder, t
     Image.open(img).convert("RGBA").rotate(10).save(img)
     _, _, report, _ = _build(small_catalog_dir, lite0_embedder, cache)
     names = sorted(p.name for p in report.cache_dir.iterdir())
-    assert len(names) == 2 and MANIFEST in names  # the manifest and exactly one embeddings file
+    m = json.loads((report.cache_dir / MANIFEST).read_text())
+    # The manifest, its lock, and exactly the chunk files it names: no temporary or orphaned file.
+    assert names == sorted([".lock", MANIFEST, *(c["file"] for c in m["chunks"])])
+    assert len(m["chunks"]) == 2 and sum(len(c["items"]) for c in m["chunks"]) == 7
+
+
+def test_many_checkpoint_chunks_are_merged_into_one_verified_file(tmp_path):
+    from recommender.store.artifacts import MAX_CHUNKS, StoredEmbeddings
+
+    store = ArtifactStore(tmp_path)
+    stored = StoredEmbeddings("f", "colour_histogram", 8, "p", "w")
+    rng = np.random.default_rng(0)
+    expected = {}
+    for c in range(MAX_CHUNKS + 4):
+        keys = [hashlib.sha256(f"{c}-{i}".encode()).hexdigest() for i in range(5)]
+        keys.append(hashlib.sha256(b"0-0").hexdigest())  # the same image in every chunk: kept once
+        rows = rng.standard_normal((6, 8)).astype(np.float32)
+        for k, row in zip(keys, rows, strict=True):
+            expected.setdefault(k, row)
+        store.append(stored, [{"sha256": k, "id": "", "image": ""} for k in keys], rows)
+    assert store.compact(stored) and not store.compact(stored)
+    loaded = store.load("f", "colour_histogram", "p", "w", 8)
+    assert loaded.vectors.keys() == expected.keys()
+    assert all(np.array_equal(loaded.vectors[k], v) for k, v in expected.items())
+    assert sorted(p.name for p in (tmp_path / "f").iterdir())[:2] == [".lock", MANIFEST]
+    assert len(list((tmp_path / "f").glob("vectors-*.npy"))) == 1

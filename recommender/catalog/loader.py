@@ -4,11 +4,19 @@ Required columns: ``id``, ``name``, ``image`` (a path relative to the catalog fi
 Optional: ``description``, ``category``, ``sub_category``, ``brand``, ``colour`` (``color`` is
 accepted), ``price``; any other column is kept and can be used as an evaluation label.
 Multi-valued attributes (a shoe in blue and pink) are written ``blue|pink``.
+
+Image paths are confined: a path is used only if it resolves (symlinks followed) inside the
+catalog's folder or one of the configured image roots (the ``image_roots`` argument, or
+``RECOMMENDER_IMAGE_ROOTS``, folders separated by ``os.pathsep``). Anything else (``../``, an
+absolute path elsewhere, a symlink out of the folder) is an image problem of that product: the
+product stays, without an image, and the file is never opened.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +32,10 @@ ATTRIBUTE_COLUMNS = ("category", "sub_category", "brand", "colour")
 COLUMN_ALIASES = {"color": "colour", "subcategory": "sub_category", "sub-category": "sub_category"}
 DEMO_CATALOG = Path(__file__).resolve().parents[2] / "data" / "demo" / "catalog.csv"
 MULTI_VALUE_SEP = "|"
+IMAGE_ROOTS_ENV = "RECOMMENDER_IMAGE_ROOTS"
+# Returned by Catalog.image_path for a path outside the allowed roots: a "file" inside /dev/null,
+# which no open(), is_file() or read_bytes() can ever reach, so no caller can leak what it named.
+REFUSED_IMAGE = Path(os.devnull) / "image-outside-the-catalog-folder"
 
 
 @dataclass(frozen=True)
@@ -37,12 +49,18 @@ class ImageProblem:
 
 @dataclass(frozen=True)
 class Catalog:
-    """A validated product table; row ``i`` is product ``items.id[i]``."""
+    """A validated product table; row ``i`` is product ``items.id[i]``.
+
+    Treat ``items`` as read-only: positions and ids are computed once (``ids`` again only if the
+    ``id`` column is replaced).
+    """
 
     items: pd.DataFrame
     root: Path
     source: Path | None = None
+    image_roots: tuple[Path, ...] = ()
     _positions: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    _memo: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._positions.update({pid: i for i, pid in enumerate(self.items["id"])})
@@ -52,7 +70,18 @@ class Catalog:
 
     @property
     def ids(self) -> np.ndarray:
-        return self.items["id"].to_numpy()
+        """The id column as an object array, converted once (an Arrow string column costs ~10 ms
+        per conversion at 70k rows) and again only if the column was replaced."""
+        column = self.items["id"].array
+        key = (id(column), id(getattr(column, "_pa_array", None)), len(column))
+        cached = self._memo.get("ids")
+        if cached is None or cached[0] != key:
+            ids = np.asarray(column, dtype=object)
+            ids.flags.writeable = False
+            # The column itself is kept alongside, so its id() cannot be reused by another object.
+            cached = (key, ids, column, getattr(column, "_pa_array", None))
+            self._memo["ids"] = cached
+        return cached[1]
 
     def position(self, item_id: str) -> int:
         """Row of ``item_id``; raises KeyError with a readable message."""
@@ -61,9 +90,45 @@ class Catalog:
         except KeyError:
             raise KeyError(f"no product with id {item_id!r} in the catalog") from None
 
+    def allowed_roots(self) -> tuple[Path, ...]:
+        """The folders image paths must resolve into: the catalog's folder, then the configured roots."""
+        roots = self._memo.get("roots")
+        if roots is None:
+            extra = [Path(r) for r in os.environ.get(IMAGE_ROOTS_ENV, "").split(os.pathsep) if r.strip()]
+            roots = tuple(dict.fromkeys(_resolve(r) for r in (self.root, *self.image_roots, *extra)))
+            self._memo["roots"] = roots
+        return roots
+
+    def _confined(self, i: int) -> tuple[Path, Path | None, str | None]:
+        """``(as written, resolved path or None, why it is refused or None)`` for row ``i``."""
+        resolved = self._memo.setdefault("resolved", {})
+        if i not in resolved:
+            written = Path(str(self.items["image"].iat[i]))
+            shown = written if written.is_absolute() else self.root / written
+            target = _resolve(shown)
+            if target is None:
+                resolved[i] = (shown, None, "path cannot be resolved")
+            elif not any(target == r or r in target.parents for r in self.allowed_roots() if r is not None):
+                resolved[i] = (shown, None, "image path is outside the catalog folder (and the allowed "
+                               f"image roots; see {IMAGE_ROOTS_ENV}): not read")
+            else:
+                resolved[i] = (shown, target, None)
+        return resolved[i]
+
     def image_path(self, i: int) -> Path:
-        p = Path(self.items["image"].iat[i])
-        return p if p.is_absolute() else self.root / p
+        """Where row ``i``'s image may be read: resolved, inside the allowed roots. A path that
+        leaves them gives :data:`REFUSED_IMAGE`, which names no readable file (see
+        :meth:`image_refusal` for why)."""
+        _, target, _ = self._confined(i)
+        return target if target is not None else REFUSED_IMAGE
+
+    def image_source(self, i: int) -> Path:
+        """Row ``i``'s image path as the catalog wrote it (relative to the catalog folder): for messages."""
+        return self._confined(i)[0]
+
+    def image_refusal(self, i: int) -> str | None:
+        """Why row ``i``'s image path is not used (outside the allowed roots), or None if it is usable."""
+        return self._confined(i)[2]
 
     def attributes(self, i: int) -> dict[str, list[str]]:
         """The categorical attributes of row ``i``, multi-values split, empty ones left out."""
@@ -91,18 +156,34 @@ class Catalog:
         from recommender.features.images import open_image
 
         problems = []
-        for i, pid in enumerate(self.items["id"]):
+        for i, pid in enumerate(self.ids):
+            refusal = self.image_refusal(i)
+            if refusal:
+                problems.append(ImageProblem(pid, self.image_source(i), refusal))
+                continue
             path = self.image_path(i)
             try:
                 open_image(path)
             except ImageError as exc:
                 reason = str(exc).removeprefix(f"{path}: ")
-                problems.append(ImageProblem(pid, path, reason))
+                problems.append(ImageProblem(pid, self.image_source(i), reason))
         return problems
 
 
+def _resolve(path: Path) -> Path | None:
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, an embedded NUL byte
+        return None
+
+
+def _is_missing(value: object) -> bool:
+    """None, NaN, pandas' NA/NaT (Parquet nullable columns): an empty cell, never the text "<NA>"."""
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
+
+
 def split_values(cell: object) -> list[str]:
-    if cell is None or (isinstance(cell, float) and np.isnan(cell)):
+    if _is_missing(cell):
         return []
     return [v.strip() for v in str(cell).split(MULTI_VALUE_SEP) if v.strip()]
 
@@ -118,16 +199,23 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise CatalogError(f"{path}: not UTF-8 text; save the CSV as UTF-8") from None
     except pd.errors.EmptyDataError:
         raise CatalogError(f"{path}: the file is empty") from None
-    except (pd.errors.ParserError, ValueError, OSError) as exc:
-        raise CatalogError(f"{path}: cannot be parsed as {suffix[1:].upper()} ({exc})") from None
+    except MemoryError:
+        raise CatalogError(f"{path}: too large to read into memory") from None
+    except Exception as exc:  # noqa: BLE001 - the parse boundary of an untrusted file
+        # pandas' C parser and pyarrow raise ParserError, ValueError, OSError, csv.Error,
+        # OverflowError, ArrowInvalid...: for the person at the keyboard each means "cannot parse".
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise CatalogError(f"{path}: cannot be parsed as {suffix[1:].upper()} ({detail})") from None
     raise CatalogError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv or .parquet")
 
 
-def catalog_from_frame(df: pd.DataFrame, root: Path | str, source: Path | None = None) -> Catalog:
+def catalog_from_frame(df: pd.DataFrame, root: Path | str, source: Path | None = None,
+                       image_roots: Iterable[Path | str] = ()) -> Catalog:
     """Validate a table (already read) and return a :class:`Catalog`.
 
     Raises :class:`CatalogError` naming every problem found: missing columns, empty or duplicate
-    ids, empty image paths, prices that are not numbers.
+    ids, empty image paths, prices that are not finite numbers. ``image_roots``: folders besides
+    ``root`` that image paths may point into.
     """
     where = f"{source}: " if source else ""
     df = df.copy()
@@ -145,8 +233,7 @@ def catalog_from_frame(df: pd.DataFrame, root: Path | str, source: Path | None =
         raise CatalogError(f"{where}the catalog has no rows")
     for col in df.columns:
         if col != "price":
-            df[col] = df[col].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v))
-                                  else str(v).strip())
+            df[col] = df[col].map(lambda v: "" if _is_missing(v) else str(v).strip())
     problems: list[str] = []
     blank_ids = [i + 2 for i in np.flatnonzero(df["id"].to_numpy() == "")]
     if blank_ids:
@@ -158,12 +245,13 @@ def catalog_from_frame(df: pd.DataFrame, root: Path | str, source: Path | None =
     if blank_images:
         problems.append(f"empty image path on line(s) {_lines(blank_images)}")
     if "price" in df.columns:
-        raw = df["price"].map(lambda v: "" if v is None else str(v).strip())
-        price = pd.to_numeric(raw.where(raw != "", None), errors="coerce")
-        bad = [i + 2 for i in np.flatnonzero(price.isna().to_numpy() & (raw != "").to_numpy())]
+        raw = df["price"].map(lambda v: "" if _is_missing(v) else str(v).strip())
+        price = pd.to_numeric(raw.where(raw != "", None), errors="coerce").astype(float)
+        # "nan", "inf" and 1e309 parse as floats, but no shop sells at them: a price must be finite.
+        bad = [i + 2 for i in np.flatnonzero(~np.isfinite(price.to_numpy()) & (raw != "").to_numpy())]
         if bad:
-            problems.append(f"price is not a number on line(s) {_lines(bad)}")
-        df["price"] = price.astype(float)
+            problems.append(f"price is not a finite number on line(s) {_lines(bad)}")
+        df["price"] = price
     if problems:
         raise CatalogError(where + "; ".join(problems))
     for col in ("description", *ATTRIBUTE_COLUMNS):
@@ -171,17 +259,22 @@ def catalog_from_frame(df: pd.DataFrame, root: Path | str, source: Path | None =
             df[col] = ""
     if "price" not in df.columns:
         df["price"] = np.nan
-    return Catalog(df.reset_index(drop=True), Path(root), source)
+    return Catalog(df.reset_index(drop=True), Path(root), source, tuple(Path(r) for r in image_roots))
 
 
-def load_catalog(path: Path | str = DEMO_CATALOG) -> Catalog:
-    """Read and validate a catalog file; image paths resolve relative to the file's folder."""
+def load_catalog(path: Path | str = DEMO_CATALOG, image_roots: Iterable[Path | str] = ()) -> Catalog:
+    """Read and validate a catalog file; image paths resolve relative to the file's folder and must
+    stay inside it (or inside one of ``image_roots`` / ``RECOMMENDER_IMAGE_ROOTS``)."""
     path = Path(path)
-    if not path.exists():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError) as exc:
+        raise CatalogError(f"{path}: cannot be read ({exc})") from None
+    if not exists:
         raise CatalogError(f"{path}: catalog file not found")
-    if path.is_dir():
+    if is_dir:
         raise CatalogError(f"{path}: is a folder; give the catalog's .csv or .parquet file")
-    return catalog_from_frame(_read_table(path), path.resolve().parent, path.resolve())
+    return catalog_from_frame(_read_table(path), path.resolve().parent, path.resolve(), image_roots)
 
 
 def _lines(numbers: Iterable[int], limit: int = 10) -> str:

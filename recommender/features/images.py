@@ -34,21 +34,39 @@ def _describe(source: ImageSource) -> str:
     return getattr(source, "name", None) or "uploaded image"
 
 
-def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def _is_file(path: Path) -> bool:
+    """``Path.is_file`` that answers False instead of raising (name too long, no permission...)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # ENAMETOOLONG, EACCES, an embedded NUL byte
+        return False
+
+
+def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> Image.Image:
     """Open an image as 8-bit RGB: EXIF orientation applied, transparency flattened onto white.
 
     Accepts a path, raw bytes or a binary file object. Raises :class:`ImageError` with a message
-    that says what is wrong (missing, not an image, corrupt or truncated, too many pixels).
+    that says what is wrong (missing, not an image, corrupt or truncated, too many pixels) - and
+    only that: whatever the decoder raises on one bad file becomes that file's ``ImageError``.
+
+    ``min_side``: the caller only needs the image this large (e.g. a model's input size); a big
+    JPEG is then decoded at a reduced DCT scale (``draft``), keeping at least
+    ``DRAFT_MARGIN * min_side`` pixels on the short side, which costs a fraction of the memory
+    and time of a full decode and changes the downscaled result by less than JPEG noise.
     """
     from recommender.errors import ImageError
 
     what = _describe(source)
+    fp: BinaryIO
     if isinstance(source, str | os.PathLike):
         path = Path(source)
-        if not path.is_file():
+        if not _is_file(path):
             raise ImageError(f"{what}: file not found")
-        fp: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed in the finally below
-    elif isinstance(source, bytes):
+        try:
+            fp = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+        except OSError as exc:
+            raise ImageError(f"{what}: cannot be read ({exc.strerror or exc})") from None
+    elif isinstance(source, bytes | bytearray | memoryview):
         fp = io.BytesIO(source)
     else:
         fp = source
@@ -56,32 +74,54 @@ def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             try:
-                img = Image.open(fp)
+                return _decode(fp, what, max_pixels, min_side)
+            except ImageError:
+                raise
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                raise ImageError(f"{what}: too many pixels (limit {max_pixels:,})") from None
             except UnidentifiedImageError:
                 raise ImageError(f"{what}: not an image file Pillow can read "
                                  "(supported: JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                raise ImageError(f"{what}: too many pixels (limit {max_pixels:,})") from None
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageError(f"{what}: {w}x{h} is too many pixels (limit {max_pixels:,})")
-            if w == 0 or h == 0:
-                raise ImageError(f"{what}: image has no pixels")
-            try:
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                return to_rgb(img)
-            except (OSError, SyntaxError, ValueError) as exc:
-                raise ImageError(f"{what}: corrupt or truncated image ({exc})") from None
+            except MemoryError:
+                raise ImageError(f"{what}: needs more memory to decode than this machine has") from None
+            except Exception as exc:  # noqa: BLE001 - the decode boundary of untrusted bytes, see below
+                # Pillow's plugins raise OSError, ValueError, SyntaxError, EOFError, struct.error,
+                # and on hostile input also TypeError/IndexError/KeyError/ZeroDivisionError. None of
+                # them says more than "this one file is broken", and one file must not stop a build.
+                detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                raise ImageError(f"{what}: corrupt or truncated image ({detail})") from None
     finally:
         if isinstance(source, str | os.PathLike):
             fp.close()
 
 
+# Draft (DCT-scaled) JPEG decoding keeps at least this many times the needed side, the same margin
+# as pad_to_square's reducing_gap: the final LANCZOS step then sees as many pixels per output pixel.
+DRAFT_MARGIN = 3
+
+
+def _decode(fp: BinaryIO, what: str, max_pixels: int, min_side: int | None) -> Image.Image:
+    from recommender.errors import ImageError
+
+    img = Image.open(fp)
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError(f"{what}: {w}x{h} is too many pixels (limit {max_pixels:,})")
+    if w <= 0 or h <= 0:
+        raise ImageError(f"{what}: image has no pixels")
+    if min_side and img.format == "JPEG":
+        # draft() picks the largest DCT scale (1/2, 1/4, 1/8) that keeps the image at least this big.
+        want = min(w, h, DRAFT_MARGIN * min_side)
+        img.draft(img.mode, (max(1, want * w // min(w, h)), max(1, want * h // min(w, h))))
+    img.load()  # the full decode happens here, inside the guard, not later in a resize
+    img = ImageOps.exif_transpose(img)
+    return to_rgb(img)
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB, compositing transparency onto white."""
     mode = img.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in img.info:
         return img
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         # 16-bit and float greyscale: scale the actual range into 0..255 rather than clipping.
@@ -93,7 +133,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
         else:
             arr = arr / hi * 255.0
         return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
-    if (mode == "P" and "transparency" in img.info) or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    # "transparency" on P is a palette alpha; on RGB and L it is a tRNS colour key (one colour that
+    # means transparent): both go through RGBA so they land on white, not on black.
+    if ((mode in ("P", "RGB", "L") and "transparency" in img.info)
+            or mode in ("RGBA", "LA", "PA", "RGBa", "La")):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, WHITE + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -116,6 +159,12 @@ def pad_to_square(img: Image.Image, size: int, fill: tuple[int, int, int] = WHIT
     return np.asarray(canvas, dtype=np.uint8)
 
 
-def load_for_model(source: ImageSource, size: int) -> np.ndarray:
-    """One image, ready for a backbone: ``(size, size, 3)`` uint8 RGB."""
-    return pad_to_square(open_image(source), size)
+def load_for_model(source: ImageSource, size: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """One image, ready for a backbone: ``(size, size, 3)`` uint8 RGB (big JPEGs decoded in draft)."""
+    img = open_image(source, max_pixels=max_pixels, min_side=size)
+    try:
+        return pad_to_square(img, size)
+    except (OSError, ValueError, MemoryError) as exc:
+        from recommender.errors import ImageError
+
+        raise ImageError(f"{_describe(source)}: cannot be resized ({exc})") from None

@@ -15,6 +15,13 @@ PyTorch 1.6) writes a flat stream:
 Unpickling is arbitrary code execution if any global may be resolved, so we never call
 ``pickle.load``: :class:`_RestrictedUnpickler` resolves only the handful of names a state dict
 needs, and maps them to inert placeholders, so torch is never imported (nor needed).
+
+A hostile file cannot hang or exhaust the reader either: it runs on the pure-Python unpickler with
+a budget of opcodes per record, only the opcodes a state dict uses (no sets, no object
+construction), dict keys limited to strings and ints (no hash of a memoised "billion laughs"
+tuple), and no error message ever formats what the file built (only its type and a bounded
+excerpt). Every failure is one documented type: :class:`WeightsFileError` (a ``ValueError`` and a
+``RecommenderError``); refused globals are its subclass :class:`RefusedGlobalError`.
 """
 
 from __future__ import annotations
@@ -30,12 +37,20 @@ from typing import IO, Any
 
 import numpy as np
 
+from recommender.errors import WeightsFileError
+
 __all__ = [
     "LEGACY_MAGIC_NUMBER",
     "LEGACY_PROTOCOL_VERSION",
     "RefusedGlobalError",
+    "WeightsFileError",
     "load_legacy_torch_state_dict",
 ]
+
+# A real state dict record takes ~30 opcodes per tensor (EfficientNet-Lite0: ~8k in all); the raw
+# tensor bytes follow outside the pickle. Anything far beyond is not a state dict.
+MAX_RECORD_OPCODES = 2_000_000
+MAX_FILE_BYTES = 2 << 30
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
@@ -60,8 +75,20 @@ _STORAGE_DTYPES: dict[str, np.dtype] = {
 
 # The placeholders are frozen *slotted* dataclasses: a hostile BUILD opcode can then neither
 # update a __dict__ nor setattr on them, so fields validated at creation stay validated.
-class RefusedGlobalError(pickle.UnpicklingError):
+class RefusedGlobalError(WeightsFileError):
     """The pickle asked for a global (function/class) outside the allow-list; nothing was run."""
+
+
+def _describe(value: Any, limit: int = 60) -> str:
+    """A bounded description of something a file built: never a full repr (a memoised structure
+    of 40 levels repr()s to 2**40 elements; 100k levels of nesting overflow the stack)."""
+    if isinstance(value, str | bytes) or type(value) in (int, float, bool) or value is None:
+        text = value[:limit] if isinstance(value, str | bytes) else value
+        shown = repr(text) if not isinstance(value, int) or value.bit_length() < 200 else "<huge int>"
+        return shown + ("..." if isinstance(value, str | bytes) and len(value) > limit else "")
+    if isinstance(value, tuple | list | dict):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return f"a {type(value).__name__}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +127,7 @@ class _TensorRef:
 def _index(value: Any, what: str) -> int:
     """A non-negative Python int (bools and ints-in-disguise such as strings are refused)."""
     if type(value) is not int or value < 0:
-        raise pickle.UnpicklingError(f"invalid {what}: {value!r}")
+        raise WeightsFileError(f"invalid {what}: {_describe(value)}")
     return value
 
 
@@ -119,9 +146,10 @@ def _rebuild_tensor_v2(
     accepted and dropped.
     """
     if not isinstance(storage, _StorageRef):
-        raise pickle.UnpicklingError(f"tensor storage is not a persistent storage id: {storage!r}")
+        raise WeightsFileError(f"tensor storage is not a persistent storage id: {_describe(storage)}")
     if not isinstance(size, tuple) or not isinstance(stride, tuple) or len(size) != len(stride):
-        raise pickle.UnpicklingError(f"tensor size {size!r} and stride {stride!r} are not matching tuples")
+        raise WeightsFileError(f"tensor size ({_describe(size)}) and stride ({_describe(stride)}) "
+                               "are not matching tuples")
     # Negative strides or offsets would let as_strided (which does no bounds checks) read memory
     # outside the storage, so everything is pinned to non-negative ints here.
     size_t = tuple(_index(s, "tensor size") for s in size)
@@ -129,43 +157,78 @@ def _rebuild_tensor_v2(
     return _TensorRef(storage, _index(storage_offset, "storage offset"), size_t, stride_t)
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+def _ordered_dict(*args: Any) -> collections.OrderedDict:
+    """``OrderedDict()`` as a state dict's REDUCE calls it; built from pairs only with str/int keys."""
+    if not args:
+        return collections.OrderedDict()
+    if len(args) != 1 or not isinstance(args[0], list):
+        raise WeightsFileError("OrderedDict called with unexpected arguments")
+    out = collections.OrderedDict()
+    for pair in args[0]:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and type(pair[0]) in (str, int)):
+            raise WeightsFileError("OrderedDict built from something other than (name, value) pairs")
+        out[pair[0]] = pair[1]
+    return out
+
+
+class _RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 - the pure-Python one can be bounded
     """Unpickler that can only build plain containers, tensor references and storage types.
 
     Anything else (``os.system``, ``builtins.eval``, ``torch.nn.Module`` subclasses...) raises
-    :class:`pickle.UnpicklingError` *before* the object is looked up, so a hostile file cannot
-    run code through ``REDUCE``/``BUILD``/``INST``.
+    :class:`RefusedGlobalError` *before* the object is looked up, so a hostile file cannot run
+    code through ``REDUCE``/``BUILD``; ``INST``/``OBJ``/``NEWOBJ``, sets and extension codes are
+    not opcodes a state dict uses and are refused outright. Dict keys must be ``str`` or ``int``.
     """
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
+
+    def __init__(self, f: IO[bytes]) -> None:
+        super().__init__(f)
+        self._budget = MAX_RECORD_OPCODES
+
+    def _setitems(self) -> None:
+        items = self.pop_mark()
+        target = self.stack[-1]
+        if len(items) % 2:
+            raise WeightsFileError("SETITEMS with an odd number of items")
+        for i in range(0, len(items), 2):
+            _set(target, items[i], items[i + 1])
+
+    def _setitem(self) -> None:
+        value = self.stack.pop()
+        key = self.stack.pop()
+        _set(self.stack[-1], key, value)
 
     def find_class(self, module: str, name: str) -> Any:
         # OrderedDict is what ``Module.state_dict()`` returns; it is also used for the (empty)
         # backward_hooks argument of _rebuild_tensor_v2.
         if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
+            return _ordered_dict
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
             return _rebuild_tensor_v2
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name, _STORAGE_DTYPES[name])
-        raise RefusedGlobalError(f"refusing to load global {module}.{name} from a torch pickle")
+        raise RefusedGlobalError(f"refusing to load global {str(module)[:100]}.{str(name)[:100]} "
+                                 "from a torch pickle")
 
     def persistent_load(self, pid: Any) -> _StorageRef:
         # ('storage', storage_type, root_key, location, numel[, view_metadata])
-        if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
-            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+        if not isinstance(pid, tuple) or not pid or not isinstance(pid[0], str) or pid[0] != "storage":
+            raise WeightsFileError(f"unsupported persistent id ({_describe(pid)})")
         if len(pid) not in (5, 6):
-            raise pickle.UnpicklingError(f"malformed storage persistent id {pid!r}")
+            raise WeightsFileError(f"malformed storage persistent id ({_describe(pid)})")
         storage_type, key, _location, numel = pid[1:5]
         view_metadata = pid[5] if len(pid) == 6 else None
         if not isinstance(storage_type, _StorageType):
-            raise pickle.UnpicklingError(f"unsupported storage type {storage_type!r}")
+            raise WeightsFileError(f"unsupported storage type ({_describe(storage_type)})")
         if not isinstance(key, str):
-            raise pickle.UnpicklingError(f"malformed storage persistent id {pid!r}")
+            raise WeightsFileError(f"malformed storage key ({_describe(key)})")
         numel = _index(numel, "storage size")
         if view_metadata is None:
             return _StorageRef(key, storage_type.dtype, numel)
         # view_metadata = (view_key, offset_in_root, view_numel): the view is what the tensor sees.
         if not isinstance(view_metadata, tuple) or len(view_metadata) != 3:
-            raise pickle.UnpicklingError(f"malformed storage view metadata {view_metadata!r}")
+            raise WeightsFileError(f"malformed storage view metadata ({_describe(view_metadata)})")
         _view_key, view_offset, view_numel = view_metadata
         return _StorageRef(
             key,
@@ -173,6 +236,43 @@ class _RestrictedUnpickler(pickle.Unpickler):
             _index(view_numel, "storage view size"),
             _index(view_offset, "storage view offset"),
         )
+
+
+def _set(target: Any, key: Any, value: Any) -> None:
+    # Only str/int keys: hashing a memoised tuple-of-tuples would take 2**depth steps.
+    if type(key) not in (str, int):
+        raise WeightsFileError(f"dict key is {_describe(key)}, not a name")
+    if not isinstance(target, dict):
+        raise WeightsFileError(f"SETITEM on {_describe(target)}")
+    target[key] = value
+
+
+def _refused(self: _RestrictedUnpickler) -> None:
+    raise WeightsFileError("the pickle uses an opcode a state dict never needs (object construction, "
+                           "sets, extension codes or protocol-5 buffers)")
+
+
+def _counted(op: Any) -> Any:
+    def run(self: _RestrictedUnpickler) -> None:
+        self._budget -= 1
+        if self._budget < 0:
+            raise WeightsFileError(f"a record of over {MAX_RECORD_OPCODES:,} pickle opcodes is not a state dict")
+        op(self)
+    return run
+
+
+for _code, _op in list(_RestrictedUnpickler.dispatch.items()):
+    _RestrictedUnpickler.dispatch[_code] = _counted(_op)
+for _opcode in (pickle.SETITEM, pickle.SETITEMS):
+    _RestrictedUnpickler.dispatch[_opcode[0]] = _counted(
+        _RestrictedUnpickler._setitem if _opcode == pickle.SETITEM else _RestrictedUnpickler._setitems)
+# BYTEARRAY8 allocates the length it claims before reading (a 556-byte file asked for 14 GB in the
+# fuzz); out-of-band buffers need a buffer list we never give. Torch's legacy format is protocol 2.
+for _opcode in (pickle.INST, pickle.OBJ, pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.EMPTY_SET, pickle.ADDITEMS,
+                pickle.FROZENSET, pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.BYTEARRAY8, pickle.NEXT_BUFFER,
+                pickle.READONLY_BUFFER):
+    _RestrictedUnpickler.dispatch[_opcode[0]] = _refused
+del _code, _op, _opcode
 
 
 def _load_record(f: IO[bytes]) -> Any:
@@ -184,26 +284,27 @@ def _read_storages(f: IO[bytes], dtypes: dict[str, np.dtype], remaining: int) ->
     """Read the storage-key list and the raw storage blobs that follow the pickled object."""
     keys = _load_record(f)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise ValueError("corrupt torch file: storage key list is not a list of strings")
+        raise WeightsFileError("corrupt torch file: storage key list is not a list of strings")
     storages: dict[str, np.ndarray] = {}
     for key in keys:
         if key not in dtypes:
-            raise ValueError(f"corrupt torch file: storage {key!r} is not referenced by any tensor")
+            raise WeightsFileError(f"corrupt torch file: storage {_describe(key)} is not referenced by any tensor")
         header = f.read(8)
         if len(header) != 8:
-            raise ValueError(f"truncated torch file: no element count for storage {key!r}")
+            raise WeightsFileError(f"truncated torch file: no element count for storage {_describe(key)}")
         (numel,) = struct.unpack("<q", header)
         dtype = dtypes[key]
         nbytes = numel * dtype.itemsize
         # Check against the real file size before reading so a forged count cannot make us
         # allocate gigabytes.
         if numel < 0 or nbytes > remaining - f.tell():
-            raise ValueError(f"truncated torch file: storage {key!r} claims {numel} elements")
+            raise WeightsFileError(f"truncated torch file: storage {_describe(key)} claims {numel} elements")
         data = f.read(nbytes)
         storages[key] = np.frombuffer(data, dtype=dtype, count=numel)
     missing = set(dtypes) - set(storages)
     if missing:
-        raise ValueError(f"corrupt torch file: storages never written: {sorted(missing)[:5]}")
+        raise WeightsFileError(f"corrupt torch file: {len(missing)} storage(s) never written, e.g. "
+                               f"{_describe(sorted(missing)[0])}")
     return storages
 
 
@@ -213,21 +314,21 @@ def _materialise(ref: _TensorRef, storages: dict[str, np.ndarray]) -> np.ndarray
     # The tensor indexes into its (possibly view) storage; fold both offsets into the root.
     start = ref.storage.view_offset + ref.storage_offset
     if ref.storage.view_offset + ref.storage.numel > root.size:
-        raise ValueError(f"storage view of {ref.storage.key!r} exceeds the stored data")
+        raise WeightsFileError(f"storage view of {_describe(ref.storage.key)} exceeds the stored data")
     numel = math.prod(ref.size)
     if numel == 0:
         return np.zeros(ref.size, dtype=root.dtype)
     # Zero strides could expand a tiny storage into a huge array; parameters never do that, so
     # refuse it rather than allocate whatever a file asks for.
     if numel > ref.storage.numel:
-        raise ValueError(f"tensor of {numel} elements is larger than its storage {ref.storage.key!r}")
+        raise WeightsFileError(f"tensor of {numel} elements is larger than its storage {_describe(ref.storage.key)}")
     # Highest element index the strides can reach; as_strided does no bounds checking itself,
     # so this check is what keeps a malformed file from reading arbitrary memory.
     last = start + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True))
     if last >= ref.storage.view_offset + ref.storage.numel or start >= root.size:
-        raise ValueError(
-            f"tensor (offset {start}, size {ref.size}, stride {ref.stride}) overruns storage "
-            f"{ref.storage.key!r} of {root.size} elements"
+        raise WeightsFileError(
+            f"tensor (offset {start}, {len(ref.size)} dimensions) overruns storage "
+            f"{_describe(ref.storage.key)} of {root.size} elements"
         )
     base = root[start:]
     itemsize = root.dtype.itemsize
@@ -242,7 +343,7 @@ def _check_header(f: IO[bytes]) -> None:
     head = f.read(4)
     f.seek(0)
     if head.startswith(b"PK\x03\x04"):
-        raise ValueError(
+        raise WeightsFileError(
             "this is a zip-format torch checkpoint (torch>=1.6 default); only the legacy "
             "format (_use_new_zipfile_serialization=False) is supported"
         )
@@ -250,35 +351,61 @@ def _check_header(f: IO[bytes]) -> None:
         magic = _load_record(f)
     except RefusedGlobalError:
         raise  # a hostile pickle, not merely a foreign file: keep the precise error
-    except Exception as exc:  # any decoding failure here just means "not a torch pickle"
-        raise ValueError(f"not a legacy torch pickle: cannot read magic number ({exc})") from exc
-    if magic != LEGACY_MAGIC_NUMBER:
-        raise ValueError(f"not a legacy torch pickle: wrong magic number {magic!r}")
+    except Exception as exc:  # noqa: BLE001 - any decoding failure here just means "not a torch pickle"
+        raise WeightsFileError(f"not a legacy torch pickle: cannot read magic number ({_error_text(exc)})") from None
+    if type(magic) is not int or magic != LEGACY_MAGIC_NUMBER:
+        raise WeightsFileError(f"not a legacy torch pickle: wrong magic number ({_describe(magic)})")
     version = _load_record(f)
-    if version != LEGACY_PROTOCOL_VERSION:
-        raise ValueError(f"unsupported legacy torch protocol version {version!r}")
+    if type(version) is not int or version != LEGACY_PROTOCOL_VERSION:
+        raise WeightsFileError(f"unsupported legacy torch protocol version ({_describe(version)})")
     sys_info = _load_record(f)
     if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
-        raise ValueError("only little-endian legacy torch files are supported")
+        raise WeightsFileError("only little-endian legacy torch files are supported")
 
 
-def load_legacy_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
+def _error_text(exc: BaseException) -> str:
+    # Our own messages are bounded already; the pickle module's can quote what the file holds.
+    text = str(exc) if isinstance(exc, WeightsFileError) else type(exc).__name__ + (
+        f": {str(exc)[:120]}" if isinstance(exc, pickle.UnpicklingError | EOFError | ValueError) else "")
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_legacy_torch_state_dict(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> dict[str, np.ndarray]:
     """Load a legacy-format ``torch.save`` state dict as ``{name: C-contiguous ndarray}``.
 
-    Raises ``ValueError`` for zip-format, truncated or otherwise malformed files and
-    ``pickle.UnpicklingError`` if the pickle references any global outside the allow-list.
+    Raises :class:`WeightsFileError` (a ``ValueError``) for a missing, zip-format, truncated,
+    oversized, malformed or hostile file - and only that; :class:`RefusedGlobalError`, its
+    subclass, if the pickle references any global outside the allow-list (nothing is run).
     """
-    raw = Path(path).read_bytes()
+    try:
+        return _load(Path(path), max_bytes)
+    except WeightsFileError:
+        raise
+    except MemoryError:
+        raise WeightsFileError(f"{path}: too large to read into memory") from None
+    except Exception as exc:  # noqa: BLE001 - the parse boundary of an untrusted file, one error type
+        raise WeightsFileError(f"{path}: malformed torch file ({_error_text(exc)})") from None
+
+
+def _load(path: Path, max_bytes: int) -> dict[str, np.ndarray]:
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise WeightsFileError(f"{path}: {size:,} bytes is larger than any weights file read here "
+                                   f"(limit {max_bytes:,})")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise WeightsFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     f = io.BytesIO(raw)
     _check_header(f)
 
     obj = _load_record(f)
     if not isinstance(obj, dict):
-        raise ValueError(f"expected a state dict (mapping), got {type(obj).__name__}")
+        raise WeightsFileError(f"expected a state dict (mapping), got {type(obj).__name__}")
     refs: dict[str, _TensorRef] = {}
     for name, value in obj.items():
         if not isinstance(name, str) or not isinstance(value, _TensorRef):
-            raise ValueError(f"state dict entry {name!r} is not a tensor")
+            raise WeightsFileError(f"state dict entry {_describe(name)} is not a tensor")
         refs[name] = value
 
     # One storage may back several tensors; they must all agree on its dtype.
@@ -286,7 +413,7 @@ def load_legacy_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     for name, ref in refs.items():
         previous = dtypes.setdefault(ref.storage.key, ref.storage.dtype)
         if previous != ref.storage.dtype:
-            raise ValueError(f"storage {ref.storage.key!r} used with two dtypes (at {name!r})")
+            raise WeightsFileError(f"storage {_describe(ref.storage.key)} used with two dtypes (at {_describe(name)})")
 
     storages = _read_storages(f, dtypes, len(raw))
     return {name: _materialise(ref, storages) for name, ref in refs.items()}

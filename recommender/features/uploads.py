@@ -18,6 +18,10 @@ from recommender.features.images import MAX_PIXELS, open_image
 
 # What the app's file picker offers; the content must be one of these formats too.
 UPLOAD_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+# The decoded upload is shown (a few hundred pixels wide) and embedded (224 px): a JPEG needs no
+# more than this short side, so a phone's 40 MP photo is decoded at a DCT scale (draft) instead of
+# in full (~120 MB of pixels and seconds of CPU).
+PREVIEW_SIDE = 448
 MAX_UPLOAD_MB = 10
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 
@@ -78,11 +82,12 @@ def read_upload(data: bytes, name: str, max_bytes: int = MAX_UPLOAD_BYTES) -> by
 
 def open_upload(data: bytes, name: str, max_bytes: int = MAX_UPLOAD_BYTES,
                 max_pixels: int = MAX_PIXELS) -> Upload:
-    """:func:`read_upload`, then decode it fully (corrupt, truncated, too many pixels -> ImageError)."""
+    """:func:`read_upload`, then decode it fully (corrupt, truncated, too many pixels -> ImageError);
+    a big JPEG at the DCT scale that keeps at least ``3 * PREVIEW_SIDE`` pixels on its short side."""
     data = read_upload(data, name, max_bytes)
     shown = display_name(name)
     try:
-        image = open_image(data, max_pixels=max_pixels)
+        image = open_image(data, max_pixels=max_pixels, min_side=PREVIEW_SIDE)
     except ImageError as exc:
         raise ImageError(str(exc).replace("uploaded image", shown, 1)) from None
     return Upload(shown, data, image, sniff_format(data) or "")

@@ -1,23 +1,45 @@
-"""Catalog -> vectors, reusing the artifact store and skipping images that cannot be read."""
+"""Catalog -> vectors, reusing the artifact store and skipping images that cannot be read.
+
+A build streams: image files are hashed and decoded by a small thread pool while the model embeds
+the previous batch, so at most a few batches of pixels are in memory however large the catalog.
+Finished vectors are checkpointed into the store every ``checkpoint_every`` images or
+``checkpoint_seconds`` seconds, so a killed build resumes where its last checkpoint was.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from recommender.catalog.loader import Catalog, ImageProblem
-from recommender.errors import ImageError
+from recommender.errors import CacheError, ImageError
 from recommender.features.embedders import ImageEmbedder
 from recommender.features.images import load_for_model
 from recommender.store.artifacts import ArtifactStore, StoredEmbeddings, file_sha256
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
+
+CHECKPOINT_EVERY = 1024  # images: ~5 MB of 1280-d vectors per chunk, ~20 s of work on 2 cores
+CHECKPOINT_SECONDS = 60.0
+# Decoded batches waiting for the model: enough to hide decode time, few enough to bound memory
+# (3 x 32 x 224 x 224 x 3 bytes = 14 MB).
+LOOKAHEAD_BATCHES = 3
+HASH_BLOCK = 4096  # files hashed per thread-pool round: bounds the futures held at once
+
+# Set by the CLI's `build` (see cache_required): a cache that cannot be written is an error there,
+# while a query from a read-only cache only warns and embeds in memory.
+_CACHE_REQUIRED: ContextVar[bool] = ContextVar("cache_required", default=False)
 
 
 @dataclass
@@ -31,19 +53,149 @@ class BuildReport:
     skipped: list[ImageProblem] = field(default_factory=list)
     seconds: float = 0.0
     cache_dir: Path | None = None
+    checkpoints: int = 0
+    saved: bool = True  # False: the cache was not writable, new vectors live only in this process
+    embed_seconds: float = 0.0  # decoding, inference and checkpoints, without loading the model
+
+    @property
+    def images_per_second(self) -> float:
+        """Embedding throughput of this build (decode, inference and checkpoints; 0 if nothing was embedded)."""
+        return self.embedded / self.embed_seconds if self.embedded and self.embed_seconds > 0 else 0.0
 
     def summary(self) -> str:
+        unsaved = "" if self.saved else "; cache not writable, new vectors not saved"
+        rate = f", {self.images_per_second:.1f} img/s" if self.embedded else ""
         return (f"{self.n_items} products: {self.embedded} embedded, {self.reused} reused from cache, "
-                f"{len(self.skipped)} skipped ({self.backbone}, {self.seconds:.1f} s)")
+                f"{len(self.skipped)} skipped ({self.backbone}, {self.seconds:.1f} s{rate}{unsaved})")
 
 
 def default_cache_dir(catalog: Catalog) -> Path:
     return catalog.root / ".cache"
 
 
-def image_hashes(catalog: Catalog) -> list[str | None]:
-    """SHA-256 of every product's image file (None where the file is missing): the cache key."""
-    return [file_sha256(p) if (p := catalog.image_path(i)).is_file() else None for i in range(len(catalog))]
+@contextlib.contextmanager
+def cache_required(catalog: Catalog, cache_dir: Path | str | None = None) -> Iterator[None]:
+    """For a build: fail at once, with one line, if the cache cannot be written (a file, read-only,
+    no space), and make a write failure during the build an error rather than a warning."""
+    store = ArtifactStore(cache_dir or default_cache_dir(catalog))
+    problem = store.writable_problem("", need_bytes=16 << 20)
+    if problem:
+        raise CacheError(problem)
+    token = _CACHE_REQUIRED.set(True)
+    try:
+        yield
+    finally:
+        _CACHE_REQUIRED.reset(token)
+
+
+def _hash_one(catalog: Catalog, i: int) -> str | None:
+    if catalog.image_refusal(i):
+        return None  # outside the allowed roots: never opened
+    path = catalog.image_path(i)
+    try:
+        # Regular files only: opening a FIFO or a device would block or read forever.
+        return file_sha256(path) if path.is_file() else None
+    except (OSError, ValueError):  # no permission, name too long, a NUL byte
+        return None
+
+
+def image_hashes(catalog: Catalog, workers: int | None = None) -> list[str | None]:
+    """SHA-256 of every product's image file (None where it is missing, unreadable or outside the
+    catalog's folder): the cache key. Files are read by a few threads (hashlib releases the GIL)."""
+    workers = workers or min(4, os.cpu_count() or 1)
+    out: list[str | None] = []
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(catalog), HASH_BLOCK):
+            out.extend(pool.map(lambda i: _hash_one(catalog, i), range(start, min(start + HASH_BLOCK, len(catalog)))))
+    return out
+
+
+def _missing_reason(catalog: Catalog, i: int) -> str:
+    refusal = catalog.image_refusal(i)
+    if refusal:
+        return refusal
+    path = catalog.image_path(i)
+    try:
+        return "not a file" if path.exists() else "file not found"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+
+
+def decoded_batches(
+    paths: Sequence[Path], size: int, batch_size: int, workers: int | None = None
+) -> Iterator[list[tuple[int, np.ndarray | None, str | None]]]:
+    """Decode ``paths`` for a model in a thread pool, ``batch_size`` at a time, in order.
+
+    Yields lists of ``(index into paths, (size, size, 3) uint8 pixels or None, reason or None)``;
+    at most :data:`LOOKAHEAD_BATCHES` batches are decoded ahead of the consumer.
+    """
+    workers = workers or min(2, os.cpu_count() or 1)
+
+    def load(j: int) -> tuple[int, np.ndarray | None, str | None]:
+        try:
+            return j, load_for_model(paths[j], size), None
+        except ImageError as exc:
+            return j, None, str(exc).removeprefix(f"{paths[j]}: ")
+
+    starts = iter(range(0, len(paths), batch_size))
+    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+        pending: deque = deque()
+
+        def submit_next() -> None:
+            start = next(starts, None)
+            if start is not None:
+                pending.append([pool.submit(load, j) for j in range(start, min(start + batch_size, len(paths)))])
+
+        for _ in range(LOOKAHEAD_BATCHES):
+            submit_next()
+        while pending:
+            futures = pending.popleft()
+            submit_next()
+            yield [f.result() for f in futures]
+
+
+class _Checkpointer:
+    """Collects finished vectors and appends them to the store every N images or S seconds."""
+
+    def __init__(self, store: ArtifactStore, stored: StoredEmbeddings, every: int, seconds: float,
+                 enabled: bool, strict: bool) -> None:
+        self.store, self.stored = store, stored
+        self.every, self.seconds = max(1, every), seconds
+        self.enabled, self.strict = enabled, strict
+        self.items: list[dict[str, str]] = []
+        self.rows: list[np.ndarray] = []
+        self.failures: dict[str, str] = {}
+        self.last = time.monotonic()
+        self.count = 0
+
+    def add(self, item: dict[str, str], vector: np.ndarray) -> None:
+        self.items.append(item)
+        self.rows.append(vector)
+
+    def fail(self, sha: str, reason: str) -> None:
+        self.failures[sha] = reason
+
+    def maybe_flush(self) -> None:
+        if len(self.items) >= self.every or time.monotonic() - self.last >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.enabled or not (self.items or self.failures):
+            return
+        matrix = np.stack(self.rows) if self.rows else np.zeros((0, self.stored.feature_dim), np.float32)
+        try:
+            self.store.append(self.stored, self.items, matrix, self.failures)
+        except OSError as exc:
+            msg = (f"cannot write the cache {self.store.folder(self.stored.folder)} "
+                   f"({exc.strerror or exc}); vectors up to the last checkpoint are saved")
+            if self.strict:
+                raise CacheError(msg) from None
+            log.warning("%s; continuing in memory", msg)
+            self.enabled = False
+            return
+        self.count += 1
+        self.items, self.rows, self.failures = [], [], {}
+        self.last = time.monotonic()
 
 
 def build_embeddings(
@@ -52,87 +204,101 @@ def build_embeddings(
     cache_dir: Path | str | None = None,
     progress: Progress | None = None,
     hashes: list[str | None] | None = None,
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    decode_workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, BuildReport, object | None]:
     """Embed every product image with ``embedder``, re-using cached vectors by image content hash.
 
     ``embedder`` is an :class:`ImageEmbedder` or :class:`ColourEmbedder`, fitted or not: an unfitted
     one is fitted only if some image is not in the cache, so a fully cached build never imports
     TensorFlow. Returns ``(vectors, has_image, report, embedder or None)``: ``vectors`` is
-    ``(n, d)`` float32 with zero rows where the image was missing or unreadable (``has_image``
-    False; the report lists why). ``hashes`` (from :func:`image_hashes`) saves reading every image
-    file again when several embedders run over one catalog.
+    ``(n, d)`` float32 with zero rows where the image was missing, unreadable or outside the
+    catalog's folder (``has_image`` False; the report lists why). ``hashes`` (from
+    :func:`image_hashes`) saves reading every image file again when several embedders run over
+    one catalog. New vectors are checkpointed as they are made; a cache that cannot be written
+    makes this a warning (vectors kept in memory), or a :class:`CacheError` under :func:`cache_required`.
     """
     t0 = time.perf_counter()
     ident = getattr(embedder, "identity_", None) or embedder.identity()
     choice = ident.choice
     store = ArtifactStore(cache_dir or default_cache_dir(catalog))
-    stored = store.load(ident.folder, ident.name, ident.preprocess, ident.weights) or StoredEmbeddings(
-        ident.folder, ident.name, ident.feature_dim, ident.preprocess, ident.weights)
+    store.check_location()
+    strict = _CACHE_REQUIRED.get()
+    stored = (store.load(ident.folder, ident.name, ident.preprocess, ident.weights, ident.feature_dim)
+              or StoredEmbeddings(ident.folder, ident.name, ident.feature_dim, ident.preprocess, ident.weights))
     report = BuildReport(ident.name, choice.reason if choice else ident.preprocess,
                          bool(choice and choice.fallback), len(catalog), cache_dir=store.folder(ident.folder))
 
     n = len(catalog)
+    ids = catalog.ids
     vectors = np.zeros((n, ident.feature_dim), dtype=np.float32)
     has_image = np.zeros(n, dtype=bool)
     hashes = image_hashes(catalog) if hashes is None else hashes
-    todo: list[int] = []
+    todo: dict[str, list[int]] = {}  # image hash -> rows showing it: one embedding per distinct file
     for i in range(n):
-        path = catalog.image_path(i)
         h = hashes[i]
         if h is None:
-            report.skipped.append(ImageProblem(catalog.ids[i], path, "file not found"))
-            continue
-        if h in stored.vectors:
+            report.skipped.append(ImageProblem(ids[i], catalog.image_source(i), _missing_reason(catalog, i)))
+        elif h in stored.vectors:
             vectors[i], has_image[i] = stored.vectors[h], True
             report.reused += 1
         elif h in stored.failures:
-            report.skipped.append(ImageProblem(catalog.ids[i], path, stored.failures[h]))
+            report.skipped.append(ImageProblem(ids[i], catalog.image_source(i), stored.failures[h]))
         else:
-            todo.append(i)
+            todo.setdefault(h, []).append(i)
 
-    new_failures: dict[str, str] = {}
     loaded = None
     if todo:
+        need = len(todo) * ident.feature_dim * 4 * 2 + (16 << 20)  # chunks, then one compaction
+        problem = store.writable_problem(ident.folder, need_bytes=need)
+        if problem and strict:
+            raise CacheError(problem)
+        if problem:
+            log.warning("%s: embedding %d image(s) in memory, nothing is saved", problem, len(todo))
+            report.saved = False
         if not hasattr(embedder, "identity_"):
             embedder.fit()
         loaded = embedder
-        step = embedder.batch_size
+        stored.catalog_fingerprint = catalog.fingerprint()
+        saver = _Checkpointer(store, stored, checkpoint_every, checkpoint_seconds, not problem, strict)
+        keys = list(todo)
+        firsts = [todo[h][0] for h in keys]
+        paths = [catalog.image_path(i) for i in firsts]
         done = 0
-        for start in range(0, len(todo), step):
-            rows, pixels = [], []
-            for i in todo[start:start + step]:
-                try:
-                    pixels.append(load_for_model(catalog.image_path(i), embedder.input_size_))
-                    rows.append(i)
-                except ImageError as exc:
-                    reason = str(exc).removeprefix(f"{catalog.image_path(i)}: ")
-                    report.skipped.append(ImageProblem(catalog.ids[i], catalog.image_path(i), reason))
-                    new_failures[hashes[i]] = reason
-            if rows:
-                vectors[rows] = embedder.embed_arrays(np.stack(pixels))
-                has_image[rows] = True
-                report.embedded += len(rows)
-            done += len(todo[start:start + step])
+        t_embed = time.perf_counter()
+        if progress:
+            progress(0, len(keys))  # starts the clock of a rate/ETA display before the first batch
+        for batch in decoded_batches(paths, embedder.input_size_, embedder.batch_size, decode_workers):
+            ok = [(j, px) for j, px, _ in batch if px is not None]
+            for j, _, reason in batch:
+                if reason is not None:
+                    for i in todo[keys[j]]:
+                        report.skipped.append(ImageProblem(ids[i], catalog.image_source(i), reason))
+                    saver.fail(keys[j], reason)
+            if ok:
+                out = embedder.embed_arrays(np.stack([px for _, px in ok]))
+                for (j, _), vec in zip(ok, out, strict=True):
+                    rows = todo[keys[j]]
+                    vectors[rows], has_image[rows] = vec, True
+                    report.embedded += len(rows)
+                    saver.add({"sha256": keys[j], "id": str(ids[rows[0]]),
+                               "image": str(catalog.items["image"].iat[rows[0]])}, vec)
+            done += len(batch)
+            saver.maybe_flush()
             if progress:
-                progress(done, len(todo))
+                progress(done, len(keys))
+        saver.flush()
+        report.embed_seconds = time.perf_counter() - t_embed
+        report.checkpoints = saver.count
+        report.saved = saver.enabled
+        if saver.enabled:
+            try:
+                store.compact(stored)
+            except OSError as exc:  # the chunks are all saved; merging them can wait for the next build
+                log.warning("could not merge cache chunks in %s (%s)", report.cache_dir, exc.strerror or exc)
     for p in report.skipped:
         log.warning("skipped %s: %s (%s)", p.id, p.reason, p.path)
-
-    fingerprint = catalog.fingerprint()
-    if todo or stored.catalog_fingerprint != fingerprint:
-        # Keep every vector we know, including ones of products no longer in this catalog: another
-        # catalog sharing the cache (or an undo) gets them back for free.
-        merged = dict(stored.vectors)
-        merged.update({hashes[i]: vectors[i] for i in np.flatnonzero(has_image)})
-        owners = {hashes[i]: (str(catalog.ids[i]), str(catalog.items["image"].iat[i]))
-                  for i in np.flatnonzero(has_image)}
-        keys = list(merged)
-        items = [{"sha256": h, "id": owners.get(h, ("", ""))[0], "image": owners.get(h, ("", ""))[1]}
-                 for h in keys]
-        failures = {**stored.failures, **new_failures}
-        stored.catalog_fingerprint = fingerprint
-        matrix = np.stack([merged[h] for h in keys]) if keys else np.zeros((0, ident.feature_dim), np.float32)
-        store.save(stored, items, matrix, [{"sha256": h, "reason": r} for h, r in failures.items()])
     report.seconds = time.perf_counter() - t0
     return vectors, has_image, report, loaded
 
