@@ -202,15 +202,15 @@ def test_cli_build_mirrors_the_catalog_into_milvus_and_info_reports_it(demo_reco
 
     cache = str(demo_recommender.cache_dir)  # already embedded by the shared fixture: no model needed
     uri = str(tmp_path / "cli.db")
-    assert main(["info", "--cache", cache, "--index", "milvus", "--milvus-uri", uri]) == 0
+    milvus = ["--cache", cache, "--backbone", "efficientnet_lite0", "--index", "milvus", "--milvus-uri", uri]
+    assert main(["info", *milvus]) == 0
     assert "no collection" in capsys.readouterr().out
-    assert main(["build", "--cache", cache, "--index", "milvus", "--milvus-uri", uri]) == 0
+    assert main(["build", *milvus]) == 0
     out = capsys.readouterr().out
     assert "89 vectors" in out and "collection rec_demo_catalog_" in out
-    assert main(["info", "--cache", cache, "--index", "milvus", "--milvus-uri", uri]) == 0
+    assert main(["info", *milvus]) == 0
     assert "89 vectors, 2280-d" in capsys.readouterr().out
-    assert main(["build", "--cache", cache, "--index", "milvus", "--milvus-uri", uri,
-                 "--milvus-collection", 'x" or 1==1']) == 2
+    assert main(["build", *milvus, "--milvus-collection", 'x" or 1==1']) == 2
     assert capsys.readouterr().err.startswith("error: invalid Milvus collection name")
 
 
