@@ -191,9 +191,11 @@ def test_collection_names_are_valid_and_separate_configurations():
     assert a != collection_name("my shop-2024", "efficientnet_lite0-99999999")
 
 
-def test_importing_the_library_does_not_import_pymilvus():
-    code = ("import sys, recommender, recommender.index.milvus, recommender.index.factory; "
-            "assert 'pymilvus' not in sys.modules, 'pymilvus imported eagerly'")
+def test_importing_the_library_does_not_import_pymilvus_or_ray():
+    code = ("import sys, recommender, recommender.index.milvus, recommender.index.factory, "
+            "recommender.store.ray_build, recommender.cli_scaleout, recommender.cli; "
+            "recommender.cli.build_parser(); "
+            "assert 'pymilvus' not in sys.modules and 'ray' not in sys.modules, 'imported eagerly'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
 
 
