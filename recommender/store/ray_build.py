@@ -134,6 +134,7 @@ def build_with_ray(
             todo.setdefault(h, []).append(i)
     if todo:
         stored.catalog_fingerprint = catalog.fingerprint()
+        t_embed = time.perf_counter()  # Ray's start-up and model loading included: the cost a user waits for
         started = _connect(address, num_cpus)
         try:
             import ray.data
@@ -154,6 +155,7 @@ def build_with_ray(
 
                 ray.shutdown()
         store.compact(stored)
+        report.embed_seconds = time.perf_counter() - t_embed
         for h, rows in todo.items():
             if h in new_vectors:
                 report.embedded += len(rows)
