@@ -40,8 +40,11 @@ def _catalog(args):
 
 
 def cmd_build(args) -> int:
+    from recommender.cli_scaleout import after_build, before_build
     from recommender.recommender import HybridRecommender
     from recommender.store.build import cache_required
+
+    before_build(args)  # --engine ray
 
     # The same configuration `recommend` and the app use, so the cache it fills is the one they read.
     catalog = _catalog(args)
@@ -55,6 +58,7 @@ def cmd_build(args) -> int:
     print(f"cache: {report.cache_dir}")
     for p in report.skipped:
         print(f"  skipped {p.id}: {p.reason} ({p.path})")
+    after_build(args, rec)  # --index milvus
     return 0
 
 
@@ -161,6 +165,9 @@ def cmd_info(args) -> int:
         print(f"  price: {prices.min():g} - {prices.max():g} ({len(prices)} priced)")
     choice = resolve_backbone(args.backbone)
     print(f"backbone: {choice.name} ({choice.reason})")
+    from recommender.cli_scaleout import show_index
+
+    show_index(args, catalog)
     ident = HybridRecommender(backbone=args.backbone)._image_embedder(args.backbone).identity()
     store = ArtifactStore(args.cache or default_cache_dir(catalog))
     manifest = store.manifest(ident.folder)
@@ -199,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="embed the catalog's images into the cache")
     common(p)
+    from recommender.cli_scaleout import add_build_options, add_index_options
+
+    add_build_options(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("recommend", help="products like an item, a photo or a description")
@@ -258,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="catalog size, backbone and cache state")
     common(p)
+    add_index_options(p)
     p.set_defaults(func=cmd_info)
     return parser
 

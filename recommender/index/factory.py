@@ -22,6 +22,7 @@ AUTO_EXACT_MAX = 20_000
 _BACKENDS: dict[str, type[VectorIndex]] = {"exact": ExactIndex}
 #: kind -> "module:Class", imported on first use (keeps hnswlib out of a small catalog's process).
 _LAZY: dict[str, str] = {"hnsw": "recommender.index.hnsw:HNSWIndex"}
+_LAZY["milvus"] = "recommender.index.milvus:MilvusIndex"  # optional extra: requirements-milvus.txt
 
 
 def register_backend(kind: str, cls: type[VectorIndex]) -> None:

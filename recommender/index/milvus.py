@@ -1,0 +1,362 @@
+"""A :class:`VectorIndex` on Milvus: a local milvus-lite file (tests, laptops) or a Milvus server (production).
+
+One collection per catalog + backbone holds, per product, its image vector and the filterable
+attributes as scalar fields (``category``, ``sub_category``, ``brand``, ``colour`` as VARCHARs of
+lower-cased values - each value hex-encoded between separators, see ``milvus_expr.token``, and
+matched with a LIKE per value - and ``price`` as a nullable double), so a filter runs *inside* Milvus as
+a boolean expression instead of over-fetching and dropping. Ids are the caller's int64 labels
+(the recommender's catalog rows); similarity is the inner product of L2-normalised vectors
+(cosine), exactly as :class:`~recommender.index.exact.ExactIndex`.
+
+``pymilvus`` is imported on first use only (an optional extra: ``pip install -r requirements-milvus.txt``).
+Nothing connects in ``__init__``: the first call that needs the collection opens the client and
+creates the collection if it does not exist yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import traceback
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from recommender.catalog.loader import ATTRIBUTE_COLUMNS
+from recommender.index.base import VectorIndex, check_ids
+from recommender.index.exact import l2_normalise
+from recommender.index.milvus_expr import (
+    MAX_ATTRIBUTE_LENGTH,
+    PRICE_FIELD,
+    MilvusError,
+    allow_expression,
+    attribute_rows,
+    collection_name,
+    filters_expression,
+    quote,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from recommender.catalog.loader import Catalog
+
+DEFAULT_URI = "milvus.db"  # a milvus-lite file in the working directory
+ENV_URI = "RECOMMENDER_MILVUS_URI"
+ENV_TOKEN = "RECOMMENDER_MILVUS_TOKEN"
+ENV_COLLECTION = "RECOMMENDER_MILVUS_COLLECTION"
+VECTOR_FIELD = "image"
+WRITE_BATCH_BYTES = 16 << 20  # one upsert request stays well under Milvus's 64 MB limit
+MAX_TOPK = 16384  # Milvus's limit on k (and on queries per request)
+__all__ = ["MilvusIndex", "MilvusError", "allow_expression", "collection_name", "filters_expression", "quote",
+           "publish_recommender", "collection_stats", "catalog_collection"]
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+
+
+class MilvusIndex(VectorIndex):
+    """Cosine search in one Milvus collection, with the catalog's attributes as filterable scalar fields.
+
+    Parameters
+    ----------
+    dim: vector dimension (the collection's, checked when an existing collection is opened).
+    uri: a milvus-lite file (``something.db``) or a server URL (``http://host:19530``); default
+        ``$RECOMMENDER_MILVUS_URI`` or ``milvus.db``.
+    token: the server's ``user:password`` or API key (default ``$RECOMMENDER_MILVUS_TOKEN``); never
+        shown by :meth:`stats`.
+    collection: default ``$RECOMMENDER_MILVUS_COLLECTION`` or ``recommender``; see :func:`collection_name`.
+    expected_size: accepted for ``make_index``; Milvus sizes itself.
+    """
+
+    kind = "milvus"
+
+    def __init__(self, dim: int, uri: str | Path | None = None, token: str | None = None,
+                 collection: str | None = None, expected_size: int = 0) -> None:
+        super().__init__(dim)
+        self.uri = str(uri or os.environ.get(ENV_URI) or DEFAULT_URI)
+        self.token = token if token is not None else os.environ.get(ENV_TOKEN, "")
+        self.collection = collection or os.environ.get(ENV_COLLECTION) or "recommender"
+        if not _NAME.fullmatch(self.collection):
+            raise MilvusError(f"invalid Milvus collection name {self.collection!r}: use letters, digits and _ "
+                              "(starting with a letter or _), at most 255 characters")
+        self._client_obj = None
+
+    # -- connection and collection -----------------------------------------------------------
+    @property
+    def is_local(self) -> bool:
+        """True for a milvus-lite file, False for a server URL."""
+        return "://" not in self.uri
+
+    def _client(self):
+        if self._client_obj is not None:
+            return self._client_obj
+        try:
+            from pymilvus import MilvusClient
+        except ImportError:
+            raise MilvusError("the Milvus backend needs pymilvus and milvus-lite: "
+                              "pip install -r requirements-milvus.txt") from None
+        if self.is_local:
+            _quiet_milvus_lite()
+            if not self.uri.endswith(".db"):
+                raise MilvusError(f"a milvus-lite URI is a file ending in .db, got {self.uri!r} "
+                                  "(or give a server URL such as http://localhost:19530)")
+            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+        elif not self.uri.startswith(("http://", "https://", "tcp://", "unix://")):
+            raise MilvusError(f"unsupported Milvus URI {self._shown_uri()!r}: give a .db file or an http(s):// URL")
+        try:
+            client = MilvusClient(uri=self.uri, token=self.token)
+            self._ensure_collection(client)
+        except MilvusError:
+            raise
+        except Exception as exc:  # pymilvus raises MilvusException, gRPC and OS errors alike
+            raise MilvusError(f"cannot open Milvus at {self._shown_uri()}: {_one_line(exc)}") from None
+        self._client_obj = client
+        return client
+
+    def _shown_uri(self) -> str:
+        return re.sub(r"//[^/@]*@", "//***@", self.uri)  # never echo credentials written into a URL
+
+    def _ensure_collection(self, client) -> None:
+        from pymilvus import DataType
+
+        if client.has_collection(self.collection):
+            desc = client.describe_collection(self.collection)
+            dims = [f.get("params", {}).get("dim") for f in desc.get("fields", []) if f.get("name") == VECTOR_FIELD]
+            if not dims or int(dims[0]) != self.dim:
+                raise MilvusError(f"collection {self.collection!r} holds {dims[0] if dims else 'no'}-d vectors, "
+                                  f"not {self.dim}-d: drop it or choose another collection")
+            client.load_collection(self.collection)
+            return
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=self.dim)
+        for col in ATTRIBUTE_COLUMNS:
+            schema.add_field(col, DataType.VARCHAR, max_length=MAX_ATTRIBUTE_LENGTH)
+        schema.add_field(PRICE_FIELD, DataType.DOUBLE, nullable=True)
+        index_params = client.prepare_index_params()
+        # FLAT: exact, the only type milvus-lite builds; a server may use HNSW/IVF (see docs/scaling.md).
+        index_params.add_index(field_name=VECTOR_FIELD, index_type="FLAT", metric_type="IP")
+        # Strong consistency: a search sees every write acknowledged before it (live updates).
+        client.create_collection(self.collection, schema=schema, index_params=index_params,
+                                 consistency_level="Strong")
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise MilvusError(f"Milvus {what} failed on {self.collection!r}: {_one_line(exc)}") from None
+
+    # -- the VectorIndex interface -------------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        client = self._client()
+        res = self._call("count", client.query, self.collection, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"]) if res else 0
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, attributes: pd.DataFrame | None = None) -> None:
+        """Upsert ``vectors`` under ``ids``; ``attributes`` (catalog rows, same order) fill the scalar fields.
+
+        Without ``attributes``, an id already in the collection keeps the attributes it had (only
+        its vector changes); a new id gets empty attributes, so attribute filters will not select it.
+        """
+        x = l2_normalise(self._check(vectors))
+        ids = check_ids(ids, len(x))
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("ids must be unique within one add")
+        if attributes is not None and len(attributes) != len(ids):
+            raise ValueError(f"{len(attributes)} attribute rows for {len(ids)} ids")
+        if not len(ids):
+            return
+        client = self._client()
+        attrs = attribute_rows(attributes) if attributes is not None else self._existing_attributes(ids)
+        step = max(1, WRITE_BATCH_BYTES // (4 * self.dim + 256))
+        for start in range(0, len(ids), step):
+            rows = [{"id": int(i), VECTOR_FIELD: v, **a} for i, v, a in
+                    zip(ids[start:start + step].tolist(), x[start:start + step].tolist(),
+                        attrs[start:start + step], strict=True)]
+            self._call("upsert", client.upsert, self.collection, rows)
+        if self.is_local:
+            self.flush()
+
+    def add_catalog(self, catalog: Catalog, vectors: np.ndarray, rows: Iterable[int] | None = None) -> None:
+        """Upsert catalog ``rows`` (default: all) with their vectors (row ``i`` of ``vectors`` is catalog row ``i``)
+        and attributes; ids are the catalog rows, as the recommender uses them."""
+        rows = np.arange(len(catalog)) if rows is None else np.asarray(list(rows), dtype=np.int64)
+        self.add(rows, np.asarray(vectors)[rows], catalog.items.iloc[rows])
+
+    def sync_catalog(self, catalog: Catalog, vectors: np.ndarray, has_vector: np.ndarray | None = None) -> None:
+        """Make the collection mirror ``catalog``: upsert every row with a vector, delete the rest.
+
+        Rows without a vector (``has_vector`` False: an unreadable image) and ids past the end of
+        a catalog that shrank are deleted, so a search never returns a product that is gone.
+        """
+        n = len(catalog)
+        has_vector = np.ones(n, dtype=bool) if has_vector is None else np.asarray(has_vector, dtype=bool)
+        self.add_catalog(catalog, vectors, np.flatnonzero(has_vector))
+        self.remove(np.flatnonzero(~has_vector))
+        self._call("delete", self._client().delete, self.collection, filter=f"id >= {n}")
+        self.flush()
+
+    def flush(self) -> None:
+        """Seal what was written into indexed segments.
+
+        milvus-lite searches unsealed ("growing") data by a slow scan - measured 4-7 s per query
+        over 5,000 2280-d vectors, 40-160 ms once flushed - so every write through a .db file ends
+        with a flush. A server seals segments by itself; there a flush is worth it after a bulk
+        load only (``sync_catalog``), not after each live upsert.
+        """
+        self._call("flush", self._client().flush, self.collection)
+
+    def _existing_attributes(self, ids: np.ndarray) -> list[dict[str, object]]:
+        empty: dict[str, object] = {**{c: "" for c in ATTRIBUTE_COLUMNS}, PRICE_FIELD: None}
+        found = self._call("query", self._client().query, self.collection,
+                           filter=f"id in [{', '.join(map(str, ids.tolist()))}]",
+                           output_fields=["id", *ATTRIBUTE_COLUMNS, PRICE_FIELD])
+        by_id = {int(r["id"]): {c: r.get(c) or "" for c in ATTRIBUTE_COLUMNS} | {PRICE_FIELD: r.get(PRICE_FIELD)}
+                 for r in found}
+        return [by_id.get(int(i), dict(empty)) for i in ids]
+
+    def get_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored (normalised) vectors of these ids, in order; ``KeyError`` naming an absent one."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if not len(ids):
+            return np.zeros((0, self.dim), np.float32)
+        rows = self._call("query", self._client().query, self.collection,
+                          filter=f"id in [{', '.join(map(str, ids.tolist()))}]", output_fields=["id", VECTOR_FIELD])
+        found = {int(r["id"]): r[VECTOR_FIELD] for r in rows}
+        missing = [int(i) for i in ids if int(i) not in found]
+        if missing:
+            raise KeyError(f"ids not in the index: {missing[:10]}")
+        return np.asarray([found[int(i)] for i in ids], dtype=np.float32)
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        ids = ids[ids >= 0]
+        if len(ids):
+            self._call("delete", self._client().delete, self.collection, ids=ids.tolist())
+            if self.is_local:
+                self.flush()
+
+    def search(
+        self, q: np.ndarray, k: int, allow: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        expr = "" if allow is None else allow_expression(allow)
+        if expr is None:  # nothing allowed: no need to ask Milvus
+            n, k = len(self._check_query(q)), self._check_k(k)
+            return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
+        return self.search_filtered(q, k, expr)
+
+    def search_filtered(self, q: np.ndarray, k: int, expr: str = "") -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by cosine among the entities matching the Milvus boolean ``expr`` (``""``: all).
+
+        Build ``expr`` with :func:`filters_expression` (never by pasting user text): the filter runs
+        inside Milvus's search. Same return shape and padding as :meth:`search`; ties are broken
+        by the lower id, as the exact index does.
+        """
+        q = self._check_query(q)
+        k = self._check_k(k)
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        ids = np.full((len(q), k), -1, np.int64)
+        if k == 0 or len(q) == 0:
+            return scores, ids
+        client = self._client()
+        for start in range(0, len(q), MAX_TOPK):
+            # Milvus returns at most MAX_TOPK hits; a larger k is padded like any short result.
+            hits = self._call("search", client.search, self.collection, data=q[start:start + MAX_TOPK].tolist(),
+                              limit=min(k, MAX_TOPK), filter=expr, anns_field=VECTOR_FIELD, output_fields=["id"],
+                              search_params={"metric_type": "IP"})
+            for j, row in enumerate(hits):
+                found = sorted(((float(h["distance"]), int(h["id"])) for h in row), key=lambda t: (-t[0], t[1]))
+                if found:
+                    scores[start + j, :len(found)] = [s for s, _ in found]
+                    ids[start + j, :len(found)] = [i for _, i in found]
+        return scores, ids
+
+    # -- management ----------------------------------------------------------------------------
+    def stats(self) -> dict[str, object]:
+        """What ``info`` and ``/v1/stats`` show: backend, where (credentials masked), collection, size."""
+        return {"kind": self.kind, "uri": self._shown_uri(), "collection": self.collection,
+                "dim": self.dim, "size": self.ntotal}
+
+    def drop(self) -> None:
+        """Delete the whole collection (the next use creates it empty)."""
+        client = self._client()
+        self._call("drop", client.drop_collection, self.collection)
+        self._client_obj = None
+
+    def close(self) -> None:
+        if self._client_obj is not None:
+            try:
+                self._client_obj.close()
+            finally:
+                self._client_obj = None
+
+    def __getstate__(self) -> Mapping[str, object]:
+        return {**self.__dict__, "_client_obj": None}  # a client is a connection: reopen after unpickling
+
+
+def catalog_collection(catalog: Catalog, backbone_folder: str) -> str:
+    """The collection of ``catalog`` (named by its folder and file) for one backbone configuration."""
+    label = f"{catalog.source.parent.name}_{catalog.source.stem}" if catalog.source else "catalog"
+    return collection_name(label, backbone_folder)
+
+
+def publish_recommender(rec, uri: str | Path | None = None, token: str | None = None,
+                        collection: str | None = None) -> MilvusIndex:
+    """Mirror a fitted ``HybridRecommender``'s catalog (item vectors + attributes) into its Milvus collection."""
+    name = collection or catalog_collection(rec.catalog_, rec.build_report_.cache_dir.name)
+    index = MilvusIndex(rec.image_vectors_.shape[1], uri, token, name)
+    index.sync_catalog(rec.catalog_, rec.image_vectors_, rec.has_image_)
+    return index
+
+
+def collection_stats(uri: str | Path | None = None, token: str | None = None,
+                     collection: str | None = None) -> dict[str, object] | None:
+    """Size and dimension of an existing collection without knowing its dimension first; ``None`` if absent."""
+    probe = MilvusIndex(1, uri, token, collection)
+    try:
+        from pymilvus import MilvusClient
+    except ImportError:
+        raise MilvusError("the Milvus backend needs pymilvus and milvus-lite: "
+                          "pip install -r requirements-milvus.txt") from None
+    if probe.is_local and not Path(probe.uri).exists():  # milvus-lite keeps a folder named *.db
+        return None
+    try:
+        client = MilvusClient(uri=probe.uri, token=probe.token)
+    except Exception as exc:
+        raise MilvusError(f"cannot open Milvus at {probe._shown_uri()}: {_one_line(exc)}") from None
+    try:
+        if not client.has_collection(probe.collection):
+            return None
+        fields = client.describe_collection(probe.collection).get("fields", [])
+        dim = next(int(f["params"]["dim"]) for f in fields if f.get("name") == VECTOR_FIELD)
+        return MilvusIndex(dim, probe.uri, probe.token, probe.collection).stats()
+    except MilvusError:
+        raise
+    except Exception as exc:
+        raise MilvusError(f"cannot read collection {probe.collection!r}: {_one_line(exc)}") from None
+    finally:
+        client.close()
+
+
+class _UnimplementedLiteCall(logging.Filter):
+    """Drops the traceback gRPC logs each time pymilvus asks milvus-lite for a call lite does not
+    implement (``AllocTimestamp``): pymilvus falls back by itself, and the person sees no error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, NotImplementedError) and "AllocTimestamp" in "".join(
+            traceback.format_tb(record.exc_info[2])))
+
+
+def _quiet_milvus_lite() -> None:
+    grpc_log = logging.getLogger("grpc._server")
+    if not any(isinstance(f, _UnimplementedLiteCall) for f in grpc_log.filters):
+        grpc_log.addFilter(_UnimplementedLiteCall())
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", None) or exc) or type(exc).__name__
+    return " ".join(text.split())[:300]
