@@ -27,8 +27,14 @@ class Recommendation:
     image_contribution: float  # w * normalised image score; the two contributions sum to ``score``
     metadata_contribution: float
     shared: dict[str, list[str]]  # attributes this result has in common with the query
+    # For customer queries (ranking/blend.py): behaviour side, its share of ``score``, and reasons.
+    cf_score: float = float("nan")
+    cf_contribution: float = 0.0
+    because: list[str] = field(default_factory=list)
 
     def why(self) -> str:
+        if self.because:
+            return "; ".join(self.because)
         if not self.shared:
             return "looks similar" if self.image_contribution >= self.metadata_contribution else "similar text"
         return "same " + ", ".join(f"{k} ({v})" for k, v in describe_attributes(self.shared).items())
