@@ -9,8 +9,8 @@ customer's candidates, as image vs metadata are for product queries:
 
 Cold cases:
 * a product nobody bought yet has no CF score of its own: it borrows the similarity-weighted mean
-  model score of its ``cold_neighbours`` closest products by content (and its content score stands), so
-  it is reached through content;
+  model and trend scores of its ``cold_neighbours`` closest products by content (and its content score
+  stands), so it is reached through content;
 * a customer with fewer than ``min_history`` products gets ``w_cf`` scaled down in proportion: short
   histories are served mostly by the content neighbours of what they bought.
 """
@@ -138,7 +138,10 @@ class CustomerRecommender(BaseEstimator):
         behaviour = minmax_rows(model, candidates)
         if self.cf_.trend_weight:
             t = self.cf_.trend_weight
-            behaviour = (1 - t) * behaviour + t * minmax_rows(np.broadcast_to(self.cf_.trend_, model.shape), candidates)
+            trend = self.cf_.trend_
+            if self.cold_map_.nnz:  # unknown, not zero: a new product sells like the products it resembles
+                trend = np.where(self.cf_.has_interactions_, trend, self.cold_map_ @ trend).astype(np.float32)
+            behaviour = (1 - t) * behaviour + t * minmax_rows(np.broadcast_to(trend, model.shape), candidates)
         history = self.history_weights_[rows]
         content_raw = np.asarray(((history @ self.content_) @ self.content_.T).todense(), dtype=np.float32)
         content = minmax_rows(content_raw, candidates)

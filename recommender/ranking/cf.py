@@ -58,7 +58,7 @@ class CollaborativeFilter(BaseEstimator):
         alpha: float = 1.0,
         learning_rate: float = 0.01,
         neighbours: int = 20,
-        trend_weight: float = 0.5,
+        trend_weight: float = 0.7,
         trend_fraction: float = 0.05,
         random_state: int = 0,
         num_threads: int = 1,
@@ -169,6 +169,7 @@ class CollaborativeFilter(BaseEstimator):
                 (n_users - self.user_items_.shape[0], len(self.item_ids_)), dtype=np.float32)], format="csr")
         added = _binary(interactions.matrix(self.item_ids_, self.user_ids_))
         self.user_items_ = _binary(self.user_items_ + added)
+        self._item_users = None
         rows = np.unique(added.nonzero()[0])
         if self.algorithm == "als" and len(rows):
             with _one_blas_thread():
@@ -223,8 +224,10 @@ class CollaborativeFilter(BaseEstimator):
 
     def co_purchases(self, position: int, others: np.ndarray) -> np.ndarray:
         """How many customers bought ``position`` together with each of ``others``."""
-        col = self.user_items_[:, [int(position)]]
-        return np.asarray((self.user_items_[:, np.asarray(others, dtype=int)].T @ col).todense()).ravel()
+        if getattr(self, "_item_users", None) is None or self._item_users.shape != self.user_items_.shape:
+            self._item_users = self.user_items_.tocsc()  # column slices are cheap in CSC
+        col = self._item_users[:, [int(position)]]
+        return np.asarray((self._item_users[:, np.asarray(others, dtype=int)].T @ col).todense()).ravel()
 
     def explain(self, user: str, position: int, top: int = 1) -> list[int]:
         """History items that pushed ``position`` up for ``user`` most (ALS: implicit's ``explain``;
