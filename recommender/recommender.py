@@ -400,3 +400,22 @@ class HybridRecommender(BaseEstimator):
                 return (f"no product matches {desc} together with {' and '.join(applied[:-1])} "
                         f"({before} matched before it)")
         return "the catalog has no other product"
+
+    # -- customers: collaborative filtering blended with content (recommender/ranking/blend.py) ----
+    def fit_interactions(self, interactions, **params) -> HybridRecommender:
+        """Learn from purchases/ratings (an :class:`Interactions` or a file path) over the fitted catalog;
+        ``params`` go to :class:`~recommender.ranking.blend.CustomerRecommender`."""
+        from recommender.catalog.interactions import Interactions, load_interactions
+        from recommender.ranking.blend import CustomerRecommender
+
+        if not isinstance(interactions, Interactions):
+            interactions = load_interactions(interactions, self.catalog_)
+        self.customers_ = CustomerRecommender(**params).fit(self.catalog_, interactions, self.metadata_matrix_)
+        return self
+
+    def recommend_for_user(self, user: str, k: int = 10, weight_cf: float | None = None,
+                           filters: Filters | None = None, exclude_bought: bool = True) -> Recommendations:
+        """Top-``k`` products for a customer: ``w_cf * behaviour + (1 - w_cf) * content``, with reasons."""
+        if getattr(self, "customers_", None) is None:
+            raise QueryError("no interactions fitted: call fit_interactions(...) first")
+        return self.customers_.recommend(user, k, weight_cf, filters, exclude_bought)
