@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="catalog size, backbone and cache state")
     common(p)
     p.set_defaults(func=cmd_info)
+    from recommender.cli_cf import register as register_cf  # customers: recommend --user, evaluate --interactions
+
+    register_cf(sub)
     return parser
 
 

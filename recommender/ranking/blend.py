@@ -180,7 +180,8 @@ class CustomerRecommender(BaseEstimator):
             notes.append(f"short history: CF weight lowered to {w:.2f}, the rest is content similarity")
         items = [self._item(user, int(p), float(final[0, p]), float(behaviour[0, p]), float(content[0, p]), w,
                             history) for p in positions]
-        result = Recommendations(f"customer {user}", 1.0 - w, items, int(candidates.sum()), {}, notes)
+        # ``weight`` here is the CF weight used (for product queries it is the image weight).
+        result = Recommendations(f"customer {user}", w, items, int(candidates.sum()), {}, notes)
         if not items:
             result.empty_reason = ("every product matching the filters was already bought" if exclude_bought
                                    and filters.mask(self.catalog_).any() else "no product matches the filters")
