@@ -346,6 +346,10 @@ def load_recommender() -> HybridRecommender:
 
 def main() -> None:
     st.set_page_config(page_title="Product recommender", page_icon=":material/styler:", layout="wide")
+    if st.sidebar.radio("Mode", ["Similar products", "For a customer"], key="app_mode") == "For a customer":
+        from app_customer import customer_page  # collaborative filtering: see app_customer.py
+
+        return customer_page()
     st.title("Find similar products")
     st.caption("Upload a photo, pick a product or describe one; filter and weigh image against metadata "
                "in the sidebar. Every result says why it was chosen.")
