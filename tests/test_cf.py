@@ -197,3 +197,9 @@ def test_facade_serves_customers_on_a_catalog_without_images(tmp_path, retail):
     result = rec.recommend_for_user("12347", k=5, weight_cf=0.5)
     assert len(result) == 5 and not set(result.ids) & bought(events, "12347")
     assert rec.recommend(item=WHITE_HEART, k=3).ids  # product queries still work, by metadata
+
+
+def test_an_empty_answer_says_why(fitted):
+    none = fitted.recommend("12347", filters=Filters(price_max=-1.0))
+    assert len(none) == 0 and none.empty_reason == "no product matches the filters"
+    assert fitted.recommend("12347", filters=Filters(price_min=1e6)).empty_reason == "no product matches the filters"
