@@ -205,10 +205,10 @@ class CustomerRecommender(BaseEstimator):
         if history.size:
             if self.cf_.has_interactions_[pos]:
                 co = self.cf_.co_purchases(pos, history)
-                if co.max(initial=0) > 0:
-                    best = history[int(np.argmax(co))]
+                best = int(history[int(np.argmax(co))]) if co.max(initial=0) > 0 else None
+                if best is not None:
                     cf_reasons.append(f"bought together with {names.iat[best]} by {int(co.max())} customer(s)")
-                explained = [h for h in self.cf_.explain(user, pos) if not cf_reasons or h != best]
+                explained = [h for h in self.cf_.explain(user, pos) if h != best]
                 if explained:
                     cf_reasons.insert(0, f"because you bought {names.iat[explained[0]]}")
             else:
@@ -220,8 +220,9 @@ class CustomerRecommender(BaseEstimator):
             buyers = int(round(np.expm1(self.cf_.trend_[pos])))
             cf_reasons.append(f"selling well lately ({buyers} customer(s) since "
                               f"{pd.Timestamp(self.cf_.trend_since_, unit='s'):%Y-%m-%d})")
-        ordered = cf_reasons + content_reasons if cf_first else content_reasons + cf_reasons
-        return ordered[:3]
+        first, second = (cf_reasons, content_reasons) if cf_first else (content_reasons, cf_reasons)
+        ordered = first[:2] + second[:1]  # both sides speak when both have something to say
+        return ordered + (first[2:] + second[1:])[:3 - len(ordered)]
 
     def also_bought(self, item: str, k: int = 10) -> list[tuple[str, str, float]]:
         """"Customers who bought this also bought": ``(id, name, cosine)`` best first."""
