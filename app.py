@@ -273,6 +273,10 @@ def main() -> None:
     # An emoji icon is drawn by the browser itself: a ":material/...:" icon is fetched from Google's servers.
     st.set_page_config(page_title="Product recommender", page_icon="🛍️", layout="wide")
     keep_widget_state()
+    if st.sidebar.radio("Mode", ["Similar products", "For a customer"], key="app_mode") == "For a customer":
+        from app_customer import customer_page  # collaborative filtering: see app_customer.py
+
+        return customer_page()
     st.title("Find similar products")
     st.caption("Upload a photo, pick a product or describe one; filter and weigh image against metadata "
                "in the sidebar. Every result says why it was chosen.")

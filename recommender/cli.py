@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     add_index_options(p)
     p.set_defaults(func=cmd_info)
+    from recommender.cli_cf import register as register_cf  # customers: recommend --user, evaluate --interactions
+
+    register_cf(sub)
     return parser
 
 

@@ -45,8 +45,10 @@ class QueryMixin:
         filters: Filters | None = None,
         colour_weight: float | None = None,
         diversity: float | None = None,
+        user: str | None = None,
+        weight_cf: float | None = None,
     ) -> Recommendations:
-        """Top-``k`` products like a catalog ``item``, an uploaded ``image`` and/or a ``text``.
+        """Top-``k`` products like a catalog ``item``, an uploaded ``image`` and/or a ``text``, or for a ``user``.
 
         Give exactly one of ``item`` and ``image``, or ``text`` alone; ``text`` may accompany an
         ``image``. Filters are applied during the search; the query item itself is never returned.
@@ -54,7 +56,13 @@ class QueryMixin:
         a named brand, colour, category or sub-category a filter on it (dropped, with a note, when
         nothing would pass). Only results with evidence are returned: a text query's results share
         a word or an attribute with it. ``weak`` flags a list whose best score is below ``weak_score``.
+        ``user`` (after :meth:`fit_interactions`): that customer's recommendations, ``weight_cf`` being
+        the behaviour side's share (see :meth:`recommend_for_user`).
         """
+        if user is not None:  # "recommended for you": behaviour blended with content (ranking/blend.py)
+            if item is not None or image is not None or text:
+                raise QueryError("give a customer alone, not with an item, image or text")
+            return self.recommend_for_user(user, k, weight_cf, filters)
         text = (text or "").strip() or None
         if item is not None and image is not None:
             raise QueryError("give a catalog item or an image, not both")

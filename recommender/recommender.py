@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from recommender.catalog.loader import Catalog, load_catalog, split_values
-from recommender.errors import RecommenderError
+from recommender.errors import QueryError, RecommenderError
 from recommender.features.embedders import ColourEmbedder, ImageEmbedder, resolve_backbone
 from recommender.features.metadata import MetadataEncoder
 from recommender.features.postprocess import self_dominant_dba
@@ -319,3 +319,21 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
 
     def _embedder_semantic(self) -> float:
         return self.semantic if self.backbone_ == "efficientnet_lite0" else 0.0
+
+    def fit_interactions(self, interactions, **params) -> HybridRecommender:
+        """Learn from purchases/ratings (an :class:`Interactions` or a file path) over the fitted catalog;
+        ``params`` go to :class:`~recommender.ranking.blend.CustomerRecommender`."""
+        from recommender.catalog.interactions import Interactions, load_interactions
+        from recommender.ranking.blend import CustomerRecommender
+
+        if not isinstance(interactions, Interactions):
+            interactions = load_interactions(interactions, self.catalog_)
+        self.customers_ = CustomerRecommender(**params).fit(self.catalog_, interactions, self.metadata_matrix_)
+        return self
+
+    def recommend_for_user(self, user: str, k: int = 10, weight_cf: float | None = None,
+                           filters: Filters | None = None, exclude_bought: bool = True) -> Recommendations:
+        """Top-``k`` products for a customer: ``w_cf * behaviour + (1 - w_cf) * content``, with reasons."""
+        if getattr(self, "customers_", None) is None:
+            raise QueryError("no interactions fitted: call fit_interactions(...) first")
+        return self.customers_.recommend(user, k, weight_cf, filters, exclude_bought)

@@ -242,7 +242,8 @@ def catalog_from_frame(df: pd.DataFrame, root: Path | str, source: Path | None =
     if not dup.empty:
         problems.append(f"duplicate id(s): {', '.join(sorted(set(dup))[:20])}")
     blank_images = [i + 2 for i in np.flatnonzero(df["image"].to_numpy() == "")]
-    if blank_images:
+    # A catalog with no images at all is metadata only; some blank among images is a mistake.
+    if blank_images and len(blank_images) < len(df):
         problems.append(f"empty image path on line(s) {_lines(blank_images)}")
     if "price" in df.columns:
         raw = df["price"].map(lambda v: "" if _is_missing(v) else str(v).strip())

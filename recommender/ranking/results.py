@@ -29,8 +29,15 @@ class Recommendation:
     shared: dict[str, list[str]]  # attributes this result has in common with the query
     matched: tuple[str, ...] = ()  # words of a text query found in this product's name or description
 
+    # For customer queries (ranking/blend.py): behaviour side, its share of ``score``, and reasons.
+    cf_score: float = float("nan")
+    cf_contribution: float = 0.0
+    because: list[str] = field(default_factory=list)
+
     def why(self) -> str:
         """What this result has in common with the query, in a few words."""
+        if self.because:  # a customer recommendation says which purchases led to it
+            return "; ".join(self.because)
         parts = []
         if self.shared:
             parts.append("same " + ", ".join(f"{k} ({v})" for k, v in describe_attributes(self.shared).items()))
