@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator
 
 from recommender.catalog.loader import Catalog, load_catalog, split_values
 from recommender.errors import QueryError, RecommenderError
-from recommender.features.embedders import ColourEmbedder, ImageEmbedder, resolve_backbone
+from recommender.features.embedders import ColourEmbedder, ImageEmbedder, has_classifier_head, resolve_backbone
 from recommender.features.metadata import MetadataEncoder
 from recommender.features.postprocess import self_dominant_dba
 from recommender.features.projection import LabelProjection, out_of_fold_similarity
@@ -136,7 +136,7 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
 
     # -- fitting -----------------------------------------------------------------------------
     def _image_embedder(self, backbone: str) -> ImageEmbedder:
-        semantic = self.semantic if resolve_backbone(backbone).name == "efficientnet_lite0" else 0.0
+        semantic = self.semantic if has_classifier_head(resolve_backbone(backbone).name) else 0.0
         return ImageEmbedder(backbone, batch_size=self.batch_size, flip_tta=self.flip_tta, semantic=semantic,
                              features=self.features)
 
@@ -318,7 +318,7 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         return " + ".join(p for p in parts if p)
 
     def _embedder_semantic(self) -> float:
-        return self.semantic if self.backbone_ == "efficientnet_lite0" else 0.0
+        return self.semantic if has_classifier_head(self.backbone_) else 0.0
 
     def fit_interactions(self, interactions, **params) -> HybridRecommender:
         """Learn from purchases/ratings (an :class:`Interactions` or a file path) over the fitted catalog;
