@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="catalog size, backbone and cache state")
     common(p)
     p.set_defaults(func=cmd_info)
+    from recommender.api.cli import register as register_api  # import, serve, reindex
+
+    register_api(sub)
     return parser
 
 

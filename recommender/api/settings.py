@@ -20,7 +20,8 @@ DEFAULT_DATA_DIR = REPO_ROOT / "var"
 
 
 class ApiSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RECOMMENDER_", extra="ignore", env_file_encoding="utf-8")
+    model_config = SettingsConfigDict(env_prefix="RECOMMENDER_", extra="ignore", env_file_encoding="utf-8",
+                                      populate_by_name=True)
 
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="the SQLite file, stored images and the vector cache")
     database_url: str = Field("", description="SQLAlchemy URL (default: sqlite file data_dir/catalog.db; "
@@ -29,6 +30,8 @@ class ApiSettings(BaseSettings):
                              "and must stay inside it")
     seed_catalog: str = Field(str(DEMO_CATALOG), description="catalog imported on first start when the database "
                               "is empty ('' = start empty)")
+    cache_dir_override: Path | None = Field(None, alias="RECOMMENDER_CACHE_DIR",
+                                            description="vector cache folder (default: data_dir/cache)")
     api_key: SecretStr | None = Field(None, description="write key(s), comma-separated; none = writes refused")
     public_reads: bool = Field(True, description="false = reads need the key too")
     backbone: str = "auto"
@@ -61,7 +64,7 @@ class ApiSettings(BaseSettings):
 
     @property
     def cache_dir(self) -> Path:
-        return self.data_dir / "cache"
+        return self.cache_dir_override or self.data_dir / "cache"
 
     @property
     def api_keys(self) -> list[str]:

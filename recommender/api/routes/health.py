@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from recommender.api.deps import LiveDep, ServiceDep, require_read_key
+from recommender.api.deps import LiveDep, ServiceDep, require_read_key, require_write_key
 from recommender.api.schemas import Stats
 
 router = APIRouter()
@@ -52,3 +52,10 @@ def stats(live: LiveDep, service: ServiceDep) -> Stats:
                  applied_revision=live.applied_revision,
                  last_update=updated or (datetime.fromtimestamp(last, UTC) if last else None),
                  database=url.get_backend_name(), schema_revision=schema_revision(live.repo.engine))
+
+
+@router.post("/v1/reindex", dependencies=[Depends(require_write_key)], summary="rebuild the vectors from the database",
+             responses={401: {}, 403: {}})
+def reindex(live: LiveDep) -> dict:
+    """Refit the recommender on the database (cached vectors reused, missing ones embedded); returns the drift."""
+    return live.reindex().to_dict()
