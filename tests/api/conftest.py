@@ -8,33 +8,21 @@ its TestClient starts, so no test waits on the background loader.
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
+from api_helpers import DEMO_DIR, EXTRA_IMAGES, settings_for
 from fastapi.testclient import TestClient
 
 from recommender.api.app import create_app
 from recommender.api.deps import Service
-from recommender.api.settings import ApiSettings
 from recommender.catalog.loader import DEMO_CATALOG
-
-API_KEY = "test-key-0123456789"
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
-DEMO_DIR = DEMO_CATALOG.parent
-# Demo images that are not in the small catalog: new products for write tests.
-EXTRA_IMAGES = ("basketball.jpg", "football.jpg", "allstar-sneakers.jpg", "balloon-chair.jpg")
-
-
-def settings_for(data_dir: Path, cache: Path, **overrides) -> ApiSettings:
-    base = {"data_dir": data_dir, "cache_dir_override": cache, "api_key": API_KEY, "backbone": "efficientnet_lite0",
-            "database_url": "", "sync_interval_s": 0.2}
-    return ApiSettings(**{**base, **overrides})
 
 
 @pytest.fixture(scope="session")
-def api_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("api-cache")
+def api_cache(demo_recommender) -> Path:
+    """The embedding cache the suite's shared demo recommender filled: the demo is embedded once per run."""
+    return Path(demo_recommender.cache_dir)
 
 
 @pytest.fixture(scope="session")
@@ -75,9 +63,3 @@ def make_client(small_dir, api_cache, tmp_path_factory):
     yield make
     for c in clients:
         c.__exit__(None, None, None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
