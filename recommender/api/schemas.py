@@ -86,6 +86,7 @@ class WriteResult(BaseModel):
     updated: int = 0
     deleted: int = 0
     revision: int
+    applied: bool = Field(True, description="false (status 202): stored, not yet recommendable; retried")
 
 
 class Scores(BaseModel):

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 import pandas as pd
 
 from recommender.catalog.loader import ATTRIBUTE_COLUMNS, Catalog, catalog_from_frame, load_catalog
@@ -39,7 +38,8 @@ def catalog_frame(products: Sequence[Product]) -> pd.DataFrame:
     rows = []
     for p in products:
         row = {c: getattr(p, c) for c in ("id", "name", "description", *ATTRIBUTE_COLUMNS)}
-        row["price"] = np.nan if p.price is None else float(p.price)
+        # As text, as a CSV holds it: the loader reads a missing price from "", and repr round-trips a float.
+        row["price"] = "" if p.price is None else repr(float(p.price))
         row["image"] = MediaStore.relative_name(p.image_sha256, p.image_ext) if p.image_sha256 else NO_IMAGE
         attrs = p.attributes or {}
         row.update({k: "" if attrs.get(k) is None else str(attrs.get(k)) for k in extra})
@@ -288,24 +288,30 @@ class LiveCatalog:
         return d
 
     # -- writes: the database first, then the vectors -----------------------------------------
-    def upsert(self, rows: Sequence[ProductRow]) -> tuple[int, int]:
-        """Commit ``rows`` (images already in the media store), then apply; ``(revision, created)``."""
-        revision, created = self.repo.upsert(rows)
-        self.sync()
-        return revision, created
+    def _sync_after_write(self) -> bool:
+        """Apply a committed write; ``False`` if the recommender could not (the poller retries)."""
+        try:
+            self.sync()
+            return True
+        except Exception as exc:  # noqa: BLE001 - the write is committed; report it as pending, not as failed
+            log.exception("a committed write could not be applied yet")
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return False
 
-    def patch(self, product_id: str, fields: dict) -> Product | None:
+    def upsert(self, rows: Sequence[ProductRow]) -> tuple[int, int, bool]:
+        """Commit ``rows`` (images already in the media store), then apply: ``(revision, created, applied)``."""
+        revision, created = self.repo.upsert(rows)
+        return revision, created, self._sync_after_write()
+
+    def patch(self, product_id: str, fields: dict) -> tuple[Product, bool] | None:
         done = self.repo.patch(product_id, fields)
         if done is None:
             return None
-        self.sync()
-        return done[1]
+        return done[1], self._sync_after_write()
 
-    def delete(self, product_ids: Sequence[str]) -> list[str]:
+    def delete(self, product_ids: Sequence[str]) -> tuple[list[str], bool]:
         revision, found = self.repo.delete(product_ids)
-        if found:
-            self.sync()
-        return found
+        return found, (self._sync_after_write() if found else True)
 
     def seed_if_empty(self, catalog_path: Path | str) -> ImportReport | None:
         """Import ``catalog_path`` when the database has no product and has never been written."""

@@ -14,8 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import struct
 import tempfile
 from pathlib import Path
+
+from PIL import Image
 
 from recommender.errors import ImageError
 from recommender.features.images import MAX_PIXELS, open_image
@@ -24,6 +27,17 @@ from recommender.features.uploads import sniff_format
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WebP": ".webp"}
 MEDIA_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 _NAME = re.compile(r"^[0-9a-f]{64}\.(jpg|png|webp)$")
+
+
+def check_decodes(data: bytes, max_pixels: int = MAX_PIXELS) -> None:
+    """Decode ``data`` fully through :func:`open_image` (the app's and the build's decoder hardening);
+    any decoder failure becomes :class:`ImageError`, never another exception."""
+    try:
+        open_image(data, max_pixels=max_pixels)
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, struct.error, Image.DecompressionBombError) as exc:
+        raise ImageError(f"uploaded image: corrupt or truncated image ({type(exc).__name__}: {exc})") from None
 
 
 class MediaStore:
@@ -50,7 +64,7 @@ class MediaStore:
         fmt = sniff_format(data)
         if fmt is None:
             raise ImageError("not a JPEG, PNG or WebP image")
-        open_image(data, max_pixels=max_pixels)  # the same decoder hardening as the app and the build
+        check_decodes(data, max_pixels)
         sha = hashlib.sha256(data).hexdigest()
         ext = EXTENSIONS[fmt]
         target = self.path(sha, ext)

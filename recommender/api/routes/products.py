@@ -157,7 +157,8 @@ async def _put_body(request: Request) -> tuple[ProductIn, bytes | None, str | No
             body = ProductIn.model_validate(json.loads(meta))
             return body, data, upload.filename if upload is not None else None
     except ValidationError as exc:
-        raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from None
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        raise HTTPException(422, detail) from None
     except json.JSONDecodeError as exc:
         raise HTTPException(422, f"'metadata' is not valid JSON ({exc.msg})") from None
     raise HTTPException(415, "send the product as application/json, or multipart/form-data with 'metadata' (JSON) "
@@ -194,16 +195,15 @@ def _put(product_id, body: ProductIn, data, filename, request, live: LiveCatalog
         image, source = _stored_path(body.image, live, service), body.image
     else:
         image, source = None, ""
-    _, created = live.upsert([_row(product_id, body, image, source, existing)])
+    _, created, applied = live.upsert([_row(product_id, body, image, source, existing)])
     p = live.repo.get(product_id)
-    return JSONResponse(product_out(p).model_dump(mode="json"), status_code=201 if created else 200,
-                        headers={"ETag": etag(p)})
+    return JSONResponse(product_out(p).model_dump(mode="json"), headers={"ETag": etag(p)},
+                        status_code=(201 if created else 200) if applied else 202)
 
 
 @router.post("/products:batch", response_model=WriteResult, dependencies=[Depends(require_write_key)],
              responses={401: {}, 403: {}, 409: {"description": "an id given twice"}, 413: {}, 415: {}, 422: {}})
-def batch_upsert(body: BatchIn, live: LiveDep,
-                 service: ServiceDep) -> WriteResult:
+def batch_upsert(body: BatchIn, live: LiveDep, service: ServiceDep) -> JSONResponse:
     """Create or replace many products in one transaction (images as paths under the image root)."""
     n, most = len(body.products), service.settings.max_batch
     if n > most:
@@ -219,8 +219,9 @@ def batch_upsert(body: BatchIn, live: LiveDep,
     for p in body.products:
         image = _stored_path(p.image, live, service, who=f"product {p.id!r}: ") if p.image else None
         rows.append(_row(p.id, p, image, p.image or "", existing.get(p.id)))
-    revision, created = live.upsert(rows)
-    return WriteResult(ids=ids, created=created, updated=n - created, revision=revision)
+    revision, created, applied = live.upsert(rows)
+    result = WriteResult(ids=ids, created=created, updated=n - created, revision=revision, applied=applied)
+    return JSONResponse(result.model_dump(), status_code=200 if applied else 202)
 
 
 @router.patch("/products/{product_id}", response_model=ProductOut, dependencies=[Depends(require_write_key)],
@@ -235,19 +236,22 @@ def patch_product(product_id: str, body: ProductPatch, request: Request,
     if not fields:
         raise HTTPException(422, "nothing to change: give at least one field")
     _check_if_match(request, _product_or_404(live, product_id))
-    p = live.patch(product_id, fields)
-    if p is None:
+    done = live.patch(product_id, fields)
+    if done is None:
         raise HTTPException(404, f"no product with id {product_id!r}")
-    return JSONResponse(product_out(p).model_dump(mode="json"), headers={"ETag": etag(p)})
+    p, applied = done
+    return JSONResponse(product_out(p).model_dump(mode="json"), headers={"ETag": etag(p)},
+                        status_code=200 if applied else 202)
 
 
 @router.delete("/products/{product_id}", response_model=WriteResult, dependencies=[Depends(require_write_key)],
                responses={401: {}, 403: {}, 404: {}, 412: {}})
-def delete_product(product_id: str, request: Request, live: LiveDep) -> WriteResult:
+def delete_product(product_id: str, request: Request, live: LiveDep) -> JSONResponse:
     """Delete a product: gone from every result at once."""
     _check_if_match(request, _product_or_404(live, product_id))
-    found = live.delete([product_id])
+    found, applied = live.delete([product_id])
     if not found:
         raise HTTPException(404, f"no product with id {product_id!r}")
-    return WriteResult(ids=found, deleted=len(found), revision=live.repo.revision())
+    result = WriteResult(ids=found, deleted=len(found), revision=live.repo.revision(), applied=applied)
+    return JSONResponse(result.model_dump(), status_code=200 if applied else 202)
 

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Upload
 from recommender.api.deps import LiveDep, Service, ServiceDep, require_read_key
 from recommender.api.schemas import Hit, RecommendationsOut, Scores
 from recommender.catalog.live import LiveCatalog
+from recommender.catalog.media import check_decodes
 from recommender.errors import ImageError
-from recommender.features.uploads import display_name, open_upload, sniff_format
+from recommender.features.uploads import display_name, read_upload, sniff_format
 from recommender.ranking.hybrid import Filters
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_read_key)])
@@ -102,9 +103,10 @@ def search(
         # The same checks as the app's uploads (size, type, decode, pixel limit), named by the sniffed type.
         name = shown.rsplit(".", 1)[0] + EXT[fmt]
         try:
-            open_upload(data, name, max_bytes=s.max_upload_bytes, max_pixels=s.max_pixels)
+            read_upload(data, name, max_bytes=s.max_upload_bytes)
+            check_decodes(data, s.max_pixels)
         except ImageError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise HTTPException(422, f"{shown}: {str(exc).removeprefix('uploaded image: ')}") from None
     if data is None and not (text or "").strip():
         raise HTTPException(422, "nothing to search for: give an image, a text, or both")
     rec = _recommender(live)
