@@ -54,34 +54,37 @@ class LimitsMiddleware:
                 await reply(413, limit_text)
                 return
         received = 0
+        too_big = False
 
         async def counting_receive():
-            nonlocal received
+            nonlocal received, too_big
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLarge
+                    # Tell the app the client went away (it stops reading), and answer 413 ourselves.
+                    too_big = True
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message) -> None:
             nonlocal started
+            if too_big:
+                return  # whatever the app makes of the cut-off body, the answer is 413
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
             await asyncio.wait_for(self.app(scope, counting_receive, tracking_send), self.timeout)
-        except _BodyTooLarge:
-            if not started:
-                await reply(413, limit_text)
         except TimeoutError:
-            if not started:
+            if not started and not too_big:
                 await reply(504, f"request took longer than {self.timeout:g} s")
-
-
-class _BodyTooLarge(Exception):
-    pass
+        except Exception:
+            if not too_big:
+                raise
+        if too_big and not started:
+            await reply(413, limit_text)
 
 
 def _status_for(exc: RecommenderError) -> int:
