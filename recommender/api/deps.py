@@ -22,8 +22,12 @@ def make_recommender_factory(settings: ApiSettings):
     """A function returning a new unfitted recommender configured as the settings say."""
     from recommender.recommender import HybridRecommender
 
-    params = {"backbone": settings.backbone, "cache_dir": settings.cache_dir}
-    if "index" in HybridRecommender().get_params():  # the façade grows an index choice with the scale work
+    known = HybridRecommender().get_params()
+    unknown = sorted(set(settings.model_params) - set(known) - {"backbone", "cache_dir"})
+    if unknown:
+        raise RecommenderError(f"model_params: unknown HybridRecommender parameter(s) {', '.join(unknown)}")
+    params = {**settings.model_params, "backbone": settings.backbone, "cache_dir": settings.cache_dir}
+    if "index" in known:  # the façade grows an index choice with the scale work
         params["index"] = settings.index_kind
     return lambda: HybridRecommender(**params)
 
@@ -35,6 +39,7 @@ class Service:
         self.settings = settings
         self.live = live
         self.load_error: str | None = None
+        self.query_slots = threading.BoundedSemaphore(settings.max_concurrent_queries)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

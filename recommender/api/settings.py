@@ -36,6 +36,8 @@ class ApiSettings(BaseSettings):
     public_reads: bool = Field(True, description="false = reads need the key too")
     backbone: str = "auto"
     index_kind: str = "auto"
+    model_params: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description='more HybridRecommender parameters as JSON, e.g. {"dba_k": 0}')
     max_limit: int = Field(100, ge=1, le=10_000, description="largest limit a request may ask for")
     max_batch: int = Field(1000, ge=1, description="largest number of products in one batch request")
     max_body_mb: float = Field(12.0, gt=0, description="largest request body")
@@ -43,6 +45,8 @@ class ApiSettings(BaseSettings):
     max_pixels: int = Field(40_000_000, ge=1)
     request_timeout_s: float = Field(30.0, gt=0)
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS ('*' = any); '' = no CORS")
+    max_concurrent_queries: int = Field(os.cpu_count() or 2, ge=1, description="recommendation queries computed "
+                                        "at once per worker (more wait their turn: no thrashing of the cores)")
     sync_interval_s: float = Field(0.5, gt=0, description="how often a worker applies writes other workers took")
 
     @field_validator("backbone")

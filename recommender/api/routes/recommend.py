@@ -69,7 +69,8 @@ def similar(
     _check_limit(limit, service)
     filters = _filters(category, sub_category, brand, colour, price_min, price_max)
     rec = _recommender(live)
-    result = rec.recommend(item=product_id, k=limit, weight=weight, diversity=diversity, filters=filters)
+    with service.query_slots:
+        result = rec.recommend(item=product_id, k=limit, weight=weight, diversity=diversity, filters=filters)
     return recommendations_out(result)
 
 
@@ -110,5 +111,6 @@ def search(
     if data is None and not (text or "").strip():
         raise HTTPException(422, "nothing to search for: give an image, a text, or both")
     rec = _recommender(live)
-    result = rec.recommend(image=data, text=text, k=limit, weight=weight, diversity=diversity, filters=filters)
+    with service.query_slots:
+        result = rec.recommend(image=data, text=text, k=limit, weight=weight, diversity=diversity, filters=filters)
     return recommendations_out(result)
