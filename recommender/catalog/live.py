@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pandas as pd
 
 from recommender.catalog.loader import ATTRIBUTE_COLUMNS, Catalog, catalog_from_frame, load_catalog
@@ -45,6 +46,20 @@ def catalog_frame(products: Sequence[Product]) -> pd.DataFrame:
         row.update({k: "" if attrs.get(k) is None else str(attrs.get(k)) for k in extra})
         rows.append(row)
     return pd.DataFrame(rows, columns=[*CATALOG_COLUMNS, *extra])
+
+
+def indexed_products(rec) -> dict[str, tuple[str, bool]]:
+    """What a fitted recommender holds: ``{id: (image cell, has a vector)}`` for its live products.
+
+    A façade with live updates keeps removed rows in place behind an ``alive_`` mask; those are not held.
+    """
+    if rec is None:
+        return {}
+    items = rec.catalog_.items
+    alive = getattr(rec, "alive_", None)
+    alive = np.ones(len(items), dtype=bool) if alive is None else np.asarray(alive, dtype=bool)
+    return {str(pid): (str(img), bool(has)) for pid, img, has, live in
+            zip(items["id"], items["image"], rec.has_image_, alive, strict=True) if live}
 
 
 def metadata_fields(p: Product) -> dict:
@@ -241,7 +256,7 @@ class LiveCatalog:
             # No recommender yet (the catalog was empty), or one without live updates: rebuild whole.
             self.recommender, _ = self._fit()
             return
-        indexed = set(map(str, rec.catalog_.ids))
+        indexed = set(indexed_products(rec))
         gone = [pid for pid in ops if pid not in rows and pid in indexed]
         patched = [pid for pid in ops if pid in rows and pid in indexed and ops[pid] == {"patch"}]
         upserted = [pid for pid in ops if pid in rows and pid not in patched]
@@ -268,13 +283,7 @@ class LiveCatalog:
 
             db = {pid: (MediaStore.relative_name(sha, ext) if sha else NO_IMAGE)
                   for pid, sha, ext in s.execute(select(Product.id, Product.image_sha256, Product.image_ext))}
-        rec = self.recommender
-        if rec is None:
-            indexed: dict[str, tuple[str, bool]] = {}
-        else:
-            items = rec.catalog_.items
-            indexed = {str(pid): (str(img), bool(has)) for pid, img, has in
-                       zip(items["id"], items["image"], rec.has_image_, strict=True)}
+        indexed = indexed_products(self.recommender)
         d = Drift(db_rev, self.applied_revision, len(db), len(indexed))
         d.missing = sorted(set(db) - set(indexed))
         d.extra = sorted(set(indexed) - set(db))

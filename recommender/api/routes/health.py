@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from recommender.api.deps import LiveDep, ServiceDep, require_read_key, require_write_key
 from recommender.api.schemas import Stats
+from recommender.catalog.live import indexed_products
 
 router = APIRouter()
 
@@ -41,7 +42,7 @@ def stats(live: LiveDep, service: ServiceDep) -> Stats:
     revision, updated = live.repo.state()
     products = live.repo.count()
     if rec is not None:
-        vectors = int(rec.has_image_.sum())
+        vectors = sum(has for _, has in indexed_products(rec).values())
         index_kind = getattr(getattr(rec, "image_index_", None), "kind", None)
     else:
         vectors, index_kind = 0, None
