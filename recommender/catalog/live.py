@@ -122,7 +122,7 @@ def confined_file(root: Path, relative: str) -> Path:
     return target
 
 
-def store_file(media: MediaStore, path: Path, max_bytes: int, max_pixels: int) -> tuple[str, str]:
+def store_file(media: MediaStore, path: Path, max_bytes: int, max_pixels: int, durable: bool = True) -> tuple[str, str]:
     """Copy one image file into the media store (decoded once to check it); :class:`ImageError` if unusable."""
     try:
         size = path.stat().st_size
@@ -134,7 +134,7 @@ def store_file(media: MediaStore, path: Path, max_bytes: int, max_pixels: int) -
         data = path.read_bytes()
     except OSError as exc:
         raise ImageError(f"cannot be read ({exc.strerror})") from None
-    return media.put(data, max_pixels=max_pixels)
+    return media.put(data, max_pixels=max_pixels, durable=durable)
 
 
 def import_catalog(
@@ -160,7 +160,7 @@ def import_catalog(
             pid = check_id(str(items["id"].iat[i]))
             sha = ext = problem = None
             try:
-                sha, ext = store_file(media, catalog.image_path(i), max_bytes, max_pixels)
+                sha, ext = store_file(media, catalog.image_path(i), max_bytes, max_pixels, durable=False)
             except ImageError as exc:
                 problem = str(exc).removeprefix("uploaded image: ")
                 report.image_problems.append((pid, problem))
@@ -171,6 +171,7 @@ def import_catalog(
                 price=None if price is None or (isinstance(price, float) and math.isnan(price)) else float(price),
                 image=str(items["image"].iat[i]), image_sha256=sha, image_ext=ext, image_problem=problem,
                 attributes={c: str(items[c].iat[i]) for c in extra}))
+        media.flush()  # the images are on disk before the rows that name them are committed
         report.revision, created = repo.upsert(rows)
         report.created += created
         report.updated += len(rows) - created

@@ -56,10 +56,11 @@ class MediaStore:
             raise ValueError(f"not a media file name: {sha256}{ext}")
         return self.root / self.relative_name(sha256, ext)
 
-    def put(self, data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[str, str]:
+    def put(self, data: bytes, max_pixels: int = MAX_PIXELS, durable: bool = True) -> tuple[str, str]:
         """Check ``data`` is a JPEG, PNG or WebP that decodes, store it, return ``(sha256, ext)``.
 
-        Raises :class:`ImageError` (nothing written) for any other content.
+        Raises :class:`ImageError` (nothing written) for any other content. ``durable=False`` skips the
+        per-file fsync: a bulk import calls :meth:`flush` once before committing the rows that name them.
         """
         fmt = sniff_format(data)
         if fmt is None:
@@ -75,12 +76,18 @@ class MediaStore:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                     f.flush()
-                    os.fsync(f.fileno())
+                    if durable:
+                        os.fsync(f.fileno())
                 os.replace(tmp, target)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         return sha, ext
+
+    @staticmethod
+    def flush() -> None:
+        """Make every file written so far durable (one ``sync`` instead of an fsync per file)."""
+        os.sync()
 
     def read(self, sha256: str, ext: str) -> bytes:
         path = self.path(sha256, ext)
