@@ -57,10 +57,11 @@ def test_plain_pipeline_meets_the_core_floor(plain_loo):
 
 
 def test_default_pipeline_beats_the_plain_one(loo, plain_loo):
-    # Measured: hybrid w=0.7 P@1 .888, P@5 .764 (plain: .854 / .676); one query of slack each.
+    # Measured with calibrated scores and DBA off (issue 9.1: the old DBA's gain came from merging
+    # neighbours into one vector): hybrid w=0.7 P@1 .876, P@5 .685 (plain w=.75: .843 / .667).
     r = loo["results"]["hybrid_w0.7"]
-    assert r["P@1"] >= 0.87 and r["P@5"] >= 0.74
-    assert r["P@5"] > plain_loo["results"]["hybrid_w0.75"]["P@5"] + 0.05
+    assert r["P@1"] >= 0.865 and r["P@5"] >= 0.675
+    assert r["P@5"] > plain_loo["results"]["hybrid_w0.75"]["P@5"]
     assert loo["best"]["method"] in ("hybrid_w0.7", "hybrid_w0.75")
 
 

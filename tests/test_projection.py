@@ -53,12 +53,12 @@ def test_out_of_fold_rows_never_see_their_own_label(demo_recommender, demo_catal
 
 
 def test_projection_raises_same_kind_precision_out_of_fold(projected, demo_catalog):
-    """Measured (bench/bench_label_projection.py): image-only P@5 .719 -> .760, hybrid w = .7 P@5
-    .762 -> .780, all out of fold."""
+    """Measured out of fold (calibrated scores, DBA off): image-only P@5 .661 -> .724, hybrid w = .7
+    P@5 .685 -> .742, P@1 .876 -> .899."""
     loo = leave_one_out(demo_catalog, "sub_category", ks=(1, 5), weights=(0.7,), recommender=projected)
     assert "label projection 'sub_category' 0.5" in loo["image_pipeline"]
     r = loo["results"]
-    assert r["image"]["P@5"] >= 0.74 and r["hybrid_w0.7"]["P@5"] >= 0.765 and r["hybrid_w0.7"]["P@1"] >= 0.88
+    assert r["image"]["P@5"] >= 0.71 and r["hybrid_w0.7"]["P@5"] >= 0.73 and r["hybrid_w0.7"]["P@1"] >= 0.88
 
 
 def test_projected_recommender_serves_items_and_uploads(projected, demo_catalog):

@@ -18,10 +18,10 @@ def _mirrored(path) -> bytes:
 def test_fitted_state(demo_recommender, demo_catalog):
     rec = demo_recommender
     assert rec.backbone_ == "efficientnet_lite0"
-    # Default pipeline: pooled features (1280) + ImageNet class probabilities (1000), flip-TTA, DBA.
+    # Default pipeline: pooled features (1280) + ImageNet class probabilities (1000), flip-TTA (DBA off).
     assert rec.image_vectors_.shape == (89, 1280 + 1000) and rec.image_vectors_.dtype == np.float32
     assert rec.image_pipeline_description() == (
-        "efficientnet_lite0 + flip-TTA + semantic 0.5 + DBA k=2 + photo colour 0.3")
+        "efficientnet_lite0 + flip-TTA + semantic 0.5 + photo colour 0.3")
     assert rec.colour_vectors_.shape == (89, 512)
     np.testing.assert_allclose(np.linalg.norm(rec.image_vectors_, axis=1), 1.0, rtol=1e-5)
     assert rec.has_image_.all()
@@ -158,3 +158,124 @@ def test_diversity_trades_similarity_for_variety(demo_recommender):
         return np.mean([sim[a, b] for i, a in enumerate(p) for b in p[i + 1:]])
     assert mean_pairwise(varied) < mean_pairwise(plain)
     assert any("diversity" in n for n in varied.notes)
+
+
+# -- issue 9: results a shopper can trust ---------------------------------------------------------
+
+def _distinct_photo_pairs(catalog):
+    import hashlib
+
+    digests = np.array([hashlib.sha256(catalog.image_path(i).read_bytes()).hexdigest() for i in range(len(catalog))])
+    return digests[:, None] != digests[None, :]
+
+
+@pytest.mark.parametrize("dba", [{}, {"dba_k": 2}, {"dba_k": 5, "dba_mix": 1.0}])
+def test_no_two_different_products_share_an_image_vector(demo_recommender, demo_catalog, dba):
+    """Issue 9.1: the default (and the DBA settings offered) never make two different photos one vector."""
+    from recommender import HybridRecommender
+
+    rec = demo_recommender if not dba else HybridRecommender(
+        backbone="efficientnet_lite0", cache_dir=demo_recommender.cache_dir, **dba).fit(demo_catalog)
+    v = rec.image_vectors_
+    sim = v @ v.T
+    assert sim[_distinct_photo_pairs(demo_catalog)].max() < 0.999
+
+
+def test_more_like_the_football_finds_balls_not_statues(demo_recommender):
+    ids = demo_recommender.recommend(item="football", k=6).ids
+    assert "basketball" in ids[:3] and "guardian-lion-statue" not in ids
+
+
+def test_a_filtered_query_scores_products_as_the_unfiltered_one_does(demo_recommender):
+    """Issue 9.2: scores are calibrated catalog-wide, not over what the filters leave."""
+    plain = {r.id: r for r in demo_recommender.recommend(item="laptop", k=88).items}
+    for f in (Filters(category="Electronics"), Filters(sub_category=["Computers"], price_max=200)):
+        filtered = demo_recommender.recommend(item="laptop", k=88, filters=f)
+        assert len(filtered) > 1
+        for r in filtered.items:
+            assert r.score == pytest.approx(plain[r.id].score, abs=1e-6)
+            assert r.image_contribution == pytest.approx(plain[r.id].image_contribution, abs=1e-6)
+    one = demo_recommender.recommend(item="laptop", filters=Filters(brand="Samsung", price_min=300))
+    assert one.ids == ["32-inch-monitor"] and one.items[0].score == pytest.approx(plain["32-inch-monitor"].score)
+    assert 0 < one.items[0].score < 1
+
+
+def test_a_nonsense_text_query_returns_nothing_and_says_why(demo_recommender):
+    """Issue 9.3: no evidence, no results."""
+    for text in ("zzqx blorf", "Schuhe"):
+        res = demo_recommender.recommend(text=text)
+        assert len(res) == 0 and res.empty_reason == f"no product matches {text!r}"
+
+
+def test_text_results_all_have_evidence_and_never_look_similar(demo_recommender):
+    res = demo_recommender.recommend(text="wireless mouse", k=12)
+    assert res.ids[0] == "cordless-mouse"
+    for r in res.items:  # no filler: every result shares a word with the query
+        assert r.matched and "looks similar" not in r.why()
+
+
+def test_weak_flags_a_list_whose_best_match_is_poor(demo_recommender):
+    strong = demo_recommender.recommend(text="wireless mouse")
+    assert not strong.weak and strong.items[0].score >= demo_recommender.weak_score
+    weak = demo_recommender.recommend(text="cheap nike shoes under 50")
+    assert weak.weak and 0 < weak.items[0].score < demo_recommender.weak_score
+
+
+def test_black_running_shoe(demo_recommender, demo_catalog):
+    """Issue 9.4: 'black' is a colour filter; the words left ('running shoe') must match."""
+    res = demo_recommender.recommend(text="black running shoe", k=6)
+    rows = demo_catalog.items.set_index("id").loc[res.ids]
+    assert len(res) >= 3 and all("black" in c for c in rows["colour"])
+    assert all("Running Shoe" in n for n in rows["name"]) and "black-eaves-chair" not in res.ids
+    assert res.query_attributes == {"colour": ["black"]}
+
+
+def test_cheap_nike_shoes_under_50(demo_recommender, demo_catalog):
+    """'under 50' is a price filter; no Nike product is under 50, so 'nike' falls back to a word
+    (said in the notes) and a shoe under 50 comes first - not the Football."""
+    res = demo_recommender.recommend(text="cheap nike shoes under 50", k=6)
+    rows = demo_catalog.items.set_index("id").loc[res.ids]
+    assert len(res) >= 1 and (rows["price"] <= 50).all() and "football" not in res.ids
+    assert "Shoe" in rows["name"].iat[0]
+    assert any("price <= 50" in n for n in res.notes) and any("brand in ['nike']" in n for n in res.notes)
+    nike = demo_recommender.recommend(text="nike shoes", k=6)
+    assert set(nike.ids) == {"freerun-running-shoe", "hi-top-basketball-shoe"}
+
+
+def test_price_words_become_filters(demo_recommender, demo_catalog):
+    res = demo_recommender.recommend(text="camera between 100 and 700", k=20)
+    prices = demo_catalog.items.set_index("id").loc[res.ids, "price"]
+    assert len(res) >= 2 and prices.between(100, 700).all()
+    assert demo_recommender.recommend(text="t-shirt over 5000").empty_reason.startswith("no product matches")
+
+
+def test_ties_go_to_the_other_side_then_catalog_order(demo_recommender):
+    """Text-only ties on the metadata score (identical descriptions) are broken by catalog order."""
+    res = demo_recommender.recommend(text="paint", k=10)
+    scores = [r.score for r in res.items]
+    assert scores == sorted(scores, reverse=True)
+    for a, b in zip(res.items, res.items[1:], strict=False):
+        if a.score == b.score:
+            assert a.position < b.position
+
+
+def test_a_string_filter_is_one_value(demo_recommender, demo_catalog):
+    as_str = Filters(category="Electronics", brand="apple")
+    as_list = Filters(category=["Electronics"], brand=["Apple"])
+    np.testing.assert_array_equal(as_str.mask(demo_catalog), as_list.mask(demo_catalog))
+    assert as_str.mask(demo_catalog).sum() == 2
+
+
+def test_vectorised_filter_masks_equal_a_row_by_row_check(demo_catalog):
+    from recommender.catalog.loader import ATTRIBUTE_COLUMNS, split_values
+
+    items = demo_catalog.items
+    for col in ATTRIBUTE_COLUMNS:
+        for value in demo_catalog.values(col):
+            expected = items[col].map(lambda cell, v=value: v.lower() in [x.lower() for x in split_values(cell)])
+            np.testing.assert_array_equal(Filters(**{col: value}).mask(demo_catalog), expected.to_numpy(bool))
+
+
+def test_k_is_clamped_to_the_catalog(demo_recommender):
+    res = demo_recommender.recommend(item="laptop", k=10_000, weight=1.0)
+    assert 0 < len(res) <= 88 and len(set(res.ids)) == len(res)

@@ -36,7 +36,6 @@ from recommender.evaluation.metrics import (
     recall_at_k,
     summarise,
 )
-from recommender.ranking.hybrid import HybridRanker
 from recommender.ranking.mmr import mmr_rerank
 from recommender.recommender import HybridRecommender
 from recommender.store.build import Progress
@@ -47,6 +46,8 @@ DEFAULT_KS = (1, 3, 5, 10)
 SWEEP_WEIGHTS = tuple(round(w, 1) for w in np.linspace(0, 1, 11))
 MMR_LAMBDAS = (1.0, 0.9, 0.8, 0.7, 0.5, 0.3)
 COLOUR_SWEEP = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+EVAL_BLOCK = 256  # query rows of similarities held at once: memory is EVAL_BLOCK x N, never N x N
+MMR_POOL = 200  # the MMR curve re-ranks each query's best MMR_POOL by the hybrid score
 
 
 def leaking_columns(catalog: Catalog, label: str) -> list[str]:
@@ -155,35 +156,43 @@ def leave_one_out(
     if not queries:
         raise RecommenderError(f"no product shares its {label!r} value with another: nothing to evaluate")
 
-    # out_of_fold: a label projection (opt-in) scores each query through a fit without its label.
-    img = rec.image_similarity_matrix(out_of_fold=True)
-    # "photo": each product's own image uploaded as a photo query, image side only - what the
-    # photo path's defaults (raw vectors, photo colour share) cost "same kind" retrieval.
-    sims = {"photo": rec.image_similarity_matrix(photo=True, out_of_fold=True)}
-    meta = (rec.metadata_matrix_ @ rec.metadata_matrix_.T).toarray().astype(np.float32)
-    ranker = HybridRanker()
+    ranker = rec.ranker_  # the recommender's own calibrated scoring
+    refs = {"item": rec.image_reference(rec.default_colour_weight()),
+            "photo": rec.image_reference(rec.default_colour_weight(photo=True))}
     methods = {"image": 1.0, "metadata": 0.0, "photo": 1.0, **{f"hybrid_w{w:g}": float(w) for w in weights}}
     kmax = max(ks)
     # Multi-valued labels compare as their joined text: "a|b" is relevant to "a|b" only.
     label_arr = np.array(["|".join(lab) for lab in labels], dtype=object)
     n_rel = [int(counts[labels[i]]) - 1 for i in queries]
     ranked: dict[str, list[np.ndarray]] = {m: [] for m in methods}
-    finals: dict[str, list[np.ndarray]] = {m: [] for m in methods}
-    for i in queries:
-        cand = np.ones(len(catalog), dtype=bool)
-        cand[i] = False
-        for m, w in methods.items():
-            img_i = sims.get(m, img)[i] if rec.has_image_[i] else None
-            r = ranker.rank(img_i, meta[i], kmax, cand, w)
-            ranked[m].append(r.positions)
-            finals[m].append(r.final)
-    sim_for_diversity = img if rec.has_image_.all() else meta
+    pools: list[np.ndarray] = []  # the best hybrid's top MMR_POOL, for the MMR curve
+    mmr_weight = methods[max((m for m in methods if m.startswith("hybrid_")), default="image",
+                             key=lambda m: -abs(methods[m] - rec.weight))] if mmr_lambdas else None
+    # Blockwise: at most EVAL_BLOCK query rows of similarities at a time, never N x N.
+    for rows, img_b, photo_b, meta_b in _similarity_blocks(rec, np.asarray(queries)):
+        for i, img_i, photo_i, meta_i in zip(rows, img_b, photo_b, meta_b, strict=True):
+            cand = np.ones(len(catalog), dtype=bool)
+            cand[i] = False
+            for m, w in methods.items():
+                side = "photo" if m == "photo" else "item"
+                img_side = (photo_i if m == "photo" else img_i) if rec.has_image_[i] else None
+                r = ranker.rank(img_side, meta_i, kmax, cand, w, image_reference=refs[side])
+                ranked[m].append(r.positions)
+            if mmr_lambdas:
+                img_side = img_i if rec.has_image_[i] else None
+                pools.append(ranker.rank(img_side, meta_i, MMR_POOL, cand, mmr_weight, image_reference=refs["item"]))
+    vectors = rec.image_vectors_
+
+    def diversity(p: np.ndarray) -> float:
+        v = vectors[np.asarray(p, dtype=np.int64)].astype(np.float32)
+        return intra_list_diversity(np.arange(len(v)), v @ v.T)
+
     report_methods = {}
     per_query_all = {}
     for m in methods:
         rel = [label_arr[p] == label_arr[i] for p, i in zip(ranked[m], queries, strict=True)]
         pq = per_query_metrics(ranked[m], rel, n_rel, ks)
-        pq[f"diversity@{kmax}"] = np.array([intra_list_diversity(p, sim_for_diversity) for p in ranked[m]])
+        pq[f"diversity@{kmax}"] = np.array([diversity(p) for p in ranked[m]])
         per_query_all[m] = pq
         report_methods[m] = _summary(pq, {f"coverage@{kmax}": round(catalog_coverage(ranked[m], len(catalog)), 4)})
 
@@ -201,20 +210,16 @@ def leave_one_out(
 
     mmr_curve = []
     if mmr_lambdas:
-        w_best, k_main = methods[best], int(main_metric.removeprefix("P@"))
+        k_main = int(main_metric.removeprefix("P@"))
         for lam in mmr_lambdas:
             p, div = [], []
-            for i in queries:
-                cand = np.ones(len(catalog), dtype=bool)
-                cand[i] = False
-                img_i = img[i] if rec.has_image_[i] else None
-                r = ranker.rank(img_i, meta[i], len(catalog), cand, w_best)
-                rel_scores = np.zeros(len(catalog), dtype=np.float32)
-                rel_scores[r.positions] = r.final
-                picked = mmr_rerank(rel_scores, sim_for_diversity, k_main, lam, candidates=cand)
+            for i, pool in zip(queries, pools, strict=True):
+                picked = pool.positions[mmr_rerank(pool.final, k=k_main, lam=lam,
+                                                   embeddings=vectors[pool.positions].astype(np.float32))]
                 p.append(precision_at_k(label_arr[picked] == label_arr[i], k_main))
-                div.append(intra_list_diversity(picked, sim_for_diversity))
-            mmr_curve.append({"lambda": lam, main_metric: summarise(p), f"diversity@{k_main}": summarise(div)})
+                div.append(diversity(picked))
+            mmr_curve.append({"lambda": lam, "weight": mmr_weight, main_metric: summarise(p),
+                              f"diversity@{k_main}": summarise(div)})
 
     examples = []
     rng = np.random.default_rng(0)
@@ -243,6 +248,27 @@ def leave_one_out(
         "mmr": mmr_curve,
         "examples": examples,
     }
+
+
+def _similarity_blocks(rec: HybridRecommender, rows: np.ndarray, block: int = EVAL_BLOCK):
+    """``(rows, image, photo, metadata)`` similarity blocks of ``block`` query rows against the catalog.
+
+    With a label projection (opt-in, small catalogs) the out-of-fold similarities need every fold's
+    fit, so they are computed once in full; otherwise nothing N x N is ever held.
+    """
+    full = None
+    if rec.label_projection_ is not None:
+        full = (rec.image_similarity_matrix(out_of_fold=True),
+                rec.image_similarity_matrix(photo=True, out_of_fold=True))
+    for s in range(0, len(rows), block):
+        r = rows[s:s + block]
+        if full is None:
+            img = rec.image_similarity_rows(r)
+            photo = rec.image_similarity_rows(r, photo=True)
+        else:
+            img, photo = full[0][r], full[1][r]
+        meta = (rec.metadata_matrix_[r] @ rec.metadata_matrix_.T).toarray().astype(np.float32)
+        yield r, img, photo, meta
 
 
 def gallery_with_views(catalog: Catalog, views_csv: Path | str) -> tuple[Catalog, np.ndarray]:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 from recommender.catalog.loader import MULTI_VALUE_SEP, split_values
@@ -23,6 +23,27 @@ DEFAULT_TEXT_FIELDS: dict[str, float] = {"name": 1.0, "description": 1.0}
 DEFAULT_CATEGORICAL_FIELDS: dict[str, float] = {
     "brand": 1.0, "colour": 1.0, "category": 1.0, "sub_category": 1.0,
 }
+
+
+def singular(word: str) -> str:
+    """A light English plural folding ("shoes" -> "shoe", "batteries" -> "battery"), for matching only."""
+    if len(word) <= 3 or not word.isalpha():
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "shes", "ches", "xes", "zes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+
+
+def singular_tokens(doc: str) -> list[str]:
+    """Words of ``doc`` (already lower-cased) without English stop words, plurals folded."""
+    return [singular(t) for t in _TOKEN.findall(doc) if t not in ENGLISH_STOP_WORDS]
 
 
 def _split_lower(cell: str) -> list[str]:
@@ -44,6 +65,8 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
     text_weighting:
         ``"tfidf"`` (sublinear tf x idf) or ``"bm25"`` (Okapi BM25 term weights, which saturate
         repeated words and discount long descriptions; ``bm25_k1``, ``bm25_b``).
+    fold_plurals:
+        Fold English plurals in text fields and in attribute matching ("shoes" finds "Shoe").
     """
 
     def __init__(
@@ -55,6 +78,7 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
         text_weighting: str = "tfidf",
         bm25_k1: float = 1.2,
         bm25_b: float = 0.75,
+        fold_plurals: bool = True,
     ) -> None:
         self.text_fields = text_fields
         self.categorical_fields = categorical_fields
@@ -63,6 +87,7 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
         self.text_weighting = text_weighting
         self.bm25_k1 = bm25_k1
         self.bm25_b = bm25_b
+        self.fold_plurals = fold_plurals
 
     def fit(self, X: pd.DataFrame, y: object = None) -> MetadataEncoder:
         if self.text_weighting not in ("tfidf", "bm25"):
@@ -93,12 +118,13 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
 
     def _make_vectorizer(self, kind: str) -> CountVectorizer | BM25Vectorizer:
         if kind == "text" and self.text_weighting == "bm25":
-            return BM25Vectorizer(ngram_range=self.ngram_range, k1=self.bm25_k1, b=self.bm25_b)
+            return BM25Vectorizer(ngram_range=self.ngram_range, k1=self.bm25_k1, b=self.bm25_b,
+                                  fold_plurals=self.fold_plurals)
         if kind == "text":
-            return TfidfVectorizer(
-                ngram_range=self.ngram_range, sublinear_tf=True, stop_words="english",
-                strip_accents="unicode", dtype=np.float32,
-            )
+            words = ({"tokenizer": singular_tokens, "token_pattern": None} if self.fold_plurals
+                     else {"stop_words": "english"})
+            return TfidfVectorizer(ngram_range=self.ngram_range, sublinear_tf=True, strip_accents="unicode",
+                                   dtype=np.float32, **words)
         return CountVectorizer(tokenizer=_split_lower, token_pattern=None, lowercase=False,
                                binary=True, dtype=np.float32)
 
@@ -120,19 +146,42 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
         The text fills every text field; a categorical value (brand, colour, ...) counts when it
         appears in the text as a whole phrase. Returns the vector and the attributes recognised.
         """
+        recognised = self.recognise(text)
         row: dict[str, str] = {}
+        for name, kind in self.field_kinds_.items():
+            row[name] = text if kind == "text" else MULTI_VALUE_SEP.join(recognised.get(name, []))
+        return self.transform(pd.DataFrame([row])), recognised
+
+    def recognise(self, text: str) -> dict[str, list[str]]:
+        """Categorical values named in ``text`` as whole phrases (plurals folded): ``{field: values}``."""
+        fold = self.fold_plurals
+        lowered = f" {_normalise_words(text, fold)} "
         recognised: dict[str, list[str]] = {}
-        lowered = f" {_normalise_words(text)} "
         for name, kind in self.field_kinds_.items():
             if kind == "text":
-                row[name] = text
                 continue
             hits = [v for v in self.vectorizers_[name].vocabulary_
-                    if f" {_normalise_words(v)} " in lowered and _normalise_words(v)]
-            row[name] = MULTI_VALUE_SEP.join(hits)
+                    if _normalise_words(v, fold) and f" {_normalise_words(v, fold)} " in lowered]
             if hits:
                 recognised[name] = sorted(hits)
-        return self.transform(pd.DataFrame([row])), recognised
+        return recognised
+
+    def text_words(self, text: str) -> list[str]:
+        """The words of ``text`` the text fields know (after stop words and plural folding)."""
+        known = set()
+        for name, kind in self.field_kinds_.items():
+            if kind == "text":
+                analyse = self.vectorizers_[name].build_analyzer() if hasattr(
+                    self.vectorizers_[name], "build_analyzer") else self.vectorizers_[name].counter_.build_analyzer()
+                vocab = self.vectorizers_[name].vocabulary_
+                known.update(t for t in analyse(text) if t in vocab and " " not in t)
+        return sorted(known)
+
+    def transform_text_fields(self, text: str | Sequence[str]) -> sp.csr_matrix:
+        """Text(s) in the text fields only (no categorical block): a query's word evidence."""
+        texts = [text] if isinstance(text, str) else list(text)
+        rows = {name: texts if kind == "text" else [""] * len(texts) for name, kind in self.field_kinds_.items()}
+        return self.transform(pd.DataFrame(rows))
 
     def transform_attributes(self, attributes: Mapping[str, Sequence[str]]) -> sp.csr_matrix:
         """Encode attribute values alone (used for an uploaded photo's inferred attributes)."""
@@ -147,14 +196,18 @@ class BM25Vectorizer(BaseEstimator):
     ``idf = log(1 + (N - df + 0.5) / (df + 0.5))`` stays positive for terms in most documents.
     """
 
-    def __init__(self, ngram_range: tuple[int, int] = (1, 2), k1: float = 1.2, b: float = 0.75) -> None:
+    def __init__(self, ngram_range: tuple[int, int] = (1, 2), k1: float = 1.2, b: float = 0.75,
+                 fold_plurals: bool = False) -> None:
         self.ngram_range = ngram_range
         self.k1 = k1
         self.b = b
+        self.fold_plurals = fold_plurals
 
     def fit(self, raw_documents: Sequence[str], y: object = None) -> BM25Vectorizer:
-        self.counter_ = CountVectorizer(ngram_range=self.ngram_range, stop_words="english",
-                                        strip_accents="unicode", dtype=np.float32)
+        words = ({"tokenizer": singular_tokens, "token_pattern": None} if self.fold_plurals
+                 else {"stop_words": "english"})
+        self.counter_ = CountVectorizer(ngram_range=self.ngram_range, strip_accents="unicode", dtype=np.float32,
+                                        **words)
         counts = sp.csr_matrix(self.counter_.fit_transform(raw_documents))
         n = counts.shape[0]
         df = np.bincount(counts.indices, minlength=counts.shape[1])
@@ -176,5 +229,6 @@ class BM25Vectorizer(BaseEstimator):
         return counts
 
 
-def _normalise_words(text: str) -> str:
-    return " ".join(re.findall(r"\w+", text.lower()))
+def _normalise_words(text: str, fold_plurals: bool = False) -> str:
+    words = re.findall(r"\w+", text.lower())
+    return " ".join(singular(w) for w in words) if fold_plurals else " ".join(words)

@@ -133,6 +133,59 @@ def database_side_augmentation(X: np.ndarray, k: int = 5, alpha: float = 0.0) ->
     return _weighted_mean(X, X, scores, ids, alpha)
 
 
+def index_knn(
+    X: np.ndarray, k: int, index_kind: str = "auto", max_block: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` nearest *other* rows of ``X``, found through a :class:`VectorIndex`.
+
+    Queries go in blocks sized so a block's scores stay near 50M floats (an exact index scores a
+    block against every row; an ANN index does not), so memory is bounded whatever ``len(X)``.
+    Returns ``(scores, ids)``, ``(n, k)``, best first; missing neighbours are id -1, score -inf.
+    """
+    from recommender.index.factory import make_index
+
+    X = l2_normalise(X)
+    n = len(X)
+    index = make_index(index_kind, X.shape[1], expected_size=n)
+    index.add(np.arange(n), X)
+    block = int(max(1, min(max_block, 50_000_000 // max(n, 1))))
+    scores = np.full((n, k), -np.inf, np.float32)
+    ids = np.full((n, k), -1, np.int64)
+    for s in range(0, n, block):
+        rows = np.arange(s, min(s + block, n))
+        sc, nb = index.search(X[rows], k + 1)
+        own = nb == rows[:, None]
+        # Drop each row's own id (it is not always first: duplicate photos tie with it).
+        keep = ~own
+        keep[~own.any(axis=1), -1] = False  # self not returned: drop the (k+1)-th instead
+        scores[rows] = sc[keep].reshape(len(rows), k)
+        ids[rows] = nb[keep].reshape(len(rows), k)
+    return scores, ids
+
+
+def self_dominant_dba(
+    X: np.ndarray, k: int = 5, alpha: float = 3.0, mix: float = 0.5, index_kind: str = "auto"
+) -> np.ndarray:
+    """Similarity-weighted DBA that keeps every product's own vector dominant.
+
+    ``x_i' = normalise(x_i + mix / k * sum_j max(cos(x_i, x_j), 0) ** alpha * x_j)`` over the ``k``
+    nearest other rows, found through the index (never an N x N matrix). The neighbours together
+    weigh at most ``mix`` (< 1) against the item's own 1, so two different vectors never become one:
+    for a mutual nearest pair at cosine ``c`` the augmented cosine is at most
+    ``(2 m + c (1 + m**2)) / (1 + m**2 + 2 m c)`` with ``m = mix / k`` (< 1 whenever ``c < 1``).
+    """
+    X = l2_normalise(X)
+    if k <= 0 or len(X) < 2:
+        return X
+    k = min(k, len(X) - 1)
+    scores, ids = index_knn(X, k, index_kind)
+    w = np.where(ids >= 0, np.maximum(scores, 0.0) ** alpha, 0.0).astype(np.float32) * (mix / k)
+    out = X.copy()
+    for j in range(k):  # one neighbour rank at a time: O(n * d) extra memory, not O(n * k * d)
+        out += w[:, j:j + 1] * X[np.maximum(ids[:, j], 0)]
+    return l2_normalise(out)
+
+
 def average_query_expansion(
     Q: np.ndarray, X: np.ndarray, k: int = 5, alpha: float = 0.0, self_ids: np.ndarray | None = None
 ) -> np.ndarray:

@@ -5,13 +5,35 @@ faiss-shaped and small on purpose: ``add(ids, vectors)``, ``remove(ids)``,
 (the recommender uses catalog row numbers), so a backend never owns the id space and a product's
 vector can be replaced or removed without a rebuild. Similarity is the inner product of
 L2-normalised vectors (cosine); backends normalise what they are given.
+
+Optional methods every in-process backend honours (a remote one may raise ``NotImplementedError``):
+``get_vectors(ids)`` (the stored, normalised vectors: the exact fallback of a selective filter and
+re-scoring need them), ``save(folder)`` / ``cls.load(folder)`` (use
+:func:`recommender.index.persist.save_index` / ``load_index``, which add the content key, the
+manifest and the atomic swap).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import numpy as np
+
+
+def check_ids(ids: np.ndarray, n_vectors: int) -> np.ndarray:
+    """``ids`` as a 1-d int64 array of ``n_vectors`` non-negative labels, or a ``ValueError``."""
+    raw = np.asarray(ids).ravel()
+    if raw.size and not (np.issubdtype(raw.dtype, np.integer) or
+                         (np.issubdtype(raw.dtype, np.floating) and np.all(np.isfinite(raw)) and
+                          np.all(raw == np.round(raw)))):
+        raise ValueError(f"ids must be integers, got {raw.dtype}")
+    out = raw.astype(np.int64)
+    if len(out) != n_vectors:
+        raise ValueError(f"{len(out)} ids for {n_vectors} vectors")
+    if len(out) and out.min() < 0:
+        raise ValueError("ids must be non-negative")
+    return out
 
 
 class VectorIndex(ABC):
@@ -52,11 +74,42 @@ class VectorIndex(ABC):
         ``-inf`` and id ``-1`` (as faiss does).
         """
 
+    def get_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored (L2-normalised) vectors of these live ids, ``(len(ids), dim)`` float32; ``KeyError`` if one is
+        absent."""
+        raise NotImplementedError(f"{type(self).__name__} does not return stored vectors")
+
+    def save(self, folder: Path | str) -> None:
+        """Write everything needed to :meth:`load` this index into ``folder`` (files owned by the backend)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be saved")
+
+    @classmethod
+    def load(cls, folder: Path | str) -> VectorIndex:
+        """The index a :meth:`save` wrote into ``folder``; ``ValueError`` if the files are inconsistent."""
+        raise NotImplementedError(f"{cls.__name__} cannot be loaded")
+
+    def _check_query(self, q: np.ndarray) -> np.ndarray:
+        """Query rows as finite, L2-normalised float32 ``(n, dim)``, or a ``ValueError``."""
+        x = np.atleast_2d(np.asarray(q))
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"query has {x.shape[-1]} dimensions, the index {self.dim}")
+        if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+            raise ValueError("query contains NaN or infinity")
+        from recommender.index.exact import l2_normalise
+
+        return l2_normalise(x)
+
+    @staticmethod
+    def _check_k(k: int) -> int:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"k must be a non-negative integer, got {k!r}")
+        return int(k)
+
     def _check(self, vectors: np.ndarray) -> np.ndarray:
         """Vectors as a finite float32 ``(n, dim)`` array, or a ``ValueError`` saying what is wrong."""
         x = np.atleast_2d(np.asarray(vectors))
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"vectors have {x.shape[-1]} dimensions, the index {self.dim}")
-        if not np.isfinite(x).all():
+        if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
             raise ValueError("vectors contain NaN or infinity")
         return x.astype(np.float32, copy=False)

@@ -1,64 +1,23 @@
-"""Weighted hybrid ranking: ``score = w * image + (1 - w) * metadata``.
+"""Weighted hybrid ranking: ``score = w * image + (1 - w) * metadata`` over calibrated sides.
 
 Raw cosines of the two sides live on different scales (image cosines of unrelated products are
-often 0.3-0.5, TF-IDF cosines mostly 0), so each side is min-max normalised over the candidates of
-this query first; then ``w`` means what it says: ``w = 1`` ranks by image alone, ``w = 0`` by
-metadata alone.
+often 0.3-0.5, TF-IDF cosines mostly 0), so each side is first mapped to [0, 1] against a
+catalog-wide reference fitted once (:mod:`recommender.ranking.calibration`): a product's score does
+not depend on which other products a query's filters leave, and ``w`` means what it says: ``w = 1``
+ranks by image alone, ``w = 0`` by metadata alone. Ties on the score go to the other side's score,
+then to catalog order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
 
-from recommender.catalog.loader import Catalog, split_values
-from recommender.index.exact import top_k
+from recommender.ranking.calibration import SideReference
+from recommender.ranking.filters import AttributeIndex, Filters
 
-
-@dataclass(frozen=True)
-class Filters:
-    """Hard filters applied before ranking. ``None`` or empty means "no constraint".
-
-    A multi-valued attribute (``blue|pink``) passes if any of its values is selected. With a
-    price bound set, products without a price are excluded (their price cannot be shown to fit).
-    """
-
-    category: Collection[str] | None = None
-    sub_category: Collection[str] | None = None
-    brand: Collection[str] | None = None
-    colour: Collection[str] | None = None
-    price_min: float | None = None
-    price_max: float | None = None
-
-    def active(self) -> dict[str, object]:
-        return {k: v for k, v in self.__dict__.items() if v is not None and v != () and v != [] and v != set()}
-
-    def mask(self, catalog: Catalog) -> np.ndarray:
-        """Boolean mask over catalog rows that pass every filter."""
-        keep = np.ones(len(catalog), dtype=bool)
-        for step in self.steps(catalog):
-            keep &= step[1]
-        return keep
-
-    def steps(self, catalog: Catalog) -> list[tuple[str, np.ndarray]]:
-        """One ``(description, mask)`` per active filter, so an empty result can name its cause."""
-        items = catalog.items
-        out = []
-        for col in ("category", "sub_category", "brand", "colour"):
-            wanted = getattr(self, col)
-            if not wanted:
-                continue
-            wanted_l = {str(w).strip().lower() for w in wanted}
-            m = items[col].map(lambda cell, w=wanted_l: any(v.lower() in w for v in split_values(cell)))
-            out.append((f"{col} in {sorted(wanted)}", m.to_numpy(dtype=bool)))
-        price = items["price"].to_numpy(dtype=float)
-        if self.price_min is not None:
-            out.append((f"price >= {self.price_min:g}", np.nan_to_num(price, nan=-np.inf) >= self.price_min))
-        if self.price_max is not None:
-            out.append((f"price <= {self.price_max:g}", np.nan_to_num(price, nan=np.inf) <= self.price_max))
-        return out
+__all__ = ["AttributeIndex", "Filters", "HybridRanker", "Ranking", "minmax", "rank_candidates"]
 
 
 @dataclass(frozen=True)
@@ -67,16 +26,25 @@ class Ranking:
 
     positions: np.ndarray  # catalog rows
     final: np.ndarray  # w * image_norm + (1 - w) * metadata_norm, in [0, 1]
-    image_norm: np.ndarray  # per-query min-max normalised image similarity
+    image_norm: np.ndarray  # calibrated image similarity in [0, 1]
     metadata_norm: np.ndarray
-    image_raw: np.ndarray  # cosine similarities before normalisation (NaN where a side is absent)
+    image_raw: np.ndarray  # cosine similarities before calibration (NaN where a side is absent)
     metadata_raw: np.ndarray
     weight: float  # the image weight actually used
     n_candidates: int
 
+    def take(self, order: np.ndarray) -> Ranking:
+        """The same ranking restricted to / reordered by ``order`` (indices into its rows)."""
+        return Ranking(self.positions[order], self.final[order], self.image_norm[order], self.metadata_norm[order],
+                       self.image_raw[order], self.metadata_raw[order], self.weight, self.n_candidates)
+
 
 def minmax(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Scale ``x`` to [0, 1] over the masked entries; a constant side carries no signal -> 0."""
+    """Scale ``x`` to [0, 1] over the masked entries; a constant side carries no signal -> 0.
+
+    Not used for ranking any more (it made scores depend on the filters); kept for callers that
+    want a per-list view.
+    """
     out = np.zeros_like(x, dtype=np.float32)
     if not mask.any():
         return out
@@ -86,15 +54,55 @@ def minmax(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def rank_candidates(
+    positions: np.ndarray,
+    image_raw: np.ndarray | None,
+    metadata_raw: np.ndarray | None,
+    k: int | None,
+    weight: float,
+    image_reference: SideReference | None = None,
+    metadata_reference: SideReference | None = None,
+    n_candidates: int | None = None,
+) -> Ranking:
+    """Rank the candidate rows ``positions`` by their calibrated hybrid score; keep the top ``k``.
+
+    ``image_raw`` / ``metadata_raw`` are aligned with ``positions``; a side given as ``None`` (a
+    text query, a product without an image) gets weight 0 and the other side decides.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be between 0 and 1, got {weight}")
+    if image_raw is None and metadata_raw is None:
+        raise ValueError("need image scores, metadata scores or both")
+    positions = np.asarray(positions, dtype=np.int64)
+    n = len(positions)
+    w = 0.0 if image_raw is None else 1.0 if metadata_raw is None else float(weight)
+    nan = np.full(n, np.nan, dtype=np.float32)
+    zero = np.zeros(n, dtype=np.float32)
+    img_raw = nan if image_raw is None else np.asarray(image_raw, dtype=np.float32)
+    meta_raw = nan if metadata_raw is None else np.asarray(metadata_raw, dtype=np.float32)
+    img = zero if image_raw is None else (image_reference or SideReference())(img_raw)
+    meta = zero if metadata_raw is None else (metadata_reference or SideReference())(meta_raw)
+    final = (w * img + (1.0 - w) * meta).astype(np.float32)
+    other = (1.0 - w) * img + w * meta  # ties: the side with less weight decides, then catalog order
+    order = np.lexsort((positions, -other, -final))
+    if k is not None:
+        order = order[:k]
+    return Ranking(positions[order], final[order], img[order], meta[order], img_raw[order], meta_raw[order], w,
+                   n if n_candidates is None else int(n_candidates))
+
+
 class HybridRanker:
     """Combine per-item image and metadata similarities into one ranking.
 
-    ``weight`` is the image weight ``w`` in [0, 1]. A side passed as ``None`` (a text-only query, a
-    product without an image) gets weight 0 and the other side decides.
+    ``weight`` is the image weight ``w`` in [0, 1]; ``image_reference`` / ``metadata_reference``
+    calibrate each side (default: raw cosine clipped to [0, 1]).
     """
 
-    def __init__(self, weight: float = 0.7) -> None:
+    def __init__(self, weight: float = 0.7, image_reference: SideReference | None = None,
+                 metadata_reference: SideReference | None = None) -> None:
         self.weight = weight
+        self.image_reference = image_reference
+        self.metadata_reference = metadata_reference
 
     def rank(
         self,
@@ -103,26 +111,16 @@ class HybridRanker:
         k: int,
         candidates: np.ndarray | None = None,
         weight: float | None = None,
+        image_reference: SideReference | None = None,
     ) -> Ranking:
+        """Top-``k`` of full-length score vectors (one entry per catalog row) over the ``candidates`` mask."""
         w = self.weight if weight is None else weight
-        if not 0.0 <= w <= 1.0:
-            raise ValueError(f"weight must be between 0 and 1, got {w}")
         if image_scores is None and metadata_scores is None:
             raise ValueError("need image scores, metadata scores or both")
         n = len(image_scores if image_scores is not None else metadata_scores)
         cand = np.ones(n, dtype=bool) if candidates is None else np.asarray(candidates, dtype=bool)
-        if image_scores is None:
-            w = 0.0
-        elif metadata_scores is None:
-            w = 1.0
-        nan = np.full(n, np.nan, dtype=np.float32)
-        img_raw = nan if image_scores is None else np.asarray(image_scores, dtype=np.float32)
-        meta_raw = nan if metadata_scores is None else np.asarray(metadata_scores, dtype=np.float32)
-        img = minmax(img_raw, cand) if image_scores is not None else np.zeros(n, np.float32)
-        meta = minmax(meta_raw, cand) if metadata_scores is not None else np.zeros(n, np.float32)
-        final = w * img + (1.0 - w) * meta
-        # Ties on the final score (e.g. w = 0 and equal metadata) fall back to the other side.
-        tiebreak = 1e-6 * (img + meta)
-        _, ids = top_k(np.where(cand, final + tiebreak, -np.inf), k)
-        pos = ids[0][ids[0] >= 0]
-        return Ranking(pos, final[pos], img[pos], meta[pos], img_raw[pos], meta_raw[pos], w, int(cand.sum()))
+        pos = np.flatnonzero(cand)
+        img = None if image_scores is None else np.asarray(image_scores)[pos]
+        meta = None if metadata_scores is None else np.asarray(metadata_scores)[pos]
+        return rank_candidates(pos, img, meta, k, w, image_reference or self.image_reference,
+                               self.metadata_reference)

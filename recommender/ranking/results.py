@@ -27,11 +27,21 @@ class Recommendation:
     image_contribution: float  # w * normalised image score; the two contributions sum to ``score``
     metadata_contribution: float
     shared: dict[str, list[str]]  # attributes this result has in common with the query
+    matched: tuple[str, ...] = ()  # words of a text query found in this product's name or description
 
     def why(self) -> str:
-        if not self.shared:
-            return "looks similar" if self.image_contribution >= self.metadata_contribution else "similar text"
-        return "same " + ", ".join(f"{k} ({v})" for k, v in describe_attributes(self.shared).items())
+        """What this result has in common with the query, in a few words."""
+        parts = []
+        if self.shared:
+            parts.append("same " + ", ".join(f"{k} ({v})" for k, v in describe_attributes(self.shared).items()))
+        if self.matched:
+            parts.append("mentions " + ", ".join(self.matched))
+        if parts:
+            return "; ".join(parts)
+        text_only = np.isnan(self.image_score)  # a text query uses no image: never "looks similar"
+        if text_only or self.metadata_contribution > self.image_contribution:
+            return "similar text"
+        return "looks similar"
 
 
 @dataclass
@@ -45,6 +55,7 @@ class Recommendations:
     query_attributes: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     empty_reason: str | None = None
+    weak: bool = False  # even the best result scores below the recommender's ``weak_score``: "no good match"
 
     def __len__(self) -> int:
         return len(self.items)
@@ -73,11 +84,13 @@ class Recommendations:
         return {
             "query": self.query, "weight": self.weight, "n_candidates": self.n_candidates,
             "query_attributes": self.query_attributes, "notes": self.notes, "empty_reason": self.empty_reason,
+            "weak": self.weak,
             "results": [
                 {"rank": k, "id": r.id, "name": r.name, "score": clean(r.score),
                  "image_score": clean(r.image_score), "metadata_score": clean(r.metadata_score),
                  "image_contribution": clean(r.image_contribution),
-                 "metadata_contribution": clean(r.metadata_contribution), "shared": r.shared, "why": r.why()}
+                 "metadata_contribution": clean(r.metadata_contribution), "shared": r.shared,
+                 "matched": list(r.matched), "why": r.why()}
                 for k, r in enumerate(self.items, 1)
             ],
         }

@@ -1,0 +1,278 @@
+"""Approximate cosine search with an HNSW graph (faiss-cpu), behind :class:`VectorIndex`.
+
+Chosen over hnswlib and usearch by ``bench/bench_index.py libs`` (table and reasons in
+``docs/index.md``): the three search an unfiltered query equally fast with equal recall, but only
+faiss applies a filter inside the graph walk in C++ (an ``IDSelectorBitmap``); hnswlib calls back
+into Python for every visited node (14-60 ms a query at a 10% filter, 100k vectors) and usearch's
+Python API has no filter at all. faiss's HNSW cannot delete or overwrite a vector, so this class
+keeps faiss's sequential *slots* apart from the caller's ids: an upsert appends a new slot and
+tombstones the old one, a removal tombstones; tombstoned slots are excluded by the same bitmap
+that carries filters, and :meth:`compact` (automatic once tombstones outnumber live vectors)
+rebuilds the graph without them.
+
+Filters: an ``allow`` set of at most ``exact_below`` ids or ``exact_share`` of the live ones is
+answered by an exact scan of just those rows (read back from the graph's storage, no second copy);
+a larger one runs inside the graph walk with the beam (``efSearch``) widened for its selectivity.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from recommender.index.base import VectorIndex, check_ids
+from recommender.index.exact import l2_normalise, top_k_among
+
+#: Defaults measured on Fashion-MNIST CNN vectors tiled to 100k and 1M (docs/index.md).
+DEFAULT_M = 16
+DEFAULT_EF_CONSTRUCTION = 100
+DEFAULT_EF_SEARCH = 64
+#: An allow-set this small (count, or share of the live ids) is scanned exactly: a filtered graph walk
+#: has to visit about k / share nodes, and loses recall, when the share is small.
+DEFAULT_EXACT_BELOW = 2_000
+DEFAULT_EXACT_SHARE = 0.02
+#: Cap on the widened beam of a filtered search.
+MAX_FILTERED_EF = 1_024
+STORAGES = ("float32", "float16")
+
+
+class HNSWIndex(VectorIndex):
+    """faiss HNSW graph over L2-normalised vectors labelled by the caller's int64 ids.
+
+    Parameters: ``expected_size`` (informational: the graph grows as vectors are added), ``m`` (graph
+    degree), ``ef_construction``, ``ef_search`` (beam width of an unfiltered search), ``exact_below`` /
+    ``exact_share`` (when a filtered search becomes an exact scan of the allowed rows), ``storage``
+    (``"float32"``, or ``"float16"``: half the vector memory, scores within ~1e-3).
+    Writes (``add``/``remove``/``compact``) must not run concurrently with searches (faiss HNSW is
+    not safe for that); searches may run concurrently with each other.
+    """
+
+    kind = "hnsw"
+    _GRAPH = "hnsw.faiss"
+    _STATE = "hnsw-state.npz"
+    _META = "hnsw.json"
+
+    def __init__(
+        self,
+        dim: int,
+        expected_size: int = 0,
+        m: int = DEFAULT_M,
+        ef_construction: int = DEFAULT_EF_CONSTRUCTION,
+        ef_search: int = DEFAULT_EF_SEARCH,
+        exact_below: int = DEFAULT_EXACT_BELOW,
+        exact_share: float = DEFAULT_EXACT_SHARE,
+        storage: str = "float32",
+    ) -> None:
+        super().__init__(dim)
+        if self.dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        if storage not in STORAGES:
+            raise ValueError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+        self.expected_size = max(int(expected_size), 0)
+        self.m = int(m)
+        self.ef_construction = int(ef_construction)
+        self.ef_search = int(ef_search)
+        self.exact_below = int(exact_below)
+        self.exact_share = float(exact_share)
+        self.storage = storage
+        self._graph = None  # created on the first add
+        self._label = np.zeros(0, dtype=np.int64)  # slot -> caller id
+        self._alive = np.zeros(0, dtype=bool)  # slot -> not tombstoned
+        self._slot = np.zeros(0, dtype=np.int64)  # caller id -> slot, -1 if absent
+        self._n_slots = 0
+        self._n_live = 0
+        self._alive_bits = None  # cached packed bitmap of _alive (None: stale)
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        return self._n_live
+
+    @property
+    def n_tombstones(self) -> int:
+        return self._n_slots - self._n_live
+
+    def _new_graph(self):
+        import faiss
+
+        if self.storage == "float16":
+            graph = faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_fp16, self.m, faiss.METRIC_INNER_PRODUCT)
+        else:
+            graph = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = self.ef_construction
+        graph.hnsw.efSearch = self.ef_search
+        return graph
+
+    @staticmethod
+    def _grown(a: np.ndarray, n: int, fill) -> np.ndarray:
+        if n <= len(a):
+            return a
+        out = np.full(max(n, 2 * len(a)), fill, dtype=a.dtype)
+        out[:len(a)] = a
+        return out
+
+    # -- VectorIndex -------------------------------------------------------------------------
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        x = l2_normalise(self._check(vectors))
+        ids = check_ids(ids, len(x))
+        if not len(ids):
+            return
+        _, last = np.unique(ids[::-1], return_index=True)  # the last vector of a repeated id wins
+        keep = np.sort(len(ids) - 1 - last)
+        ids, x = ids[keep], x[keep]
+        if self._graph is None:
+            self._graph = self._new_graph()
+            if self.storage == "float16":
+                self._graph.train(x[:1])  # fp16 needs no statistics; faiss still wants the call
+        self._slot = self._grown(self._slot, int(ids.max()) + 1, -1)
+        old = self._slot[ids]
+        replaced = old[old >= 0]
+        self._alive[replaced] = False  # upsert: tombstone the old slot, append the new vector
+        start = self._n_slots
+        self._graph.add(np.ascontiguousarray(x))
+        self._n_slots = start + len(ids)
+        self._label = self._grown(self._label, self._n_slots, -1)
+        self._alive = self._grown(self._alive, self._n_slots, False)
+        self._label[start:self._n_slots] = ids
+        self._alive[start:self._n_slots] = True
+        self._slot[ids] = np.arange(start, self._n_slots)
+        self._n_live += len(ids) - len(replaced)
+        self._alive_bits = None
+        self._maybe_compact()
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = np.unique(np.asarray(ids, dtype=np.int64).ravel())
+        ids = ids[(ids >= 0) & (ids < len(self._slot))]
+        slots = self._slot[ids]
+        slots = slots[slots >= 0]
+        if not len(slots):
+            return
+        self._alive[slots] = False
+        self._slot[self._label[slots]] = -1
+        self._n_live -= len(slots)
+        self._alive_bits = None
+        self._maybe_compact()
+
+    def _maybe_compact(self) -> None:
+        # Amortised: a rebuild costs about what adding the live vectors cost, and is due only after as many
+        # tombstones accumulated.
+        if self.n_tombstones > max(self._n_live, 10_000):
+            self.compact()
+
+    def compact(self) -> None:
+        """Rebuild the graph from the live vectors only (drops tombstones; ids and answers unchanged)."""
+        live_slots = np.flatnonzero(self._alive[:self._n_slots])
+        labels = self._label[live_slots]
+        vectors = self._reconstruct(live_slots)
+        self._graph = None
+        self._label = np.zeros(0, dtype=np.int64)
+        self._alive = np.zeros(0, dtype=bool)
+        self._slot = np.full(len(self._slot), -1, dtype=np.int64)
+        self._n_slots = self._n_live = 0
+        self._alive_bits = None
+        if len(labels):
+            self.add(labels, vectors)
+
+    def search(
+        self, q: np.ndarray, k: int, allow: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        q = self._check_query(q)
+        k = self._check_k(k)
+        if self._n_live == 0 or k == 0:
+            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        if allow is None:
+            bits = None
+            if self.n_tombstones:
+                if self._alive_bits is None:
+                    self._alive_bits = np.packbits(self._alive[:self._n_slots], bitorder="little")
+                bits = self._alive_bits
+            return self._graph_search(q, k, self.ef_search, bits)
+        allowed = self.allowed_ids(allow)
+        if len(allowed) <= max(self.exact_below, k, self.exact_share * self._n_live):
+            return top_k_among(q, self._reconstruct(self._slot[allowed]), allowed, k)
+        share = len(allowed) / self._n_live
+        ef = int(min(MAX_FILTERED_EF, max(self.ef_search / share, k)))
+        mask = np.zeros(self._n_slots, dtype=bool)
+        mask[self._slot[allowed]] = True
+        return self._graph_search(q, k, ef, np.packbits(mask, bitorder="little"))
+
+    def get_vectors(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(self._slot) or (self._slot[ids] < 0).any()):
+            raise KeyError("some ids are not in the index")
+        return self._reconstruct(self._slot[ids])
+
+    def allowed_ids(self, allow: np.ndarray) -> np.ndarray:
+        """The live ids that ``allow`` (a boolean mask by id) permits, ascending."""
+        allow = np.asarray(allow)
+        if allow.dtype != bool or allow.ndim != 1:
+            raise ValueError(f"allow must be a 1-d boolean mask by id, got {allow.dtype} {allow.shape}")
+        n = min(len(allow), len(self._slot))
+        return np.flatnonzero(allow[:n] & (self._slot[:n] >= 0))
+
+    # -- search paths ------------------------------------------------------------------------
+    def _reconstruct(self, slots: np.ndarray) -> np.ndarray:
+        if not len(slots):
+            return np.zeros((0, self.dim), np.float32)
+        return self._graph.reconstruct_batch(np.ascontiguousarray(slots, dtype=np.int64))
+
+    def _graph_search(self, q: np.ndarray, k: int, ef: int, bits: np.ndarray | None):
+        import faiss
+
+        k_eff = min(k, self._n_slots)
+        sel = None if bits is None else faiss.IDSelectorBitmap(bits)  # `bits` stays referenced for the search
+        params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(ef, k_eff))
+        scores, slots = self._graph.search(np.ascontiguousarray(q), k_eff, params=params)
+        found = slots >= 0
+        ids = np.where(found, self._label[np.maximum(slots, 0)], -1)
+        scores = np.where(found, scores, -np.inf).astype(np.float32)
+        if k > k_eff:
+            scores = np.pad(scores, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, k - k_eff)), constant_values=-1)
+        return scores, ids
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, folder: Path | str) -> None:
+        import faiss
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"dim": self.dim, "m": self.m, "ef_construction": self.ef_construction, "ef_search": self.ef_search,
+                "exact_below": self.exact_below, "exact_share": self.exact_share, "storage": self.storage,
+                "n_slots": self._n_slots, "n_live": self._n_live}
+        if self._graph is not None:
+            faiss.write_index(self._graph, str(folder / self._GRAPH))
+        np.savez(folder / self._STATE, label=self._label[:self._n_slots], alive=self._alive[:self._n_slots],
+                 n_ids=np.int64(len(self._slot)))
+        (folder / self._META).write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, folder: Path | str) -> HNSWIndex:
+        import faiss
+
+        folder = Path(folder)
+        meta = json.loads((folder / cls._META).read_text())
+        index = cls(int(meta["dim"]), 0, int(meta["m"]), int(meta["ef_construction"]), int(meta["ef_search"]),
+                    int(meta["exact_below"]), float(meta["exact_share"]), str(meta["storage"]))
+        with np.load(folder / cls._STATE, allow_pickle=False) as state:
+            label, alive, n_ids = state["label"], state["alive"], int(state["n_ids"])
+        n_slots, n_live = int(meta["n_slots"]), int(meta["n_live"])
+        if (label.dtype != np.int64 or alive.dtype != bool or label.shape != (n_slots,) or alive.shape != (n_slots,)
+                or int(alive.sum()) != n_live or (n_slots and (label.min() < 0 or label.max() >= n_ids))):
+            raise ValueError(f"{folder}: slot table does not match the saved index")
+        live_labels = label[alive]
+        if len(np.unique(live_labels)) != n_live:
+            raise ValueError(f"{folder}: an id is live in two slots")
+        if n_slots:
+            graph = faiss.read_index(str(folder / cls._GRAPH))
+            if graph.d != index.dim or graph.ntotal != n_slots:
+                raise ValueError(f"{folder}: the graph does not match its slot table")
+            graph.hnsw.efSearch = index.ef_search
+            index._graph = graph
+        index._label, index._alive = label.copy(), alive.copy()
+        index._slot = np.full(n_ids, -1, dtype=np.int64)
+        index._slot[live_labels] = np.flatnonzero(alive)
+        index._n_slots, index._n_live = n_slots, n_live
+        return index

@@ -1,0 +1,246 @@
+"""Live updates of a fitted recommender: ``upsert``, ``patch``, ``remove`` (the façade's write side).
+
+Row slots are append-only: a new or changed product gets a new slot at the end and its old slot is
+tombstoned (``alive_`` False), so the rows a reader is looking at never change under it. An update
+prepares everything slow (reading and embedding images through the store, encoding metadata)
+outside any lock, then applies it under the write lock, which waits for the readers in flight and
+holds new ones back for the few array appends: a query sees an update wholly or not at all.
+
+The metadata vocabulary as the catalog drifts: new rows are encoded with the fitted TF-IDF
+vocabulary (a new word counts for nothing until the next fit; filters see new values at once).
+Once the rows added or changed since the last fit exceed ``refit_fraction`` of the catalog, the
+encoder is re-fitted on the live catalog - after the update is visible, still outside the write
+lock, and swapped in under it. Measured in docs/ranking.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recommender.catalog.loader import Catalog, ImageProblem, catalog_from_frame
+from recommender.errors import CatalogError, QueryError
+from recommender.features.embedders import ColourEmbedder
+from recommender.store.build import build_embeddings, image_hashes
+
+#: Fields ``patch`` may change: metadata only (an image change is an ``upsert``).
+PATCHABLE = ("name", "description", "category", "sub_category", "brand", "colour", "price")
+
+
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer holds new readers back (no writer starvation).
+
+    ``updating`` serialises whole updates (their slow preparation included), ``writing`` is the
+    short exclusive section where fitted state changes.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+        self.updating = threading.Lock()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+@dataclass
+class UpdateReport:
+    """What an ``upsert`` did."""
+
+    added: list[str] = field(default_factory=list)  # ids that were not in the catalog
+    replaced: list[str] = field(default_factory=list)  # ids whose product was replaced
+    embedded: int = 0  # images embedded now (new or changed content)
+    reused: int = 0  # images whose vectors came from the store (content seen before)
+    skipped: list[ImageProblem] = field(default_factory=list)  # images that could not be read
+    metadata_refitted: bool = False  # the vocabulary drift threshold was crossed: TF-IDF re-fitted
+
+    def to_dict(self) -> dict:
+        return {"added": self.added, "replaced": self.replaced, "embedded": self.embedded, "reused": self.reused,
+                "skipped": [{"id": p.id, "reason": p.reason} for p in self.skipped],
+                "metadata_refitted": self.metadata_refitted}
+
+
+@dataclass
+class _NewRows:
+    """Everything a batch of new row slots needs, prepared outside the lock."""
+
+    items: pd.DataFrame
+    vectors: np.ndarray
+    colours: np.ndarray
+    has_image: np.ndarray
+    metadata: sp.csr_matrix
+
+
+class LiveUpdatesMixin:
+    """``upsert`` / ``patch`` / ``remove`` on a fitted :class:`~recommender.recommender.HybridRecommender`."""
+
+    def products(self) -> pd.DataFrame:
+        """The live catalog table (removed and superseded rows left out), in slot order."""
+        with self._lock.reading():
+            return self.catalog_.items[self.alive_].reset_index(drop=True)
+
+    def upsert(self, products: pd.DataFrame) -> UpdateReport:
+        """Add products, or replace those whose id exists; recommendable in the next query.
+
+        ``products`` has the catalog schema (``id, name, image`` required; image paths absolute or
+        relative to the catalog's folder). Only images whose content the store has not seen are
+        embedded; no other product is refitted. Bad rows raise :class:`CatalogError` and change nothing.
+        """
+        if not isinstance(products, pd.DataFrame):
+            raise CatalogError("upsert takes a table (pandas DataFrame) of products")
+        new = catalog_from_frame(products, self.catalog_.root)
+        with self._lock.updating:
+            report = UpdateReport()
+            rows = self._prepare_rows(new, report)
+            with self._lock.writing():
+                old = [self.catalog_.position(pid) for pid in new.ids if self._is_live(pid)]
+                report.replaced = [str(self.catalog_.items["id"].iat[p]) for p in old]
+                report.added = [str(pid) for pid in new.ids if str(pid) not in set(report.replaced)]
+                self._apply(rows, np.asarray(old, dtype=np.int64))
+            report.metadata_refitted = self._maybe_refit_metadata(len(new))
+        return report
+
+    def patch(self, product_id: str, fields: dict) -> None:
+        """Change a product's metadata (no re-embedding); filters and scores see it at once."""
+        unknown = sorted(set(fields) - set(PATCHABLE))
+        if unknown:
+            raise QueryError(f"cannot patch {', '.join(map(repr, unknown))}: patchable fields are "
+                             f"{', '.join(PATCHABLE)} (a new image is an upsert)")
+        with self._lock.updating:
+            pos = self._live_position(product_id)
+            row = self.catalog_.items.iloc[[pos]].copy()
+            for name, value in fields.items():
+                row[name] = "" if value is None else value
+            new = catalog_from_frame(row, self.catalog_.root)  # validates the price, strips text
+            rows = _NewRows(new.items, self.image_vectors_[[pos]], self.colour_vectors_[[pos]],
+                            self.has_image_[[pos]], self.metadata_encoder_.transform(new.items))
+            with self._lock.writing():
+                self._apply(rows, np.array([pos]))
+            self._maybe_refit_metadata(1)
+
+    def remove(self, product_ids: Sequence[str]) -> int:
+        """Remove products from every later result; returns how many were live (unknown ids are ignored)."""
+        if isinstance(product_ids, str):
+            product_ids = [product_ids]
+        with self._lock.updating, self._lock.writing():
+            rows = np.array([self.catalog_.position(pid) for pid in map(str, product_ids) if self._is_live(pid)],
+                            dtype=np.int64)
+            rows = np.unique(rows)
+            self.alive_ = self.alive_.copy()
+            self.alive_[rows] = False
+            if self.image_index_ is not None:
+                self.image_index_.remove(rows)
+            return len(rows)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _is_live(self, pid: object) -> bool:
+        try:
+            return bool(self.alive_[self.catalog_.position(str(pid))])
+        except KeyError:
+            return False
+
+    def _prepare_rows(self, new: Catalog, report: UpdateReport) -> _NewRows:
+        hashes = image_hashes(new)
+        embedder = self._embedder or self._image_embedder(self.backbone_)
+        vectors, has_image, build, loaded = build_embeddings(new, embedder, self.cache_dir, hashes=hashes)
+        if loaded is not None:
+            self._embedder = loaded
+        colours, _, _, _ = build_embeddings(new, ColourEmbedder(), self.cache_dir, hashes=hashes)
+        report.embedded, report.reused, report.skipped = build.embedded, build.reused, build.skipped
+        if self.label_projection_ is not None:
+            vectors = self.label_projection_.transform(vectors)
+        if self.dba_k > 0 and has_image.any():
+            vectors[has_image] = self._augment(vectors[has_image])
+        return _NewRows(new.items, vectors.astype(self.image_vectors_.dtype), colours, has_image,
+                        self.metadata_encoder_.transform(new.items))
+
+    def _augment(self, vectors: np.ndarray) -> np.ndarray:
+        """DBA of new vectors against the live catalog (the existing rows are not re-augmented)."""
+        from recommender.features.postprocess import l2_normalise
+        from recommender.scoring import dense_scores
+
+        live = np.flatnonzero(self.alive_ & self.has_image_)
+        out = vectors.copy()
+        k = min(self.dba_k, len(live))
+        for i, v in enumerate(vectors):
+            if not k:
+                break
+            s = dense_scores(self.image_vectors_, v, live)
+            top = np.argpartition(-s, k - 1)[:k]
+            w = np.maximum(s[top], 0) ** self.dba_alpha * (self.dba_mix / k)
+            out[i] = v + w @ self.image_vectors_[live[top]].astype(np.float32)
+        return l2_normalise(out)
+
+    def _apply(self, rows: _NewRows, superseded: np.ndarray) -> None:
+        """Append ``rows`` as new slots and tombstone ``superseded`` (under the write lock)."""
+        start = len(self.catalog_)
+        slots = np.arange(start, start + len(rows.items))
+        items = pd.concat([self.catalog_.items, rows.items], ignore_index=True)
+        self.catalog_ = Catalog(items, self.catalog_.root, self.catalog_.source)  # a live id maps to its last slot
+        self.image_vectors_ = np.concatenate([self.image_vectors_, rows.vectors])
+        self.colour_vectors_ = np.concatenate([self.colour_vectors_, rows.colours])
+        self.has_image_ = np.concatenate([self.has_image_, rows.has_image])
+        alive = np.concatenate([self.alive_, np.ones(len(slots), dtype=bool)])
+        alive[superseded] = False
+        self.alive_ = alive
+        self.metadata_matrix_ = sp.vstack([self.metadata_matrix_, rows.metadata], format="csr")
+        self.metadata_postings_ = self.metadata_matrix_.tocsc()
+        self.attributes_ = self.attributes_.appended(rows.items)
+        if self.image_index_ is not None:
+            self.image_index_.remove(superseded)
+            self.image_index_.add(slots[rows.has_image], rows.vectors[rows.has_image])
+        self.changed_since_metadata_fit_ += len(slots)
+
+    def _maybe_refit_metadata(self, changed: int) -> bool:
+        """Re-fit the metadata vocabulary past the drift threshold (outside the write lock, then swap)."""
+        if self.changed_since_metadata_fit_ <= self.refit_fraction * max(int(self.alive_.sum()), 1):
+            return False
+        from recommender.features.metadata import MetadataEncoder
+        from recommender.ranking.calibration import sparse_reference
+
+        items, alive = self.catalog_.items, self.alive_  # stable: we hold the update lock
+        encoder = MetadataEncoder(self.text_fields, self.categorical_fields, exclude=self.exclude_fields,
+                                  text_weighting=self.text_weighting).fit(items[alive])
+        matrix = encoder.transform(items)
+        postings = matrix.tocsc()
+        reference = sparse_reference(matrix, np.flatnonzero(alive))
+        with self._lock.writing():
+            self.metadata_encoder_, self.metadata_matrix_, self.metadata_postings_ = encoder, matrix, postings
+            self.references_ = {**self.references_, "metadata": reference}
+            self.ranker_.metadata_reference = reference
+            self.changed_since_metadata_fit_ = 0
+        return True

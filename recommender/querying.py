@@ -1,0 +1,288 @@
+"""Answering one query: candidates, exact re-scoring, evidence, explanations (the façade's read side).
+
+Mixed into :class:`~recommender.recommender.HybridRecommender`; every method reads fitted state
+under the recommender's read lock, so a live update is either wholly visible or not at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+from recommender.catalog.loader import ATTRIBUTE_COLUMNS, split_values
+from recommender.errors import QueryError
+from recommender.features.images import ImageSource, open_image, pad_to_square
+from recommender.ranking.filters import Filters
+from recommender.ranking.hybrid import Ranking, rank_candidates
+from recommender.ranking.mmr import mmr_rerank
+from recommender.ranking.query_text import parse_query
+from recommender.ranking.results import Recommendation, Recommendations, describe_attributes
+from recommender.scoring import dense_scores, index_top, sparse_scores, sparse_top
+
+#: Above this many allowed rows (and with an ANN index) a query re-scores a candidate set instead of
+#: every allowed row; below it the exact scan is cheap and the candidate set *is* the allowed set.
+EXACT_SCAN_LIMIT = 20_000
+CANDIDATES_PER_SIDE = 512  # image top-K from the index and metadata top-K from the postings
+MMR_POOL = 200  # diversity re-ranks the best this-many results (at least 10 x k), not the catalog
+#: Words recognised in a text query that become filters (and stop being words to match).
+TEXT_FILTER_COLUMNS = ("category", "sub_category", "brand", "colour")
+
+
+class QueryMixin:
+    """``recommend`` and its parts; see :class:`~recommender.recommender.HybridRecommender`."""
+
+    def recommend(
+        self,
+        item: str | None = None,
+        image: ImageSource | None = None,
+        text: str | None = None,
+        k: int = 10,
+        weight: float | None = None,
+        filters: Filters | None = None,
+        colour_weight: float | None = None,
+        diversity: float | None = None,
+    ) -> Recommendations:
+        """Top-``k`` products like a catalog ``item``, an uploaded ``image`` and/or a ``text``.
+
+        Give exactly one of ``item`` and ``image``, or ``text`` alone; ``text`` may accompany an
+        ``image``. Filters are applied during the search; the query item itself is never returned.
+        In a text query, a price phrase ("under 50", "between 20 and 40") becomes a price filter and
+        a named brand, colour, category or sub-category a filter on it (dropped, with a note, when
+        nothing would pass). Only results with evidence are returned: a text query's results share
+        a word or an attribute with it. ``weak`` flags a list whose best score is below ``weak_score``.
+        """
+        text = (text or "").strip() or None
+        if item is not None and image is not None:
+            raise QueryError("give a catalog item or an image, not both")
+        if item is None and image is None and text is None:
+            raise QueryError("nothing to search for: give an item id, an image or a text description")
+        if k < 1:
+            raise QueryError(f"k must be at least 1, got {k}")
+        w = self.weight if weight is None else float(weight)
+        c = self.default_colour_weight(photo=image is not None) if colour_weight is None else float(colour_weight)
+        d = self.diversity if diversity is None else float(diversity)
+        for name, value in (("weight", w), ("colour_weight", c), ("diversity", d)):
+            if not 0.0 <= value <= 1.0:
+                raise QueryError(f"{name} must be between 0 and 1, got {value}")
+        q_image = None
+        if image is not None:  # embed outside the lock: the slow part, and it reads no fitted state
+            q_image = self._embed_upload(image)
+        with self._lock.reading():
+            return self._recommend(item, q_image, text, k, w, filters or Filters(), c, d, weight)
+
+    def _recommend(self, item, q_image, text, k, w, filters, c, d, weight_given) -> Recommendations:
+        notes: list[str] = []
+        attrs: dict[str, list[str]] = {}
+        allowed = filters.mask(None, self.attributes_) & self.alive_
+        q_img = q_col = q_meta = None
+        meta_ref = self.references_["metadata"]
+        evidence_row = None  # text queries: the words a result must share with the query
+        query_pos = None
+        text_filters: Filters | None = None
+
+        if item is not None:
+            query_pos = self._live_position(item)
+            allowed[query_pos] = False
+            label = f"item {item} ({self.catalog_.items['name'].iat[query_pos]})"
+            attrs = self.catalog_.attributes(query_pos)
+            if self.has_image_[query_pos]:
+                q_img, q_col = self.image_vectors_[query_pos], self.colour_vectors_[query_pos]
+            else:
+                notes.append("this product's image could not be read: ranked by metadata alone")
+            q_meta = self.metadata_matrix_[query_pos]
+            if text:
+                notes.append("the text is ignored for a catalog item query")
+        elif q_image is not None:
+            q_img, q_col = q_image
+            if text:
+                label = f"uploaded image + text {text!r}"
+                q_meta, attrs = self.metadata_encoder_.transform_text(text)
+            else:
+                label = "uploaded image"
+                q_meta, attrs, n_used = self._inferred_metadata(q_img, q_col, c)
+                shown = ", ".join(f"{k}: {v}" for k, v in describe_attributes(attrs).items()) or "no common attribute"
+                notes.append(f"no description given: the metadata side comes from the {n_used} closest "
+                             f"image matches ({shown})")
+        else:
+            label = f"text {text!r}"
+            meta_ref = self.references_["text"]  # a text query's 0 is "no word in common"
+            parsed = parse_query(text)
+            if parsed.describe():
+                allowed &= Filters(price_min=parsed.price_min, price_max=parsed.price_max).mask(None, self.attributes_)
+                notes.append(f"read as a filter: {parsed.describe()} (from {', '.join(map(repr, parsed.phrases))})")
+            q_meta, attrs = self.metadata_encoder_.transform_text(parsed.text)
+            named = {col: vals for col, vals in attrs.items() if col in TEXT_FILTER_COLUMNS}
+            if named:
+                text_filters = Filters(**named)
+                notes.append("recognised in the text: "
+                             + ", ".join(f"{k}: {v}" for k, v in describe_attributes(named).items()))
+            words = _without_phrases(parsed.text, [v for vals in named.values() for v in vals])
+            if self.metadata_encoder_.text_words(words):
+                evidence_row = self.metadata_encoder_.transform_text_fields(words)
+            if weight_given is not None and weight_given > 0:
+                notes.append("text-only query: ranked by metadata alone")
+
+        strict = allowed if text_filters is None else allowed & text_filters.mask(None, self.attributes_)
+        ranking = self._ranked(q_img, q_col, q_meta, strict, w, c, meta_ref, evidence_row, k, d)
+        if text_filters is not None and not len(ranking.positions) and allowed.any():
+            ranking = self._ranked(q_img, q_col, q_meta, allowed, w, c, meta_ref, evidence_row, k, d)
+            if len(ranking.positions):
+                named_desc = " and ".join(desc for desc, _ in text_filters.steps(None, self.attributes_))
+                notes.append(f"no product matches {named_desc} (with the other filters): "
+                             "those words count as text instead")
+        if d > 0 and len(ranking.positions):
+            notes.append(f"diversity {d:g}: results re-ranked to be less alike (MMR)")
+        items = self._items(ranking, attrs, text if q_img is None else None)
+        result = Recommendations(label, ranking.weight, items, ranking.n_candidates, attrs, notes)
+        result.weak = bool(items) and items[0].score < self.weak_score
+        if not items:
+            result.empty_reason = self._empty_reason(filters, query_pos, text if q_img is None else None, allowed)
+        return result
+
+    def _live_position(self, item: str) -> int:
+        try:
+            pos = self.catalog_.position(item)
+        except KeyError as exc:
+            raise QueryError(str(exc.args[0])) from None
+        if not self.alive_[pos]:
+            raise QueryError(f"no product with id {item!r} in the catalog")
+        return pos
+
+    # -- scoring -----------------------------------------------------------------------------
+    def _candidates(self, q_img, q_meta, allowed: np.ndarray) -> np.ndarray:
+        """Rows to score exactly: every allowed row on a small catalog or under a selective filter;
+        otherwise the image top-K (filter applied in the index) and the metadata top-K (postings)."""
+        n_allowed = int(allowed.sum())
+        if self.image_index_ is None or n_allowed <= EXACT_SCAN_LIMIT:
+            return np.flatnonzero(allowed)
+        parts = []
+        if q_img is not None:
+            parts.append(index_top(self.image_index_, q_img, CANDIDATES_PER_SIDE, allowed))
+        if q_meta is not None:
+            parts.append(sparse_top(self.metadata_postings_, q_meta, CANDIDATES_PER_SIDE, allowed))
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+    def _image_raw(self, q_img, q_col, c: float, rows: np.ndarray) -> np.ndarray:
+        scores = dense_scores(self.image_vectors_, q_img, rows)
+        if c:
+            scores = (1 - c) * scores + c * dense_scores(self.colour_vectors_, q_col, rows)
+        # A product without a readable image has a zero vector: no image evidence, not "unrelated".
+        return np.where(self.has_image_[rows], scores, np.float32(np.nan))
+
+    def _ranked(self, q_img, q_col, q_meta, allowed, w, c, meta_ref, evidence_row, k, d) -> Ranking:
+        """Exact hybrid ranking of the candidates, results without evidence cut, MMR if asked."""
+        rows = self._candidates(q_img, q_meta, allowed)
+        n_candidates = int(allowed.sum())
+        img = None if q_img is None else self._image_raw(q_img, q_col, c, rows)
+        meta = None if q_meta is None else sparse_scores(self.metadata_matrix_, q_meta, rows)
+        if img is not None and np.isnan(img).any():
+            img = np.nan_to_num(img, nan=self.references_["image"].unrelated)
+        if evidence_row is not None:
+            keep = sparse_scores(self.metadata_matrix_, evidence_row, rows) > 0
+        elif q_img is None:
+            keep = meta > 0  # a text query's evidence: some word or attribute in common
+        else:
+            keep = np.ones(len(rows), dtype=bool)
+        rows, img, meta = rows[keep], None if img is None else img[keep], None if meta is None else meta[keep]
+        pool = k if d <= 0 else max(MMR_POOL, 10 * k)
+        ranking = rank_candidates(rows, img, meta, pool, w, self.image_reference(c) if img is not None else None,
+                                  meta_ref, n_candidates)
+        ranking = ranking.take(np.flatnonzero(ranking.final > 0))  # no evidence on either side
+        if d > 0 and len(ranking.positions) > 1:
+            emb = self.image_vectors_[ranking.positions].astype(np.float32)  # the pool only, not the catalog
+            picked = mmr_rerank(ranking.final, k=k, lam=1.0 - d, embeddings=emb)
+            ranking = ranking.take(picked)
+        return ranking.take(np.arange(min(k, len(ranking.positions))))
+
+    def _embed_upload(self, image: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+        """CNN and colour vectors of an uploaded photo, decoded once."""
+        img = open_image(image)
+        emb, colour = self.embedder, self._colour_embedder
+        vec = emb.embed_arrays(pad_to_square(img, emb.input_size_)[None])
+        if self.label_projection_ is not None:
+            vec = self.label_projection_.transform(vec)
+        return vec[0], colour.embed_arrays(pad_to_square(img, colour.input_size_)[None])[0]
+
+    def _inferred_metadata(self, q_img, q_col, c) -> tuple[csr_matrix, dict[str, list[str]], int]:
+        """Metadata query for a bare photo: the mean metadata of its closest image matches."""
+        with_image = self.has_image_ & self.alive_
+        m = min(self.n_inferred, int(with_image.sum()))
+        rows = self._candidates(q_img, None, with_image)
+        scores = self._image_raw(q_img, q_col, c, rows)
+        nearest = rows[np.lexsort((rows, -scores))[:m]]
+        sims = np.clip(np.sort(scores)[::-1][:m], 1e-6, None)
+        qrow = self.metadata_matrix_[nearest].multiply(sims[:, None]).sum(axis=0)
+        attrs: dict[str, list[str]] = {}
+        for col in ATTRIBUTE_COLUMNS:
+            if col not in self.catalog_.items.columns or col in self.exclude_fields:
+                continue
+            votes: Counter[str] = Counter()
+            for i, s in zip(nearest, sims, strict=True):
+                for v in split_values(self.catalog_.items[col].iat[i]):
+                    votes[v] += s
+            # A value held by the majority (similarity-weighted) of the matches.
+            winners = [v for v, n in votes.most_common() if n >= 0.5 * sims.sum()]
+            if winners:
+                attrs[col] = winners
+        return csr_matrix(qrow, dtype=np.float32), attrs, m
+
+    # -- explaining ----------------------------------------------------------------------------
+    def _items(self, ranking: Ranking, query_attrs: Mapping[str, list[str]], text: str | None) -> list[Recommendation]:
+        out = []
+        query_words = set(self.metadata_encoder_.text_words(text)) if text else set()
+        items = self.catalog_.items
+        for j, pos in enumerate(ranking.positions):
+            pos = int(pos)
+            mine = self.catalog_.attributes(pos)
+            shared = {}
+            for col, qvals in query_attrs.items():
+                q = {v.lower() for v in qvals}
+                common = [v for v in mine.get(col, []) if v.lower() in q]
+                if common:
+                    shared[col] = common
+            matched: tuple[str, ...] = ()
+            if query_words:
+                own = " ".join(str(items[f].iat[pos]) for f in ("name", "description") if f in items.columns)
+                matched = tuple(sorted(query_words & set(self.metadata_encoder_.text_words(own))))
+            out.append(Recommendation(
+                id=str(items["id"].iat[pos]), name=str(items["name"].iat[pos]),
+                position=pos, score=float(ranking.final[j]),
+                image_score=float(ranking.image_raw[j]), metadata_score=float(ranking.metadata_raw[j]),
+                image_contribution=float(ranking.weight * ranking.image_norm[j]),
+                metadata_contribution=float((1 - ranking.weight) * ranking.metadata_norm[j]),
+                shared=shared, matched=matched))
+        return out
+
+    def _empty_reason(self, filters: Filters, item_pos: int | None, text: str | None, allowed: np.ndarray) -> str:
+        keep = self.alive_.copy()
+        if item_pos is not None:
+            keep[item_pos] = False
+        applied = []
+        for desc, m in filters.steps(None, self.attributes_):
+            before = int(keep.sum())
+            keep &= m
+            applied.append(desc)
+            if not keep.any():
+                if len(applied) == 1:
+                    return f"no product matches {desc}"
+                return (f"no product matches {desc} together with {' and '.join(applied[:-1])} "
+                        f"({before} matched before it)")
+        if text is not None:
+            if not allowed.any():
+                return f"no product matches the price in {text!r}"
+            return f"no product matches {text!r}" + (" with these filters" if filters.active() else "")
+        if not keep.any():
+            return "the catalog has no other product"
+        return "no product is similar enough to show"
+
+
+def _without_phrases(text: str, phrases: list[str]) -> str:
+    """``text`` without the recognised attribute phrases (whole words, case-insensitive)."""
+    for p in sorted(phrases, key=len, reverse=True):
+        text = re.sub(rf"(?i)\b{re.escape(p)}s?\b", " ", text)
+    return " ".join(text.split())
+

@@ -1,0 +1,150 @@
+"""Live updates of a fitted recommender (upsert / patch / remove), on the real demo catalog."""
+
+import threading
+
+import pandas as pd
+import pytest
+from PIL import Image, ImageOps
+
+from recommender import CatalogError, Filters, HybridRecommender, QueryError
+
+
+@pytest.fixture()
+def live(demo_recommender, demo_catalog):
+    """A private recommender (updates must not leak into the shared fixture), from the warm cache."""
+    return HybridRecommender(backbone="efficientnet_lite0", cache_dir=demo_recommender.cache_dir).fit(demo_catalog)
+
+
+def _row(demo_catalog, pid, **changes) -> pd.DataFrame:
+    row = demo_catalog.items.set_index("id").loc[[pid]].reset_index()
+    for k, v in changes.items():
+        row[k] = v
+    return row
+
+
+def test_upsert_adds_a_product_recommendable_at_once(live, demo_catalog, tmp_path):
+    photo = tmp_path / "mirrored-ball.png"
+    ImageOps.mirror(Image.open(demo_catalog.image_path(demo_catalog.position("basketball")))).save(photo)
+    new = _row(demo_catalog, "basketball", id="street-basketball", name="Street Basketball", image=str(photo))
+    report = live.upsert(new)
+    assert report.added == ["street-basketball"] and report.replaced == [] and report.embedded == 1
+    assert "street-basketball" in live.recommend(item="basketball", k=3).ids
+    # 'street' is not in the fitted vocabulary yet (see the drift test): it ties with the original.
+    assert set(live.recommend(text="street basketball", k=2).ids) == {"basketball", "street-basketball"}
+    assert len(live.products()) == 90
+
+
+def test_upsert_replaces_an_existing_product_and_reuses_its_image(live, demo_catalog):
+    before = live.recommend(text="lunar", k=5)
+    assert "tent" not in before.ids
+    report = live.upsert(_row(demo_catalog, "tent", name="Lunar Tent", brand="Lunar"))
+    assert report.replaced == ["tent"] and report.added == [] and report.embedded == 0 and report.reused == 1
+    assert live.recommend(text="lunar tent", k=1).ids == ["tent"]
+    assert live.recommend(item="road-bike", k=88, filters=Filters(brand="Lunar")).ids == ["tent"]
+    ids = live.recommend(text="tent", k=200).ids
+    assert ids.count("tent") == 1 and len(live.products()) == 89  # the old row is gone, not duplicated
+
+
+def test_patch_changes_metadata_and_filters_see_it(live, demo_catalog):
+    live.patch("tent", {"brand": "Vaude", "price": 99.5})
+    res = live.recommend(item="road-bike", k=88, filters=Filters(brand="vaude"))
+    assert res.ids == ["tent"]
+    assert live.products().set_index("id").loc["tent", "price"] == 99.5
+    with pytest.raises(QueryError, match="cannot patch 'image'"):
+        live.patch("tent", {"image": "elsewhere.png"})
+    with pytest.raises(QueryError, match="no product with id"):
+        live.patch("no-such-product", {"name": "x"})
+    with pytest.raises(CatalogError, match="price is not a number"):
+        live.patch("tent", {"price": "cheap"})
+    assert live.products().set_index("id").loc["tent", "price"] == 99.5  # a refused patch changes nothing
+
+
+def test_remove_is_immediate_everywhere(live):
+    assert "basketball" in live.recommend(item="football", k=5).ids
+    assert live.remove(["basketball", "no-such-product"]) == 1
+    assert live.remove(["basketball"]) == 0
+    assert "basketball" not in live.recommend(item="football", k=88).ids
+    assert "basketball" not in live.recommend(text="basketball", k=88).ids
+    with pytest.raises(QueryError, match="no product with id 'basketball'"):
+        live.recommend(item="basketball")
+    assert "basketball" not in set(live.products()["id"])
+
+
+def test_hostile_upserts_change_nothing(live, demo_catalog, tmp_path):
+    n = len(live.products())
+    with pytest.raises(CatalogError, match="missing required column"):
+        live.upsert(pd.DataFrame({"id": ["x"], "name": ["X"]}))
+    with pytest.raises(CatalogError, match="duplicate id"):
+        live.upsert(pd.concat([_row(demo_catalog, "tent"), _row(demo_catalog, "tent")]))
+    with pytest.raises(CatalogError, match="price is not a number"):
+        live.upsert(_row(demo_catalog, "tent", price="lots"))
+    with pytest.raises(CatalogError, match="DataFrame"):
+        live.upsert([{"id": "x"}])
+    assert len(live.products()) == n
+    # An unreadable image is reported and the product stays recommendable by its metadata.
+    bad = tmp_path / "not-a-photo.jpg"
+    bad.write_bytes(b"%PDF-1.4")
+    report = live.upsert(_row(demo_catalog, "tent", id="paper-tent", name="Paper Tent", image=str(bad)))
+    assert report.added == ["paper-tent"] and len(report.skipped) == 1
+    assert "paper-tent" in live.recommend(text="tent", k=2).ids
+    assert "paper-tent" in live.recommend(item="paper-tent", k=3).query
+
+
+def test_readers_never_see_a_half_applied_update(live, demo_catalog):
+    """Readers run while a writer removes and re-adds products: every answer is consistent (no
+    error, no duplicate, no product that was removed before the query started)."""
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                res = live.recommend(item="laptop", k=30, weight=0.5)
+                assert len(set(res.ids)) == len(res.ids)
+                assert "ghost" not in res.ids
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                return
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        for i in range(15):
+            pid = ["tablet", "curvy-monitor", "hard-drive"][i % 3]
+            live.remove([pid])
+            live.upsert(_row(demo_catalog, pid, name=f"Update {i}"))
+            live.patch(pid, {"description": f"patched {i}"})
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert not errors, errors[0]
+    assert len(live.products()) == 89
+
+
+def test_vocabulary_drift_refits_the_metadata_past_the_threshold(live, demo_catalog):
+    rows = demo_catalog.items.iloc[:10].copy()
+    rows["id"] = [f"zebra-{i}" for i in range(10)]
+    rows["name"] = [f"Zebra Print {n}" for n in rows["name"]]
+    report = live.upsert(rows)
+    assert not report.metadata_refitted  # 10 of 99 < 20%: the fitted vocabulary has no 'zebra'
+    assert live.recommend(text="zebra").empty_reason == "no product matches 'zebra'"
+    more = demo_catalog.items.iloc[10:25].copy()
+    more["id"] = [f"zebra-{i}" for i in range(10, 25)]
+    more["name"] = [f"Zebra Print {n}" for n in more["name"]]
+    assert live.upsert(more).metadata_refitted  # 25 of 114 > 20%
+    assert len(live.recommend(text="zebra", k=50)) == 25
+
+
+def test_update_report_serialises(live, demo_catalog):
+    d = live.upsert(_row(demo_catalog, "tent")).to_dict()
+    assert d["replaced"] == ["tent"] and d["embedded"] == 0 and d["skipped"] == []
+
+
+def test_pickled_recommender_still_answers(live):
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(live))
+    assert clone.recommend(item="laptop", k=3).ids == live.recommend(item="laptop", k=3).ids
+
