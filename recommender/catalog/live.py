@@ -253,8 +253,7 @@ class LiveCatalog:
     def _apply(self, ops: dict[str, set[str]]) -> None:
         rows = self.repo.get_many(ops)
         rec = self.recommender
-        if rec is None or not hasattr(rec, "upsert"):
-            # No recommender yet (the catalog was empty), or one without live updates: rebuild whole.
+        if rec is None:  # the catalog was empty: nothing to update, fit on what is there now
             self.recommender, _ = self._fit()
             return
         indexed = set(indexed_products(rec))
