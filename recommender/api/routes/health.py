@@ -43,7 +43,8 @@ def stats(live: LiveDep, service: ServiceDep) -> Stats:
     products = live.repo.count()
     if rec is not None:
         vectors = sum(has for _, has in indexed_products(rec).values())
-        index_kind = getattr(getattr(rec, "image_index_", None), "kind", None)
+        index = getattr(rec, "image_index_", None)
+        index_kind = index.kind if index is not None else "exact"  # no ANN index: an exact scan of the vectors
     else:
         vectors, index_kind = 0, None
     last = live.last_update
