@@ -32,6 +32,10 @@ def make_recommender_factory(settings: ApiSettings):
     return lambda: HybridRecommender(**params)
 
 
+# The dependencies are ``async def``: they never block, and a sync dependency would cost every request
+# extra hops through the worker thread pool (which the query itself needs).
+
+
 class Service:
     """One server process: its settings, its live catalog, and the thread applying other workers' writes."""
 
@@ -90,11 +94,11 @@ class Service:
             self.live.repo.engine.dispose()
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
-def get_live(service: Annotated[Service, Depends(get_service)]) -> LiveCatalog:
+async def get_live(service: Annotated[Service, Depends(get_service)]) -> LiveCatalog:
     if service.live is None or not service.live.loaded:
         detail = f"catalog failed to load: {service.load_error}" if service.load_error else "catalog is loading"
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": "2"})
@@ -122,11 +126,11 @@ def _check_key(request: Request, keys: list[str], what: str) -> None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_write_key(request: Request, service: Annotated[Service, Depends(get_service)]) -> None:
+async def require_write_key(request: Request, service: Annotated[Service, Depends(get_service)]) -> None:
     _check_key(request, service.settings.api_keys, "writes")
 
 
-def require_read_key(request: Request, service: Annotated[Service, Depends(get_service)]) -> None:
+async def require_read_key(request: Request, service: Annotated[Service, Depends(get_service)]) -> None:
     if not service.settings.public_reads:
         _check_key(request, service.settings.api_keys, "reads")
 
