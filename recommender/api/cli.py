@@ -59,15 +59,16 @@ def cmd_serve(args) -> int:
 
     from recommender.errors import RecommenderError
 
+    s = _settings(args)  # a bad setting is one line here, not a traceback in every worker
+    if args.workers < 1:
+        raise RecommenderError("--workers must be at least 1")
+    # Every worker builds its settings from the environment: hand the command line on through it.
     if args.settings:
         os.environ["RECOMMENDER_SETTINGS_FILE"] = str(Path(args.settings).resolve())
     if args.database_url:
         os.environ["RECOMMENDER_DATABASE_URL"] = args.database_url
     if args.data_dir:
         os.environ["RECOMMENDER_DATA_DIR"] = str(Path(args.data_dir).resolve())
-    s = _settings(args)  # a bad setting is one line here, not a traceback in every worker
-    if args.workers < 1:
-        raise RecommenderError("--workers must be at least 1")
     if not s.api_keys:
         print("note: no RECOMMENDER_API_KEY set: the API is read-only (writes answer 403)")
     uvicorn.run("recommender.api.app:create_app", factory=True, host=args.host, port=args.port,

@@ -11,6 +11,9 @@ from recommender.cli import main
 
 @pytest.fixture()
 def env(monkeypatch, api_cache, tmp_path):
+    for name in ("RECOMMENDER_SETTINGS_FILE", "RECOMMENDER_DATA_DIR"):  # restored after the test whatever serve sets
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("RECOMMENDER_CACHE_DIR", str(api_cache))
     monkeypatch.setenv("RECOMMENDER_BACKBONE", "efficientnet_lite0")
     monkeypatch.delenv("RECOMMENDER_DATABASE_URL", raising=False)
