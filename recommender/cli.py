@@ -273,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     from recommender.cli_cf import register as register_cf  # customers: recommend --user, evaluate --interactions
 
     register_cf(sub)
+    from recommender.api.cli import register as register_api  # import, serve, reindex
+
+    register_api(sub)
     return parser
 
 

@@ -1,0 +1,284 @@
+"""Load benchmark of the REST API on loopback: "more like this" at 1/8/32 clients, and a mix with 5% writes.
+
+    python bench/bench_api.py                      # the demo catalog and a 100k generated catalog
+    python bench/bench_api.py --n 0                # the demo only
+    python bench/bench_api.py --n 100000 --duration 20 --max-requests 20000
+
+Each catalog is served by ``python -m recommender serve`` in its own process (one worker) on a free
+127.0.0.1 port; the load comes from this process (asyncio + httpx, one connection per client), so
+client and server share the machine's cores, as they would on one box. Every run is bounded by
+``--duration`` seconds and ``--max-requests`` requests. Printed per run: requests, req/s, p50/p99
+latency with bootstrap 95% intervals, errors (non-2xx or transport), and for the mixed run the
+write latency and whether each write was visible to the very next read.
+
+The generated catalog (``--n`` products) has real metadata-shaped rows (20 categories, 300 brands,
+15 colours, prices) and a distinct tiny PNG per product; its image vectors are *generated* (cluster
+centroid + noise, in the real backbone's dimension) and written into the real embedding cache
+through the library's own ``build_embeddings``, so the server fits on it exactly as on real
+images, minus the CNN. It is built once into ``--work`` and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import io
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+KEY = "bench-key"
+WORDS = ("classic", "slim", "pro", "lite", "max", "eco", "urban", "vintage", "sport", "soft", "smart", "mini")
+NOUNS = ("shoe", "jacket", "lamp", "chair", "mug", "ball", "bag", "watch", "shirt", "plant", "table", "phone",
+         "tent", "bottle", "speaker", "camera", "hat", "sofa", "bike", "juice")
+COLOURS = ("black", "white", "red", "blue", "green", "yellow", "pink", "grey", "brown", "orange", "purple",
+           "navy", "beige", "silver", "gold")
+
+
+# -- the generated catalog -----------------------------------------------------------------------
+class GeneratedEmbedder:
+    """Stands in for the CNN with the real embedder's identity: a vector per image from its pixels.
+
+    The tiny image's colour says which of 20 clusters the product is in; its pixel bytes seed the
+    noise, so equal images get equal vectors and different ones differ.
+    """
+
+    def __init__(self, identity, input_size: int, centroids: np.ndarray) -> None:
+        self.identity_, self.input_size_, self.batch_size = identity, input_size, 256
+        self.centroids = centroids
+
+    def embed_arrays(self, pixels: np.ndarray) -> np.ndarray:
+        out = np.empty((len(pixels), self.centroids.shape[1]), np.float32)
+        for j, img in enumerate(pixels):
+            centre = img[img.shape[0] // 2, img.shape[1] // 2]
+            cluster = int(centre[0]) // 12 % len(self.centroids)
+            seed = int.from_bytes(hashlib.sha256(img.tobytes()).digest()[:8], "little")
+            v = self.centroids[cluster] + 0.6 * np.random.default_rng(seed).standard_normal(self.centroids.shape[1])
+            out[j] = v / np.linalg.norm(v)
+        return out
+
+
+def generate_catalog(work: Path, n: int) -> Path:
+    """``work/catalog.csv`` + ``work/images/*.png`` (n products), built once."""
+    import pandas as pd
+    from PIL import Image
+
+    csv = work / "catalog.csv"
+    if csv.is_file() and csv.read_text(encoding="utf-8").count("\n") == n + 1:
+        return csv
+    rng = random.Random(0)
+    (work / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        cluster = i % 20
+        img = Image.new("RGB", (8, 8), (cluster * 12, 128, 128))
+        img.putpixel((i % 8, (i // 8) % 8), (i % 251, (i // 251) % 251, (i // 63001) % 251))  # unique bytes
+        img.putpixel(((i * 7) % 8, (i * 3) % 8), (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+        path = f"images/p{i:06d}.png"
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        (work / path).write_bytes(buf.getvalue())
+        noun = NOUNS[cluster]
+        brand = f"Brand{rng.randrange(300):03d}"
+        colour = COLOURS[rng.randrange(len(COLOURS))]
+        rows.append({"id": f"p{i:06d}", "name": f"{rng.choice(WORDS).title()} {colour} {noun}",
+                     "description": f"A {rng.choice(WORDS)} {noun} by {brand} in {colour}.",
+                     "category": f"Category{cluster:02d}", "sub_category": noun.title(), "brand": brand,
+                     "colour": colour, "price": f"{rng.uniform(2, 500):.2f}", "image": path})
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return csv
+
+
+def prefill_cache(csv: Path, cache: Path) -> None:
+    """Generated image vectors (and real colour histograms) into the embedding cache, via the library."""
+    from recommender.catalog.live import catalog_frame
+    from recommender.catalog.loader import catalog_from_frame
+    from recommender.catalog.sql import CatalogRepository
+    from recommender.features.embedders import ColourEmbedder
+    from recommender.recommender import HybridRecommender
+    from recommender.store.build import build_embeddings
+
+    # The server fits on the media copies the import made: embed exactly those files.
+    repo = CatalogRepository.from_url(f"sqlite:///{csv.parent / 'data' / 'catalog.db'}")
+    catalog = catalog_from_frame(catalog_frame(repo.all()), csv.parent / "data" / "media")
+    real = HybridRecommender(backbone="efficientnet_lite0")._image_embedder("efficientnet_lite0")
+    ident = real.identity()
+    centroids = np.random.default_rng(1).standard_normal((20, ident.feature_dim)).astype(np.float32)
+    fake = GeneratedEmbedder(ident, 32, centroids)  # pixels only feed the hash: small is enough
+    t0 = time.perf_counter()
+    _, has, report, _ = build_embeddings(catalog, fake, cache)
+    print(f"  generated vectors: {report.summary()} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    build_embeddings(catalog, ColourEmbedder(), cache)
+
+
+# -- the server ----------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data: Path, cache: Path, seed: str, image_root: Path, params: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "RECOMMENDER_API_KEY": KEY, "RECOMMENDER_CACHE_DIR": str(cache),
+           "RECOMMENDER_BACKBONE": "efficientnet_lite0", "RECOMMENDER_SEED_CATALOG": seed,
+           "RECOMMENDER_IMAGE_ROOT": str(image_root), "RECOMMENDER_MODEL_PARAMS": params,
+           "RECOMMENDER_MAX_BATCH": "5000"}
+    env.pop("RECOMMENDER_DATABASE_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "recommender", "serve", "--port", str(port), "--data-dir",
+                             str(data)], cwd=ROOT, env=env)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(proc: subprocess.Popen, url: str, limit: float = 1800) -> None:
+    import httpx
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                print(f"  ready after {time.monotonic() - t0:.0f} s", flush=True)
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    raise SystemExit("server not ready in time")
+
+
+# -- the load ------------------------------------------------------------------------------------
+def interval(x: np.ndarray, q: float, rng: np.random.Generator, n_boot: int = 200) -> tuple[float, float, float]:
+    """The ``q``-th percentile of ``x`` (ms) with a bootstrap 95% interval."""
+    point = float(np.percentile(x, q))
+    boots = np.percentile(rng.choice(x, size=(n_boot, len(x)), replace=True), q, axis=1)
+    return point, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+async def run_load(url: str, ids: list[str], clients: int, duration: float, max_requests: int,
+                   write_share: float = 0.0, images: list[str] | None = None) -> dict:
+    import httpx
+
+    lat: list[float] = []
+    write_lat: list[float] = []
+    errors = 0
+    visible = [0, 0]
+    issued = 0
+    deadline = time.perf_counter() + duration
+    rng = random.Random(clients)
+    auth = {"Authorization": f"Bearer {KEY}"}
+
+    async def worker(w: int) -> None:
+        nonlocal errors, issued
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            while time.perf_counter() < deadline and issued < max_requests:
+                issued += 1
+                t = time.perf_counter()
+                try:
+                    if write_share and rng.random() < write_share:
+                        pid = f"bench-{w}-{issued}"
+                        body = {"name": f"Bench {rng.choice(NOUNS)}", "category": "Bench",
+                                "price": round(rng.uniform(1, 99), 2), "image": rng.choice(images)}
+                        r = await client.put(f"/v1/products/{pid}", json=body, headers=auth)
+                        write_lat.append((time.perf_counter() - t) * 1000)
+                        if r.status_code in (200, 201):
+                            seen = await client.get(f"/v1/products/{pid}/similar", params={"limit": 1})
+                            visible[0] += seen.status_code == 200
+                            visible[1] += 1
+                        else:
+                            errors += 1
+                        continue
+                    r = await client.get(f"/v1/products/{rng.choice(ids)}/similar", params={"limit": 10})
+                    if r.status_code != 200:
+                        errors += 1
+                except httpx.HTTPError:
+                    errors += 1
+                lat.append((time.perf_counter() - t) * 1000)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(clients)))
+    elapsed = time.perf_counter() - t0
+    return {"lat": np.array(lat), "write_lat": np.array(write_lat), "elapsed": elapsed, "errors": errors,
+            "visible": visible}
+
+
+def report(label: str, res: dict, rng: np.random.Generator) -> None:
+    lat = res["lat"]
+    n = len(lat) + len(res["write_lat"])
+    p50 = interval(lat, 50, rng)
+    p99 = interval(lat, 99, rng)
+    line = (f"{label:<34} n={n:6d}  {n / res['elapsed']:7.1f} req/s  p50 {p50[0]:6.1f} ms [{p50[1]:.1f}, {p50[2]:.1f}]"
+            f"  p99 {p99[0]:6.1f} ms [{p99[1]:.1f}, {p99[2]:.1f}]  errors {res['errors']}")
+    if len(res["write_lat"]):
+        w = res["write_lat"]
+        line += (f"\n{'':<34} writes n={len(w)} p50 {np.percentile(w, 50):.1f} ms p99 {np.percentile(w, 99):.1f} ms; "
+                 f"visible to the next read: {res['visible'][0]}/{res['visible'][1]}")
+    print(line, flush=True)
+
+
+def bench_catalog(name: str, url: str, ids: list[str], images: list[str], args) -> None:
+    rng = np.random.default_rng(0)
+    asyncio.run(run_load(url, ids, 4, 3, 200))  # warm-up: connections, lazy imports, caches
+    for clients in args.clients:
+        report(f"{name}: similar, {clients} clients", asyncio.run(
+            run_load(url, ids, clients, args.duration, args.max_requests)), rng)
+    report(f"{name}: mixed 5% writes, 8 clients", asyncio.run(
+        run_load(url, ids, 8, args.duration, args.max_requests, write_share=0.05, images=images)), rng)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=ROOT / "var" / "bench-api", help="where catalogs and data live")
+    ap.add_argument("--n", type=int, default=100_000, help="generated catalog size (0 = demo only)")
+    ap.add_argument("--duration", type=float, default=15.0, help="seconds per run")
+    ap.add_argument("--max-requests", type=int, default=20_000, help="requests per run at most")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--model-params", default='{"dba_k": 0}',
+                    help="HybridRecommender parameters for the generated catalog (JSON)")
+    args = ap.parse_args()
+    from recommender.catalog.loader import DEMO_CATALOG, load_catalog
+
+    print(f"bench_api: {os.cpu_count()} cores, duration {args.duration:g} s / at most {args.max_requests} "
+          "requests per run, loopback", flush=True)
+    demo = args.work / "demo"
+    proc, url = start_server(demo / "data", demo / "cache", str(DEMO_CATALOG), DEMO_CATALOG.parent, "{}")
+    try:
+        wait_ready(proc, url)
+        ids = list(map(str, load_catalog(DEMO_CATALOG).ids))
+        bench_catalog(f"demo ({len(ids)})", url, ids, ["images/laptop.jpg", "images/football.jpg"], args)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    if args.n <= 0:
+        return
+    work = args.work / f"generated-{args.n}"
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    csv = generate_catalog(work, args.n)
+    if not (work / "data" / "catalog.db").is_file():
+        subprocess.run([sys.executable, "-m", "recommender", "import", "--catalog", str(csv), "--data-dir",
+                        str(work / "data")], cwd=ROOT, check=True)
+        prefill_cache(csv, work / "cache")
+    print(f"  generated catalog ready ({time.perf_counter() - t0:.0f} s)", flush=True)
+    proc, url = start_server(work / "data", work / "cache", "", work, args.model_params)
+    try:
+        wait_ready(proc, url)
+        ids = [f"p{i:06d}" for i in range(args.n)]
+        bench_catalog(f"generated ({args.n})", url, ids, ["images/p000001.png", "images/p000002.png"], args)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()

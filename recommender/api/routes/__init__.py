@@ -1,0 +1,1 @@
+"""Routes: health and stats, the product catalog, recommendations."""

@@ -1,0 +1,116 @@
+"""Recommendations: "more like this" for a product, and search by photo and/or text. Every hit is explained."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
+
+from recommender.api.deps import LiveDep, Service, ServiceDep, require_read_key
+from recommender.api.schemas import Hit, RecommendationsOut, Scores
+from recommender.catalog.live import LiveCatalog
+from recommender.catalog.media import check_decodes
+from recommender.errors import ImageError
+from recommender.features.uploads import display_name, read_upload, sniff_format
+from recommender.ranking.hybrid import Filters
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_read_key)])
+EXT = {"JPEG": ".jpg", "PNG": ".png", "WebP": ".webp"}
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if x != x else round(float(x), 6)
+
+
+def recommendations_out(result) -> RecommendationsOut:
+    hits = [Hit(rank=k, id=r.id, name=r.name, score=_none_if_nan(r.score),
+                scores=Scores(image=_none_if_nan(r.image_score), metadata=_none_if_nan(r.metadata_score)),
+                contributions=Scores(image=_none_if_nan(r.image_contribution),
+                                     metadata=_none_if_nan(r.metadata_contribution)),
+                shared=r.shared, why=r.why(), image_url=f"/v1/products/{r.id}/image")
+            for k, r in enumerate(result.items, 1)]
+    return RecommendationsOut(query=result.query, weight=result.weight, n_candidates=result.n_candidates,
+                              query_attributes=result.query_attributes, notes=result.notes,
+                              empty_reason=result.empty_reason, results=hits)
+
+
+def _filters(category, sub_category, brand, colour, price_min, price_max) -> Filters:
+    if price_min is not None and price_max is not None and price_min > price_max:
+        raise HTTPException(422, f"price_min {price_min:g} is above price_max {price_max:g}")
+    return Filters(category=category or None, sub_category=sub_category or None, brand=brand or None,
+                   colour=colour or None, price_min=price_min, price_max=price_max)
+
+
+def _recommender(live: LiveCatalog):
+    rec = live.recommender
+    if rec is None:
+        raise HTTPException(409, "the catalog is empty: add products first")
+    return rec
+
+
+def _check_limit(limit: int, service: Service) -> None:
+    if not 1 <= limit <= service.settings.max_limit:
+        raise HTTPException(422, f"limit must be between 1 and {service.settings.max_limit}, got {limit}")
+
+
+@router.get("/products/{product_id}/similar", response_model=RecommendationsOut,
+            responses={404: {"description": "no such product"}, 422: {}})
+def similar(
+    product_id: str, live: LiveDep, service: ServiceDep,
+    limit: Annotated[int, Query(description="number of results")] = 10,
+    weight: Annotated[float | None, Query(ge=0, le=1, description="image weight: 1 = looks only, 0 = metadata")] = None,
+    diversity: Annotated[float | None, Query(ge=0, le=1, description="MMR: 0 = by score, 1 = unlike")] = None,
+    category: Annotated[list[str] | None, Query()] = None, sub_category: Annotated[list[str] | None, Query()] = None,
+    brand: Annotated[list[str] | None, Query()] = None, colour: Annotated[list[str] | None, Query()] = None,
+    price_min: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+    price_max: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+) -> RecommendationsOut:
+    """Products like this one ("more like this"), each with its score parts and shared attributes."""
+    _check_limit(limit, service)
+    filters = _filters(category, sub_category, brand, colour, price_min, price_max)
+    rec = _recommender(live)
+    with service.query_slots:
+        result = rec.recommend(item=product_id, k=limit, weight=weight, diversity=diversity, filters=filters)
+    return recommendations_out(result)
+
+
+@router.post("/search", response_model=RecommendationsOut, responses={413: {}, 415: {}, 422: {}})
+def search(
+    live: LiveDep, service: ServiceDep,
+    image: Annotated[UploadFile | None, File(description="a photo (JPEG, PNG or WebP)")] = None,
+    text: Annotated[str | None, Form(max_length=1000, description="a description")] = None,
+    limit: Annotated[int, Form()] = 10, weight: Annotated[float | None, Form(ge=0, le=1)] = None,
+    diversity: Annotated[float | None, Form(ge=0, le=1)] = None,
+    category: Annotated[list[str] | None, Form()] = None, sub_category: Annotated[list[str] | None, Form()] = None,
+    brand: Annotated[list[str] | None, Form()] = None, colour: Annotated[list[str] | None, Form()] = None,
+    price_min: Annotated[float | None, Form(ge=0, allow_inf_nan=False)] = None,
+    price_max: Annotated[float | None, Form(ge=0, allow_inf_nan=False)] = None,
+) -> RecommendationsOut:
+    """Products like an uploaded photo and/or a text (multipart form), each explained."""
+    _check_limit(limit, service)
+    filters = _filters(category, sub_category, brand, colour, price_min, price_max)
+    data = None
+    if image is not None:
+        s = service.settings
+        data = image.file.read(s.max_upload_bytes + 1)
+        shown = display_name(image.filename)
+        if len(data) > s.max_upload_bytes:
+            raise HTTPException(413, f"{shown}: over the upload limit of {s.max_upload_mb:g} MB")
+        if not data:
+            raise HTTPException(422, f"{shown}: the file is empty")
+        fmt = sniff_format(data)
+        if fmt is None:
+            raise HTTPException(415, f"{shown}: not a JPEG, PNG or WebP image")
+        # The same checks as the app's uploads (size, type, decode, pixel limit), named by the sniffed type.
+        name = shown.rsplit(".", 1)[0] + EXT[fmt]
+        try:
+            read_upload(data, name, max_bytes=s.max_upload_bytes)
+            check_decodes(data, s.max_pixels)
+        except ImageError as exc:
+            raise HTTPException(422, f"{shown}: {str(exc).removeprefix('uploaded image: ')}") from None
+    if data is None and not (text or "").strip():
+        raise HTTPException(422, "nothing to search for: give an image, a text, or both")
+    rec = _recommender(live)
+    with service.query_slots:
+        result = rec.recommend(image=data, text=text, k=limit, weight=weight, diversity=diversity, filters=filters)
+    return recommendations_out(result)

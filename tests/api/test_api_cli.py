@@ -1,0 +1,83 @@
+"""``python -m recommender import | reindex | serve`` as a person runs them: one line per problem, exit 2."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from recommender.catalog.sql import CatalogRepository
+from recommender.cli import main
+
+
+@pytest.fixture()
+def env(monkeypatch, api_cache, tmp_path):
+    for name in ("RECOMMENDER_SETTINGS_FILE", "RECOMMENDER_DATA_DIR"):  # restored after the test whatever serve sets
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("RECOMMENDER_CACHE_DIR", str(api_cache))
+    monkeypatch.setenv("RECOMMENDER_BACKBONE", "efficientnet_lite0")
+    monkeypatch.delenv("RECOMMENDER_DATABASE_URL", raising=False)
+    return tmp_path / "data"
+
+
+def test_import_then_import_again_replaces(env, small_dir, capsys):
+    assert main(["import", "--catalog", str(small_dir / "catalog.csv"), "--data-dir", str(env)]) == 0
+    assert "6 products imported (6 new, 0 replaced), 0 without a usable image" in capsys.readouterr().out
+    assert main(["import", "--catalog", str(small_dir / "catalog.csv"), "--data-dir", str(env)]) == 0
+    assert "(0 new, 6 replaced)" in capsys.readouterr().out
+    repo = CatalogRepository.from_url(f"sqlite:///{env / 'catalog.db'}")
+    assert repo.count() == 6 and repo.get("laptop").image_sha256
+    assert len([f for f in (env / "media").rglob("*") if f.is_file()]) == 6  # the same bytes stored once
+
+
+def test_import_keeps_a_product_whose_image_is_unusable(env, small_dir, capsys):
+    items = pd.read_csv(small_dir / "catalog.csv", dtype=str, keep_default_na=False)
+    items.loc[0, "image"] = "images/missing.jpg"
+    (small_dir / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    items.loc[1, "image"] = "images/broken.jpg"
+    items.to_csv(small_dir / "catalog.csv", index=False)
+    assert main(["import", "--catalog", str(small_dir / "catalog.csv"), "--data-dir", str(env)]) == 0
+    out = capsys.readouterr().out
+    assert "2 without a usable image" in out and f"no image for {items.loc[0, 'id']}" in out
+    repo = CatalogRepository.from_url(f"sqlite:///{env / 'catalog.db'}")
+    p = repo.get(items.loc[1, "id"])
+    assert p.image_sha256 is None and p.image_problem
+    # The recommender ranks it by metadata; reindex reports the database and vectors agree.
+    assert main(["reindex", "--data-dir", str(env)]) == 0
+    assert "6 products in the database, 6 indexed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "catalog file not found"),
+    ("id,name,image\na/b,Bad,x.jpg\n", "invalid product id"),
+    ("id,name\nx,No image column\n", "missing required column"),
+])
+def test_import_errors_are_one_line_and_exit_2(env, tmp_path, capsys, content, message):
+    path = tmp_path / "catalog.csv"
+    if content is not None:
+        path.write_text(content)
+    assert main(["import", "--catalog", str(path), "--data-dir", str(env)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_bad_settings_are_one_line_before_anything_starts(env, monkeypatch, capsys):
+    monkeypatch.setenv("RECOMMENDER_MAX_LIMIT", "0")
+    assert main(["serve", "--data-dir", str(env), "--port", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: invalid settings") and "\n" not in err
+    monkeypatch.delenv("RECOMMENDER_MAX_LIMIT")
+    assert main(["serve", "--settings", str(env / "nope.env")]) == 2
+    assert "settings file" in capsys.readouterr().err
+
+
+def test_settings_file_is_read_and_environment_wins(tmp_path, monkeypatch):
+    from recommender.api.settings import load_settings
+
+    f = tmp_path / "service.env"
+    f.write_text("RECOMMENDER_API_KEY=from-file\nRECOMMENDER_MAX_LIMIT=7\nRECOMMENDER_PUBLIC_READS=false\n")
+    monkeypatch.delenv("RECOMMENDER_API_KEY", raising=False)
+    s = load_settings(f)
+    assert (s.api_keys, s.max_limit, s.public_reads) == (["from-file"], 7, False)
+    monkeypatch.setenv("RECOMMENDER_MAX_LIMIT", "9")
+    assert load_settings(f).max_limit == 9
