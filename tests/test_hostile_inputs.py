@@ -539,3 +539,20 @@ if __name__ == "__main__":  # python -m tests.test_hostile_inputs SECONDS_PER_RE
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"total inputs {total_tried}, escapes {total_escapes}, peak RSS {rss:.0f} MB, seed {seed}, "
               f"{seconds:g} s per reader")
+
+
+@pytest.mark.parametrize("bound", ["nan", "inf", "-inf", "1e309", "cheap"])
+def test_price_bounds_must_be_finite_numbers(bound):
+    from recommender import Filters, QueryError
+
+    with pytest.raises(QueryError, match="price_min must be a"):
+        Filters(price_min=bound)
+    assert Filters(price_max="49.5").price_max == 49.5
+
+
+def test_cli_refuses_a_nan_price_bound_in_one_line(capsys):
+    from recommender.cli import main
+
+    assert main(["recommend", "--text", "shoe", "--price-min", "nan"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "price_min must be a finite number" in err[0]

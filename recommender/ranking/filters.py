@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from recommender.catalog.loader import ATTRIBUTE_COLUMNS, MULTI_VALUE_SEP, Catalog
+from recommender.errors import QueryError
 
 _EMPTY_ROWS = np.zeros(0, dtype=np.int64)
 
@@ -97,6 +98,17 @@ class Filters:
             value = getattr(self, col)
             if isinstance(value, str):
                 object.__setattr__(self, col, (value,) if value.strip() else None)
+        for bound in ("price_min", "price_max"):  # NaN would silently match nothing, inf everything
+            value = getattr(self, bound)
+            if value is None:
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise QueryError(f"{bound} must be a number, got {value!r}") from None
+            if not np.isfinite(number):
+                raise QueryError(f"{bound} must be a finite number, got {value!r}")
+            object.__setattr__(self, bound, number)
 
     def active(self) -> dict[str, object]:
         return {k: v for k, v in self.__dict__.items() if v is not None and v != () and v != [] and v != set()}
