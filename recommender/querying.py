@@ -211,8 +211,7 @@ class QueryMixin:
         """CNN and colour vectors of an uploaded photo, decoded once."""
         img = open_image(image)
         emb, colour = self.embedder, self._colour_embedder
-        # The whole photo plus its centre crop (the product more than the shop around it): grocery
-        # shop photos R@1 +.030, nothing worse on the suite (docs/evaluation.md).
+        # embed_query: the whole photo, plus its centre crops where the embedder is set to (opt-in).
         vec = emb.embed_query(img)[None]
         if self.label_projection_ is not None:
             vec = self.label_projection_.transform(vec)

@@ -40,10 +40,11 @@ _LITE_INPUT_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "effi
 AUTO_LITE_ORDER = ("efficientnet_lite0",)
 
 
-# An uploaded photo is embedded whole and as its centre 70% (averaged): on the suite, grocery val R@1
-# +.030 [+.007, +.057], no protocol worse (docs/evaluation.md). Query side only: catalog vectors and
-# the cache do not depend on it.
-DEFAULT_QUERY_CROPS = (0.7,)
+# Opt-in: an uploaded photo embedded whole and as its centre 70% (averaged) gains on the suite (grocery
+# val R@1 +.030 [+.007, +.057], no protocol worse; docs/evaluation.md), but then a product's own catalog
+# photo, uploaded, no longer always finds that product first (Apple Juice's photo -> Orange Juice), a
+# guarantee a shopper relies on. Off by default; ``query_crops=(0.7,)`` turns it on.
+DEFAULT_QUERY_CROPS: tuple[float, ...] = ()
 
 
 def input_size(backbone: str) -> int:
