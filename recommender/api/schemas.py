@@ -92,6 +92,7 @@ class WriteResult(BaseModel):
 class Scores(BaseModel):
     image: float | None = Field(description="raw image cosine (null when the image side was not used)")
     metadata: float | None
+    cf: float | None = Field(None, description="customer recommendations: behaviour (CF) score, normalised")
 
 
 class Hit(BaseModel):
@@ -103,6 +104,7 @@ class Hit(BaseModel):
     contributions: Scores = Field(description="what each side added to score (they sum to it)")
     shared: dict[str, list[str]] = Field(description="attributes this product has in common with the query")
     why: str
+    because: list[str] = Field(default_factory=list, description="customer recommendations: the reasons")
     image_url: str
 
 
@@ -127,3 +129,21 @@ class Stats(BaseModel):
     last_update: datetime | None
     database: str
     schema_revision: str | None
+
+
+class EventIn(BaseModel):
+    """One interaction (a purchase, a rating, a view), validated as the interactions loader validates files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=200)
+    item_id: str = Field(min_length=1, max_length=200)
+    weight: float | None = Field(None, description="quantity or rating (default 1); finite, not negative")
+    timestamp: int | str | None = Field(None, description="unix seconds or a date/time text (default: now)")
+    kind: str | None = Field(None, max_length=50, description="purchase (default), rating, view...")
+
+
+class EventsOut(BaseModel):
+    accepted: int
+    users: list[str] = Field(description="customers whose recommendations were updated")
+    interactions: int = Field(description="interactions held in memory now (file + events)")
