@@ -92,7 +92,6 @@ class WriteResult(BaseModel):
 class Scores(BaseModel):
     image: float | None = Field(description="raw image cosine (null when the image side was not used)")
     metadata: float | None
-    cf: float | None = Field(None, description="customer recommendations: behaviour (CF) score, normalised")
 
 
 class Hit(BaseModel):
@@ -104,7 +103,6 @@ class Hit(BaseModel):
     contributions: Scores = Field(description="what each side added to score (they sum to it)")
     shared: dict[str, list[str]] = Field(description="attributes this product has in common with the query")
     why: str
-    because: list[str] = Field(default_factory=list, description="customer recommendations: the reasons")
     image_url: str
 
 
@@ -116,6 +114,32 @@ class RecommendationsOut(BaseModel):
     notes: list[str]
     empty_reason: str | None
     results: list[Hit]
+
+
+class CustomerScores(BaseModel):
+    cf: float = Field(description="behaviour (collaborative filtering, with the trend), normalised to [0, 1]")
+    content: float = Field(description="metadata closeness to what the customer bought, normalised to [0, 1]")
+
+
+class CustomerHit(BaseModel):
+    rank: int
+    id: str
+    name: str
+    score: float = Field(description="w_cf * cf + (1 - w_cf) * content")
+    scores: CustomerScores
+    contributions: CustomerScores = Field(description="what each side added to score (they sum to it)")
+    because: list[str] = Field(description="the reasons, strongest side first")
+    why: str = Field(description="the reasons in one line")
+    image_url: str
+
+
+class CustomerRecommendationsOut(BaseModel):
+    user_id: str
+    weight_cf: float = Field(description="the CF weight used (lowered for short histories)")
+    n_candidates: int
+    notes: list[str]
+    empty_reason: str | None
+    results: list[CustomerHit]
 
 
 class Stats(BaseModel):

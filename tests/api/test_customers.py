@@ -55,11 +55,11 @@ def test_user_recommendations_carry_cf_and_content_scores_and_reasons(client, re
     r = client.get(f"/v1/users/{user}/recommendations", params={"limit": 5, "weight_cf": 0.7})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["query"] == f"customer {user}" and len(body["results"]) == 5
+    assert body["user_id"] == user and len(body["results"]) == 5 and body["weight_cf"] == pytest.approx(0.7)
     for hit in body["results"]:
         assert hit["id"] in retail_slice[2]
-        assert 0 <= hit["scores"]["cf"] <= 1 and 0 <= hit["scores"]["metadata"] <= 1
-        assert hit["contributions"]["cf"] + hit["contributions"]["metadata"] == pytest.approx(hit["score"], abs=1e-4)
+        assert 0 <= hit["scores"]["cf"] <= 1 and 0 <= hit["scores"]["content"] <= 1
+        assert hit["contributions"]["cf"] + hit["contributions"]["content"] == pytest.approx(hit["score"], abs=1e-4)
         assert hit["because"] and hit["why"] == "; ".join(hit["because"])
     scores = [h["score"] for h in body["results"]]
     assert scores == sorted(scores, reverse=True)

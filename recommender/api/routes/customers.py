@@ -11,12 +11,26 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from recommender.api.deps import LiveDep, ServiceDep, require_read_key, require_write_key
-from recommender.api.routes.recommend import _check_limit, _filters, _recommender, recommendations_out
-from recommender.api.schemas import EventIn, EventsOut, RecommendationsOut
+from recommender.api.routes.recommend import _check_limit, _filters, _recommender
+from recommender.api.schemas import CustomerHit, CustomerRecommendationsOut, CustomerScores, EventIn, EventsOut
 from recommender.catalog.live import LiveCatalog
 
 router = APIRouter(prefix="/v1")
 NO_INTERACTIONS = "no customer interactions are configured (set RECOMMENDER_INTERACTIONS)"
+
+
+def _r(x: float) -> float:
+    return round(float(x), 6)
+
+
+def customer_recommendations_out(user_id: str, result) -> CustomerRecommendationsOut:
+    hits = [CustomerHit(rank=k, id=r.id, name=r.name, score=_r(r.score),
+                        scores=CustomerScores(cf=_r(r.cf_score), content=_r(r.metadata_score)),
+                        contributions=CustomerScores(cf=_r(r.cf_contribution), content=_r(r.metadata_contribution)),
+                        because=list(r.because), why=r.why(), image_url=f"/v1/products/{r.id}/image")
+            for k, r in enumerate(result.items, 1)]
+    return CustomerRecommendationsOut(user_id=user_id, weight_cf=_r(result.weight), n_candidates=result.n_candidates,
+                                      notes=result.notes, empty_reason=result.empty_reason, results=hits)
 
 
 def _customers(live: LiveCatalog):
@@ -26,7 +40,7 @@ def _customers(live: LiveCatalog):
     return rec
 
 
-@router.get("/users/{user_id}/recommendations", response_model=RecommendationsOut,
+@router.get("/users/{user_id}/recommendations", response_model=CustomerRecommendationsOut,
             dependencies=[Depends(require_read_key)],
             responses={404: {"description": "no such customer"}, 409: {"description": "no interactions"}, 422: {}})
 def user_recommendations(
@@ -38,7 +52,7 @@ def user_recommendations(
     brand: Annotated[list[str] | None, Query()] = None, colour: Annotated[list[str] | None, Query()] = None,
     price_min: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
     price_max: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
-) -> RecommendationsOut:
+) -> CustomerRecommendationsOut:
     """Products for a customer: ``w_cf * behaviour + (1 - w_cf) * content``, each hit with its CF and content
     scores and its reasons ("because you bought ...")."""
     _check_limit(limit, service)
@@ -47,7 +61,7 @@ def user_recommendations(
     with service.query_slots:
         result = rec.recommend_for_user(user_id, k=limit, weight_cf=weight_cf, filters=filters,
                                         exclude_bought=exclude_bought)
-    return recommendations_out(result)
+    return customer_recommendations_out(user_id, result)
 
 
 @router.post("/events", response_model=EventsOut, dependencies=[Depends(require_write_key)],

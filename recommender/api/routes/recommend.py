@@ -24,12 +24,10 @@ def _none_if_nan(x: float) -> float | None:
 
 def recommendations_out(result) -> RecommendationsOut:
     hits = [Hit(rank=k, id=r.id, name=r.name, score=_none_if_nan(r.score),
-                scores=Scores(image=_none_if_nan(r.image_score), metadata=_none_if_nan(r.metadata_score),
-                              cf=_none_if_nan(r.cf_score)),
+                scores=Scores(image=_none_if_nan(r.image_score), metadata=_none_if_nan(r.metadata_score)),
                 contributions=Scores(image=_none_if_nan(r.image_contribution),
-                                     metadata=_none_if_nan(r.metadata_contribution),
-                                     cf=None if r.cf_score != r.cf_score else _none_if_nan(r.cf_contribution)),
-                shared=r.shared, why=r.why(), because=list(r.because), image_url=f"/v1/products/{r.id}/image")
+                                     metadata=_none_if_nan(r.metadata_contribution)),
+                shared=r.shared, why=r.why(), image_url=f"/v1/products/{r.id}/image")
             for k, r in enumerate(result.items, 1)]
     return RecommendationsOut(query=result.query, weight=result.weight, n_candidates=result.n_candidates,
                               query_attributes=result.query_attributes, notes=result.notes,
