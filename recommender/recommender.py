@@ -354,7 +354,7 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
                 df["timestamp"] = int(_time.time())
             else:
                 df["timestamp"] = df["timestamp"].where(df["timestamp"].notna(), int(_time.time()))
-            events = interactions_from_frame(df, self.catalog_)
+            events = interactions_from_frame(df, self.catalog_, rows_are="event")
         with self._lock.writing():  # a customer query never sees a half-updated model
             self.customers_.partial_fit(events)
         return events

@@ -79,9 +79,10 @@ def test_events_need_the_key_and_are_validated_like_the_loader(client, retail_sl
     user, item = retail_slice[1][2], retail_slice[2][0]
     assert client.post("/v1/events", json={"user_id": user, "item_id": item}).status_code == 401
     r = client.post("/v1/events", json={"user_id": user, "item_id": "NOT-A-PRODUCT"}, headers=AUTH)
-    assert r.status_code == 422 and "NOT-A-PRODUCT" in r.json()["detail"]
-    r = client.post("/v1/events", json=[{"user_id": user, "item_id": item, "weight": -2}], headers=AUTH)
-    assert r.status_code == 422 and "negative" in r.json()["detail"]
+    assert r.status_code == 422 and "NOT-A-PRODUCT" in r.json()["detail"] and "event(s) 1" in r.json()["detail"]
+    r = client.post("/v1/events", json=[{"user_id": user, "item_id": item},
+                                        {"user_id": user, "item_id": item, "weight": -2}], headers=AUTH)
+    assert r.status_code == 422 and r.json()["detail"] == "weight is negative on event(s) 2"
     r = client.post("/v1/events", content=f'{{"user_id": "{user}", "item_id": "{item}", "weight": Infinity}}',
                     headers={**AUTH, "Content-Type": "application/json"})
     assert r.status_code == 422 and "not finite" in r.json()["detail"]

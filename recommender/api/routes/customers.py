@@ -68,7 +68,7 @@ def user_recommendations(
              responses={401: {}, 403: {}, 409: {"description": "no interactions"}, 413: {}, 422: {}})
 def add_events(body: EventIn | list[EventIn], live: LiveDep, service: ServiceDep) -> EventsOut:
     """Record interactions (one or a list) and update those customers' recommendations at once (incremental,
-    no retrain). Validated as the interactions loader validates files; "line n" in an error is event n-1.
+    no retrain). Validated as the interactions loader validates files; errors name the events (first = 1).
     Held in memory by this worker (lost on restart, not shared between workers)."""
     events = body if isinstance(body, list) else [body]
     if not events:
