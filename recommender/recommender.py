@@ -354,7 +354,11 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
                 df["timestamp"] = int(_time.time())
             else:
                 df["timestamp"] = df["timestamp"].where(df["timestamp"].notna(), int(_time.time()))
-            events = interactions_from_frame(df, self.catalog_, rows_are="event")
+            # the products the customer model was fitted on (later products join at the next fit)
+            events = interactions_from_frame(df, self.customers_.catalog_, rows_are="event")
+        removed = sorted({i for i in events.frame["item_id"] if not self._is_live(i)})
+        if removed:
+            raise QueryError(f"{len(removed)} item id(s) no longer in the catalog: {', '.join(removed[:5])}")
         with self._lock.writing():  # a customer query never sees a half-updated model
             self.customers_.partial_fit(events)
         return events
@@ -365,4 +369,10 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         if getattr(self, "customers_", None) is None:
             raise QueryError("no interactions fitted: call fit_interactions(...) first")
         with self._lock.reading():
-            return self.customers_.recommend(user, k, weight_cf, filters, exclude_bought)
+            # products removed or replaced since the customer model was fitted are left out
+            gone = int((~self.alive_).sum()) if getattr(self, "alive_", None) is not None else 0
+            result = self.customers_.recommend(user, k + gone, weight_cf, filters, exclude_bought)
+            if gone:
+                result.items = [r for r in result.items if self._is_live(r.id)]
+            result.items = result.items[:k]
+            return result

@@ -311,7 +311,6 @@ class LiveCatalog:
                 self.recommender = None  # the last product went: nothing left to recommend from
             else:
                 rec.remove(gone)
-        self._fit_customers(self.recommender)  # products moved: the customer model follows the catalog
 
     # -- the two sides compared ----------------------------------------------------------------
     def drift(self) -> Drift:

@@ -122,3 +122,25 @@ def test_without_interactions_the_customer_endpoints_answer_409(retail_slice, tm
         assert r.status_code == 409 and "RECOMMENDER_INTERACTIONS" in r.json()["detail"]
         r = c.post("/v1/events", json={"user_id": "u", "item_id": retail_slice[2][0]}, headers=AUTH)
         assert r.status_code == 409
+
+
+
+def test_product_writes_reach_the_customer_lists(client, retail_slice):
+    """Patched products stay recommendable; a removed one leaves every list at once and takes no events."""
+    user = retail_slice[1][4]
+    first = client.get(f"/v1/users/{user}/recommendations", params={"limit": 5}).json()["results"]
+    patched, removed = first[0]["id"], first[1]["id"]
+    assert client.patch(f"/v1/products/{patched}", json={"price": 0.5}, headers=AUTH).status_code == 200
+    assert client.delete(f"/v1/products/{removed}", headers=AUTH).status_code in (200, 204)
+    after = _ids(client.get(f"/v1/users/{user}/recommendations", params={"limit": 5}))
+    assert len(after) == 5 and removed not in after and patched in after
+    r = client.post("/v1/events", json={"user_id": user, "item_id": removed}, headers=AUTH)
+    assert r.status_code == 422 and removed in r.json()["detail"]
+
+
+def test_a_reindex_refits_the_customer_model_keeping_the_events(client, retail_slice):
+    item = retail_slice[2][7]
+    assert client.post("/v1/events", json={"user_id": "kept", "item_id": item}, headers=AUTH).status_code == 200
+    assert client.post("/v1/reindex", headers=AUTH).status_code == 200
+    got = _ids(client.get("/v1/users/kept/recommendations", params={"limit": 3}))
+    assert len(got) == 3 and item not in got
