@@ -122,6 +122,12 @@ def test_without_interactions_the_customer_endpoints_answer_409(retail_slice, tm
         assert r.status_code == 409 and "RECOMMENDER_INTERACTIONS" in r.json()["detail"]
         r = c.post("/v1/events", json={"user_id": "u", "item_id": retail_slice[2][0]}, headers=AUTH)
         assert r.status_code == 409
+        # configured but not fitted yet (the loader thread is still at it): 503 and not ready, not 409
+        service = c.app.state.service
+        service.settings = service.settings.model_copy(update={"interactions": str(root / "interactions.parquet")})
+        r = c.get(f"/v1/users/{retail_slice[1][0]}/recommendations")
+        assert r.status_code == 503 and r.headers["retry-after"] == "2"
+        assert c.get("/ready").status_code == 503 and "customer model" in c.get("/ready").json()["detail"]
 
 
 

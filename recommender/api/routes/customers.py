@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from recommender.api.deps import LiveDep, ServiceDep, require_read_key, require_write_key
+from recommender.api.deps import LiveDep, Service, ServiceDep, require_read_key, require_write_key
 from recommender.api.routes.recommend import _check_limit, _filters, _recommender
 from recommender.api.schemas import CustomerHit, CustomerRecommendationsOut, CustomerScores, EventIn, EventsOut
 from recommender.catalog.live import LiveCatalog
@@ -33,9 +33,13 @@ def customer_recommendations_out(user_id: str, result) -> CustomerRecommendation
                                       notes=result.notes, empty_reason=result.empty_reason, results=hits)
 
 
-def _customers(live: LiveCatalog):
+def _customers(live: LiveCatalog, service: Service):
     rec = _recommender(live)
     if not live.has_customers:
+        if service.settings.interactions:  # configured: still fitting at start, or failed (/ready says)
+            detail = (f"customer model failed to load: {service.load_error}" if service.load_error
+                      else "the customer model is being fitted")
+            raise HTTPException(503, detail, headers={"Retry-After": "2"})
         raise HTTPException(409, NO_INTERACTIONS)
     return rec
 
@@ -57,7 +61,7 @@ def user_recommendations(
     scores and its reasons ("because you bought ...")."""
     _check_limit(limit, service)
     filters = _filters(category, sub_category, brand, colour, price_min, price_max)
-    rec = _customers(live)
+    rec = _customers(live, service)
     with service.query_slots:
         result = rec.recommend_for_user(user_id, k=limit, weight_cf=weight_cf, filters=filters,
                                         exclude_bought=exclude_bought)
@@ -75,7 +79,7 @@ def add_events(body: EventIn | list[EventIn], live: LiveDep, service: ServiceDep
         raise HTTPException(422, "no events given")
     if len(events) > service.settings.max_batch:
         raise HTTPException(413, f"{len(events)} events: over the batch limit of {service.settings.max_batch}")
-    _customers(live)
+    _customers(live, service)
     rows = [e.model_dump(exclude_none=True) for e in events]
     columns = {c for r in rows for c in r}
     table = {c: [r.get(c) for r in rows] for c in columns}
