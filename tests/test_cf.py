@@ -202,6 +202,31 @@ def test_facade_serves_customers_on_a_catalog_without_images(tmp_path, retail):
     assert rec.recommend(item=WHITE_HEART, k=3).ids  # product queries still work, by metadata
 
 
+def test_facade_add_interactions_validates_and_updates_one_customer(tmp_path, retail):
+    from recommender import HybridRecommender
+    from recommender.catalog.interactions import InteractionsError
+
+    catalog, interactions, _ = retail
+    top = interactions.frame["item_id"].value_counts().index[:200]
+    small = catalog_from_frame(catalog.items[catalog.items["id"].isin(top)], tmp_path)
+    events = interactions.subset(interactions.frame["item_id"].isin(top).to_numpy())
+    rec = HybridRecommender(cache_dir=tmp_path / "cache").fit(small)
+    with pytest.raises(QueryError, match="fit_interactions"):
+        rec.add_interactions([{"user_id": "12347", "item_id": str(top[0])}])
+    rec.fit_interactions(events, cf=small_cf())
+    with pytest.raises(InteractionsError, match=r"NOPE\) on event\(s\) 2"):
+        rec.add_interactions([{"user_id": "u", "item_id": str(top[0])}, {"user_id": "u", "item_id": "NOPE"}])
+    with pytest.raises(InteractionsError, match="weight is negative on event"):
+        rec.add_interactions({"user_id": ["u"], "item_id": [str(top[0])], "weight": [-1.0]})
+    before = rec.recommend_for_user("12347", k=5).ids
+    added = rec.add_interactions([{"user_id": "12347", "item_id": before[0], "weight": 2.0}])
+    assert len(added) == 1 and added.frame["timestamp"].iat[0] > 1_600_000_000  # no timestamp: now
+    after = rec.recommend_for_user("12347", k=5).ids
+    assert before[0] not in after and after != before
+    rec.add_interactions([{"user_id": "newcomer", "item_id": before[1]}])
+    assert before[1] not in rec.recommend_for_user("newcomer", k=5).ids
+
+
 def test_an_empty_answer_says_why(fitted):
     none = fitted.recommend("12347", filters=Filters(price_max=-1.0))
     assert len(none) == 0 and none.empty_reason == "no product matches the filters"

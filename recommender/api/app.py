@@ -89,7 +89,7 @@ class LimitsMiddleware:
 
 def _status_for(exc: RecommenderError) -> int:
     text = str(exc)
-    if isinstance(exc, QueryError) and text.startswith("no product with id"):
+    if isinstance(exc, QueryError) and text.startswith(("no product with id", "no customer with id")):
         return 404
     if isinstance(exc, ImageError) and ("not a JPEG" in text or "unsupported file type" in text):
         return 415
@@ -131,9 +131,10 @@ def create_app(settings: ApiSettings | None = None, service: Service | None = No
         log.exception("unexpected error")
         return JSONResponse({"detail": f"internal error ({type(exc).__name__})"}, status_code=500)
 
-    from recommender.api.routes import health, products, recommend
+    from recommender.api.routes import customers, health, products, recommend
 
     app.include_router(health.router)
+    app.include_router(customers.router)
     app.include_router(recommend.router)  # before products: /similar and /image are not product ids
     app.include_router(products.router)
     origins = settings.cors_origin_list

@@ -65,6 +65,11 @@ class Service:
             self.live = live
         if not self.live.loaded:
             self.live.load()
+        if s.interactions and self.live.interactions is None:
+            from recommender.ranking.cf import CollaborativeFilter
+
+            self.live.set_interactions(s.interactions, cf=CollaborativeFilter(**s.cf_params))
+            log.warning("customer model fitted on %s (%d interactions)", s.interactions, len(self.live.interactions))
         return self
 
     def open_in_background(self) -> None:

@@ -116,6 +116,32 @@ class RecommendationsOut(BaseModel):
     results: list[Hit]
 
 
+class CustomerScores(BaseModel):
+    cf: float = Field(description="behaviour (collaborative filtering, with the trend), normalised to [0, 1]")
+    content: float = Field(description="metadata closeness to what the customer bought, normalised to [0, 1]")
+
+
+class CustomerHit(BaseModel):
+    rank: int
+    id: str
+    name: str
+    score: float = Field(description="w_cf * cf + (1 - w_cf) * content")
+    scores: CustomerScores
+    contributions: CustomerScores = Field(description="what each side added to score (they sum to it)")
+    because: list[str] = Field(description="the reasons, strongest side first")
+    why: str = Field(description="the reasons in one line")
+    image_url: str
+
+
+class CustomerRecommendationsOut(BaseModel):
+    user_id: str
+    weight_cf: float = Field(description="the CF weight used (lowered for short histories)")
+    n_candidates: int
+    notes: list[str]
+    empty_reason: str | None
+    results: list[CustomerHit]
+
+
 class Stats(BaseModel):
     products: int
     vectors: int
@@ -127,3 +153,21 @@ class Stats(BaseModel):
     last_update: datetime | None
     database: str
     schema_revision: str | None
+
+
+class EventIn(BaseModel):
+    """One interaction (a purchase, a rating, a view), validated as the interactions loader validates files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=200)
+    item_id: str = Field(min_length=1, max_length=200)
+    weight: float | None = Field(None, description="quantity or rating (default 1); finite, not negative")
+    timestamp: int | str | None = Field(None, description="unix seconds or a date/time text (default: now)")
+    kind: str | None = Field(None, max_length=50, description="purchase (default), rating, view...")
+
+
+class EventsOut(BaseModel):
+    accepted: int
+    users: list[str] = Field(description="customers whose recommendations were updated")
+    interactions: int = Field(description="interactions held in memory now (file + events)")

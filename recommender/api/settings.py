@@ -48,6 +48,10 @@ class ApiSettings(BaseSettings):
     max_concurrent_queries: int = Field(os.cpu_count() or 2, ge=1, description="recommendation queries computed "
                                         "at once per worker (more wait their turn: no thrashing of the cores)")
     sync_interval_s: float = Field(0.5, gt=0, description="how often a worker applies writes other workers took")
+    interactions: str = Field("", description="customer interactions file (.csv/.parquet) fitted at start for "
+                              "/v1/users/{id}/recommendations and /v1/events ('' = no customer endpoints)")
+    cf_params: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description='CollaborativeFilter parameters as JSON, e.g. {"factors": 64}')
 
     @field_validator("backbone")
     @classmethod

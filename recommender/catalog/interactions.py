@@ -72,9 +72,10 @@ class Interactions:
 
 
 def interactions_from_frame(
-    df: pd.DataFrame, catalog: Catalog | None = None, source: Path | None = None
+    df: pd.DataFrame, catalog: Catalog | None = None, source: Path | None = None, rows_are: str = "line"
 ) -> Interactions:
     """Validate a table (already read); with a ``catalog``, every item must be one of its products.
+    ``rows_are="event"``: problems name rows as "event(s) 1, 2" (first row = 1) rather than file lines.
 
     Raises :class:`InteractionsError` naming every problem with its lines.
     """
@@ -92,25 +93,28 @@ def interactions_from_frame(
     if df.empty:
         raise InteractionsError(f"{where}the interactions file has no rows")
     df = df.reset_index(drop=True)
-    line = np.arange(len(df)) + 2  # file line of each row: the header is line 1
+    # file line of each row (the header is line 1), or the row's number among events
+    line = np.arange(len(df)) + (2 if rows_are == "line" else 1)
+    where_rows = f"on {rows_are}(s)"
     problems: list[str] = []
     for col in ("user_id", "item_id"):
         df[col] = _text_column(df[col])
         blank = df[col].to_numpy() == ""
         if blank.any():
-            problems.append(f"empty {col} on line(s) {_lines(line[blank])}")
+            problems.append(f"empty {col} {where_rows} {_lines(line[blank])}")
     if catalog is not None:
         known = set(map(str, catalog.ids))
         unknown = ~df["item_id"].isin(known).to_numpy() & (df["item_id"].to_numpy() != "")
         if unknown.any():
             names = sorted(set(df["item_id"][unknown]))
             problems.append(f"{len(names)} item id(s) not in the catalog ({', '.join(names[:5])}"
-                            f"{', ...' if len(names) > 5 else ''}) on line(s) {_lines(line[unknown])}")
+                            f"{', ...' if len(names) > 5 else ''}) {where_rows} {_lines(line[unknown])}")
     weight, weight_problems = _weights(df["weight"] if "weight" in df.columns else None, len(df), line)
+    weight_problems = [w.replace("on line(s)", where_rows) for w in weight_problems]
     problems += weight_problems
     seconds, bad_time = _timestamps(df["timestamp"])
     if bad_time.any():
-        problems.append(f"timestamp is not a date/time or unix seconds on line(s) {_lines(line[bad_time])}")
+        problems.append(f"timestamp is not a date/time or unix seconds {where_rows} {_lines(line[bad_time])}")
     if problems:
         raise InteractionsError(where + "; ".join(problems))
     kind = _text_column(df["kind"]).replace("", "purchase") if "kind" in df.columns else "purchase"

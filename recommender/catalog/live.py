@@ -198,6 +198,8 @@ class LiveCatalog:
         self.last_error: str | None = None
         self._sync_lock = threading.RLock()
         self._drift_cache: tuple[tuple[int, int], Drift] | None = None
+        self.interactions = None  # customers' interactions (file + events since), refitted with the catalog
+        self.customer_params: dict = {}
 
     # -- loading -----------------------------------------------------------------------------
     @property
@@ -211,7 +213,47 @@ class LiveCatalog:
         if products:
             catalog = catalog_from_frame(catalog_frame(products), self.media.root)
             rec = self.make_recommender().fit(catalog)
+            self._fit_customers(rec)
         return rec, revision
+
+    # -- customers ---------------------------------------------------------------------------
+    def _fit_customers(self, rec) -> None:
+        if rec is not None and self.interactions is not None:
+            rec.fit_interactions(self.interactions, **self.customer_params)
+
+    @property
+    def has_customers(self) -> bool:
+        return self.interactions is not None and getattr(self.recommender, "customers_", None) is not None
+
+    def set_interactions(self, source, **params) -> LiveCatalog:
+        """Load (a file path, validated against the catalog) or take an :class:`Interactions`, and fit the
+        customer model on it; it is refitted whenever the recommender is rebuilt or its products change."""
+        from recommender.catalog.interactions import Interactions, load_interactions
+
+        with self._sync_lock:
+            rec = self.recommender
+            if rec is None:
+                raise RecommenderError("interactions need products: the catalog is empty")
+            if not isinstance(source, Interactions):
+                source = load_interactions(source, rec.catalog_)
+            self.interactions, self.customer_params = source, dict(params)
+            self._fit_customers(rec)
+        return self
+
+    def add_events(self, events):
+        """Validate and apply new interactions incrementally (no retrain); kept in memory with the rest so a
+        later refit includes them. Returns the validated :class:`Interactions`."""
+        import pandas as pd
+
+        from recommender.catalog.interactions import Interactions
+
+        with self._sync_lock:
+            if not self.has_customers:
+                raise RecommenderError("no interactions configured")
+            added = self.recommender.add_interactions(events)
+            self.interactions = Interactions(pd.concat([self.interactions.frame, added.frame], ignore_index=True),
+                                             self.interactions.source)
+        return added
 
     def load(self) -> LiveCatalog:
         """Fit the recommender on the database, then apply anything written meanwhile."""

@@ -27,6 +27,10 @@ def ready(service: ServiceDep) -> JSONResponse:
         status = "failed" if service.load_error else "loading"
         return JSONResponse({"ready": False, "status": status, "detail": service.load_error or "catalog is loading"},
                             status_code=503)
+    if service.settings.interactions and not live.has_customers and live.recommender is not None:
+        status = "failed" if service.load_error else "loading"
+        return JSONResponse({"ready": False, "status": status,
+                             "detail": service.load_error or "the customer model is being fitted"}, status_code=503)
     drift = live.drift()
     body = {"ready": drift.in_sync, "status": "ready" if drift.in_sync else "drift", "drift": drift.to_dict()}
     if live.last_error:
