@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recommender.errors import QueryError
 from recommender.index.exact import ExactIndex
 from recommender.ranking.hybrid import Filters
 
@@ -131,10 +132,17 @@ def test_hostile_filter_values_match_only_themselves(tmp_path):
         assert ids[0][ids[0] >= 0].tolist() == [row], value
     assert quote('x" or 1==1 or "') == '"x\\" or 1==1 or \\""'
     # The wildcards of a value cannot widen a filter: "50%" does not match "50%_off", "_" not "a_c".
-    with pytest.raises(MilvusError, match="finite"):
-        filters_expression(Filters(price_min=float("nan")))
-    with pytest.raises(MilvusError, match="number"):
-        filters_expression(Filters(price_max="1 or 1==1"))
+    # Hostile price bounds never reach an expression: Filters refuses them, and so does the
+    # translator for a Filters whose fields were set around its check.
+    with pytest.raises(QueryError, match="finite"):
+        Filters(price_min=float("nan"))
+    with pytest.raises(QueryError, match="number"):
+        Filters(price_max="1 or 1==1")
+    for bound, value, message in (("price_min", float("nan"), "finite"), ("price_max", "1 or 1==1", "number")):
+        forged = Filters()
+        object.__setattr__(forged, bound, value)
+        with pytest.raises(MilvusError, match=message):
+            filters_expression(forged)
     index.close()
 
 
