@@ -127,3 +127,14 @@ def test_report_is_written(loo, mv, uploads, demo_catalog, tmp_path):
 def test_unknown_label_is_a_clear_error(demo_catalog):
     with pytest.raises(RecommenderError, match="label column 'nope'"):
         leave_one_out(demo_catalog, "nope")
+
+
+def test_extra_shots_are_confined_like_catalog_images(demo_catalog, demo_recommender, tmp_path):
+    outside = tmp_path / "secret.png"
+    outside.write_bytes((DEMO_DIR / "images" / sorted(p.name for p in (DEMO_DIR / "images").iterdir())[0]).read_bytes())
+    views = tmp_path / "views.csv"
+    views.write_text(f"id,image\nlaptop,{outside}\nlaptop,../../../../etc/passwd\n")
+    gallery, _ = gallery_with_views(demo_catalog, views)
+    assert gallery.image_refusal(len(demo_catalog)) and gallery.image_refusal(len(demo_catalog) + 1)
+    with pytest.raises(RecommenderError):  # never read: the upload protocol refuses the shot
+        photo_to_product(demo_catalog, views, ks=(1,), recommender=demo_recommender)

@@ -154,3 +154,21 @@ def test_many_checkpoint_chunks_are_merged_into_one_verified_file(tmp_path):
     assert all(np.array_equal(loaded.vectors[k], v) for k, v in expected.items())
     assert sorted(p.name for p in (tmp_path / "f").iterdir())[:2] == [".lock", MANIFEST]
     assert len(list((tmp_path / "f").glob("vectors-*.npy"))) == 1
+
+
+def test_skipped_images_are_named_up_to_a_cap(tmp_path, caplog):
+    import pandas as pd
+
+    from recommender.catalog.loader import catalog_from_frame
+    from recommender.features.embedders import ColourEmbedder
+    from recommender.store.build import MAX_SKIPPED_LOGGED, build_embeddings
+
+    n = MAX_SKIPPED_LOGGED + 5
+    frame = pd.DataFrame({"id": [f"p{i}" for i in range(n)], "name": ["x"] * n,
+                          "image": [f"missing-{i}.jpg" for i in range(n)]})
+    with caplog.at_level(logging.WARNING, logger="recommender.store.build"):
+        catalog = catalog_from_frame(frame, tmp_path)
+        _, has_image, report, _ = build_embeddings(catalog, ColourEmbedder(), tmp_path / "c")
+    assert not has_image.any() and len(report.skipped) == n
+    named = [r for r in caplog.records if r.getMessage().startswith("skipped ")]
+    assert len(named) == MAX_SKIPPED_LOGGED and "and 5 more skipped" in caplog.text

@@ -278,14 +278,25 @@ def _similarity_blocks(rec: HybridRecommender, rows: np.ndarray, block: int = EV
         yield r, img, photo, meta
 
 
+def _view_rows(catalog: Catalog, views: pd.DataFrame) -> pd.DataFrame:
+    """Extra shots as catalog rows (the product's metadata, the shot's image, id ``<id>#2``...)."""
+    extra = catalog.items.set_index("id").loc[views["id"]].reset_index()
+    extra["image"] = views["image"].to_numpy()
+    extra["id"] = [f"{pid}#{n}" for pid, n in zip(views["id"], views.groupby("id").cumcount() + 2, strict=True)]
+    return extra
+
+
+def _as_catalog(catalog: Catalog, items: pd.DataFrame) -> Catalog:
+    """``items`` validated as a catalog with ``catalog``'s folder and allowed image roots, so a shot's
+    path is confined exactly as a product's is."""
+    return catalog_from_frame(items, catalog.root, catalog.source, catalog.image_roots)
+
+
 def gallery_with_views(catalog: Catalog, views_csv: Path | str) -> tuple[Catalog, np.ndarray]:
     """All images of all products as one catalog (extra shots get ids ``<id>#2``...), plus the
     owning product id of each row."""
     views = read_views(catalog, views_csv)
-    extra = catalog.items.set_index("id").loc[views["id"]].reset_index()
-    extra["image"] = views["image"].to_numpy()
-    extra["id"] = [f"{pid}#{n}" for pid, n in zip(views["id"], views.groupby("id").cumcount() + 2, strict=True)]
-    gallery = catalog_from_frame(pd.concat([catalog.items, extra], ignore_index=True), catalog.root, catalog.source)
+    gallery = _as_catalog(catalog, pd.concat([catalog.items, _view_rows(catalog, views)], ignore_index=True))
     owner = np.array(list(catalog.ids) + list(views["id"]), dtype=object)
     return gallery, owner
 
@@ -382,9 +393,9 @@ def photo_to_product(
     variants = {"default": {}, "image": {"weight": 1.0}, "colour0": {"colour_weight": 0.0}}
     ranked: dict[str, list[np.ndarray]] = {m: [] for m in variants}
     relevant: dict[str, list[np.ndarray]] = {m: [] for m in variants}
-    for pid, image in zip(views["id"], views["image"], strict=True):
-        # Resolved as the multi-view gallery resolves it: relative to the catalog's folder.
-        path = Path(image) if Path(image).is_absolute() else catalog.root / image
+    shots = _as_catalog(catalog, _view_rows(catalog, views))  # paths confined as the gallery's are
+    for j, pid in enumerate(views["id"]):
+        path = shots.image_path(j)
         for m, kw in variants.items():
             res = rec.recommend(image=path, k=kmax, **kw)
             ranked[m].append(np.array([r.position for r in res.items]))

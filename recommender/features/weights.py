@@ -34,8 +34,11 @@ def find_keras_weights(backbone: str, models_dir: Path | None = None) -> Path | 
     """The ``*_notop.h5`` weights in ``models/`` or the Keras cache, if present."""
     name = KERAS_WEIGHT_FILES[backbone]
     for folder in (Path(models_dir or MODELS_DIR), keras_cache_dir()):
-        if (folder / name).is_file():
-            return folder / name
+        try:
+            if (folder / name).is_file():
+                return folder / name
+        except OSError:  # e.g. ~/.keras owned by another account: not usable here, look no further there
+            continue
     return None
 
 

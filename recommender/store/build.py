@@ -28,6 +28,7 @@ from recommender.features.images import load_for_model
 from recommender.store.artifacts import ArtifactStore, StoredEmbeddings, file_sha256
 
 log = logging.getLogger(__name__)
+MAX_SKIPPED_LOGGED = 20  # per build; every skipped image stays in BuildReport.skipped
 Progress = Callable[[int, int], None]
 
 CHECKPOINT_EVERY = 1024  # images: ~5 MB of 1280-d vectors per chunk, ~20 s of work on 2 cores
@@ -297,8 +298,12 @@ def build_embeddings(
                 store.compact(stored)
             except OSError as exc:  # the chunks are all saved; merging them can wait for the next build
                 log.warning("could not merge cache chunks in %s (%s)", report.cache_dir, exc.strerror or exc)
-    for p in report.skipped:
+    # Name the first few; a catalog without images (metadata only) would otherwise log one line per product.
+    for p in report.skipped[:MAX_SKIPPED_LOGGED]:
         log.warning("skipped %s: %s (%s)", p.id, p.reason, p.path)
+    if len(report.skipped) > MAX_SKIPPED_LOGGED:
+        log.warning("... and %d more skipped (the build report lists them all)",
+                    len(report.skipped) - MAX_SKIPPED_LOGGED)
     report.seconds = time.perf_counter() - t0
     return vectors, has_image, report, loaded
 
