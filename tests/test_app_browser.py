@@ -110,8 +110,15 @@ def page(server, browser):
     page.goto(url)
     expect(page.get_by_role("heading", name="Find similar products")).to_be_visible()
     expect(page.get_by_role("button", name="More like this").first).to_be_visible()
+    settled(page)
     yield page
     page.close()
+
+
+def settled(page) -> None:
+    """Wait until the script run is over: until then Streamlit still shows the previous run's elements,
+    and a download button from that run points at a media file the run's end deletes."""
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
 
 
 def no_errors(page) -> None:
@@ -176,6 +183,7 @@ def test_upload_a_photo_in_a_real_browser(page, tmp_path):
     more = page.get_by_role("button", name="More like this")
     expect(more).to_have_count(12)
     expect(page.get_by_text("Query: uploaded image", exact=False)).to_be_visible()
+    settled(page)
     no_errors(page)
 
     # Let the images finish loading, then keep the picture for the README (the app's defaults).
@@ -198,6 +206,9 @@ def test_upload_a_photo_in_a_real_browser(page, tmp_path):
 
     # A product image downloads as a re-encoded image, not the file's bytes.
     page.get_by_text("Details").first.click()
+    settled(page)
+    # The expander animates open; a click during the animation lands on whatever slides under it.
+    page.wait_for_function("() => document.getAnimations().length === 0")
     with page.expect_download() as download:
         page.get_by_role("button", name="Download image").first.click()
     data = Path(download.value.path()).read_bytes()
