@@ -1,4 +1,4 @@
-"""``python -m recommender import | serve | reindex``: the service's commands (registered by ``register``).
+"""``python -m recommender import | serve | reindex | gc``: the service's commands (registered by ``register``).
 
 Only argparse and the standard library at module level, so ``--help`` stays instant.
 """
@@ -54,6 +54,23 @@ def cmd_reindex(args) -> int:
     return 0 if drift.in_sync else 1
 
 
+def cmd_gc(args) -> int:
+    from recommender.catalog.media import MediaStore
+    from recommender.catalog.sql import CatalogRepository
+    from recommender.errors import RecommenderError
+
+    if args.grace_hours < 0:
+        raise RecommenderError("--grace-hours must be >= 0")
+    s = _settings(args)
+    repo = CatalogRepository.from_url(s.url)
+    # The referenced set is read before the folder is listed: a file written after this read is
+    # younger than the grace period, so a concurrent PUT's image is never taken.
+    garbage = MediaStore(s.media_dir).collect_garbage(repo.referenced_images(), grace_s=args.grace_hours * 3600,
+                                                      dry_run=args.dry_run)
+    print(garbage.summary())
+    return 0
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
@@ -78,7 +95,7 @@ def cmd_serve(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``import``, ``serve`` and ``reindex`` to the ``python -m recommender`` parser."""
+    """Add ``import``, ``serve``, ``reindex`` and ``gc`` to the ``python -m recommender`` parser."""
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--settings", type=Path, help="settings file (KEY=value lines; RECOMMENDER_* variables win)")
@@ -97,6 +114,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes (each holds the vectors in memory)")
     common(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("gc", help="remove stored images no product uses any more (and files a killed write left)")
+    p.add_argument("--grace-hours", type=float, default=1.0,
+                   help="keep files younger than this, which an in-flight write may still name (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="only report what would be removed")
+    common(p)
+    p.set_defaults(func=cmd_gc)
 
     p = sub.add_parser("reindex", help="embed what the database has and the vector cache lacks; report drift")
     common(p)

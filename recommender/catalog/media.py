@@ -16,6 +16,9 @@ import os
 import re
 import struct
 import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -27,6 +30,24 @@ from recommender.features.uploads import sniff_format
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WebP": ".webp"}
 MEDIA_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 _NAME = re.compile(r"^[0-9a-f]{64}\.(jpg|png|webp)$")
+GC_GRACE_S = 3600.0  # a PUT stores its file before its row commits: younger files are never collected
+
+
+@dataclass(frozen=True)
+class MediaGarbage:
+    """What :meth:`MediaStore.collect_garbage` found (and removed unless it was a dry run)."""
+
+    orphans: list[str]
+    temporaries: list[str]
+    bytes_freed: int
+    kept_young: int
+    dry_run: bool
+
+    def summary(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        return (f"media: {verb} {len(self.orphans)} unreferenced image(s) and {len(self.temporaries)} leftover "
+                f"temporary file(s), {self.bytes_freed / 1e6:.1f} MB; {self.kept_young} unreferenced file(s) "
+                f"younger than the grace period kept")
 
 
 def check_decodes(data: bytes, max_pixels: int = MAX_PIXELS) -> None:
@@ -88,6 +109,42 @@ class MediaStore:
     def flush() -> None:
         """Make every file written so far durable (one ``sync`` instead of an fsync per file)."""
         os.sync()
+
+    def collect_garbage(self, referenced: Iterable[tuple[str, str]], grace_s: float = GC_GRACE_S,
+                        dry_run: bool = False) -> MediaGarbage:
+        """Remove stored images no product names and ``.tmp`` files a killed write left behind.
+
+        ``referenced`` is every ``(sha256, ext)`` the database holds. Only files older than ``grace_s``
+        go: a concurrent PUT writes its file before committing the row that names it. Only names this
+        store writes are touched (two-hex-digit folders, hash names); anything else in the folder stays.
+        """
+        if grace_s < 0:
+            raise ValueError("grace period must be >= 0 seconds")
+        keep = {f"{sha}{ext}" for sha, ext in referenced if sha and ext}
+        cutoff = time.time() - grace_s
+        orphans: list[str] = []
+        temporaries: list[str] = []
+        freed = young = 0
+        if not self.root.is_dir():
+            return MediaGarbage(orphans, temporaries, 0, 0, dry_run)
+        for folder in sorted(self.root.iterdir()):
+            if folder.is_symlink() or not folder.is_dir() or not re.fullmatch(r"[0-9a-f]{2}", folder.name):
+                continue
+            for f in sorted(folder.iterdir()):
+                temporary = f.name.startswith(".") and f.name.endswith(".tmp")
+                if f.is_symlink() or not f.is_file() or not (temporary or _NAME.match(f.name)):
+                    continue
+                if not temporary and (f.name in keep or not f.name.startswith(folder.name)):
+                    continue
+                stat = f.stat()
+                if stat.st_mtime > cutoff:
+                    young += 1
+                    continue
+                (temporaries if temporary else orphans).append(f"{folder.name}/{f.name}")
+                freed += stat.st_size
+                if not dry_run:
+                    f.unlink(missing_ok=True)
+        return MediaGarbage(orphans, temporaries, freed, young, dry_run)
 
     def read(self, sha256: str, ext: str) -> bytes:
         path = self.path(sha256, ext)

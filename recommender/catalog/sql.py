@@ -254,6 +254,13 @@ class CatalogRepository:
             rows = list(s.scalars(select(Product).where(*where).order_by(Product.id).limit(limit).offset(offset)))
         return rows, total
 
+    def referenced_images(self) -> set[tuple[str, str]]:
+        """Every ``(image_sha256, image_ext)`` a product row names (what the media folder must keep)."""
+        with self.session() as s:
+            rows = s.execute(select(Product.image_sha256, Product.image_ext).distinct()
+                             .where(Product.image_sha256.is_not(None))).all()
+        return {(sha, ext) for sha, ext in rows if sha and ext}
+
     def changes_since(self, revision: int) -> tuple[int, dict[str, set[str]]]:
         """``(newest revision, {product id: ops since revision})``."""
         with self.session() as s:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -81,3 +83,61 @@ def test_settings_file_is_read_and_environment_wins(tmp_path, monkeypatch):
     assert (s.api_keys, s.max_limit, s.public_reads) == (["from-file"], 7, False)
     monkeypatch.setenv("RECOMMENDER_MAX_LIMIT", "9")
     assert load_settings(f).max_limit == 9
+
+
+def _age(path, seconds: float) -> None:
+    import os
+    import time
+
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def test_gc_removes_only_old_unreferenced_images_the_store_wrote(env, small_dir, capsys, tmp_path):
+    from recommender.catalog.media import MediaStore
+
+    assert main(["import", "--catalog", str(small_dir / "catalog.csv"), "--data-dir", str(env)]) == 0
+    repo = CatalogRepository.from_url(f"sqlite:///{env / 'catalog.db'}")
+    media = env / "media"
+    kept = {f.relative_to(media) for f in media.rglob("*") if f.is_file()}
+    # One product is deleted: its image is garbage once old enough; another one's image is still in use.
+    gone = repo.get("laptop")
+    gone_file = media / MediaStore.relative_name(gone.image_sha256, gone.image_ext)
+    repo.delete(["laptop"])
+    # A killed write's temporary, a file this store did not write, and a symlink out of the folder.
+    leftover = gone_file.parent / ".abc123.tmp"
+    leftover.write_bytes(b"half")
+    foreign = media / "notes.txt"
+    foreign.write_text("an operator's file")
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(gone_file.read_bytes())
+    link = gone_file.parent / ("0" * 64 + ".jpg")
+    link.symlink_to(outside)
+    for f in media.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            _age(f, 2 * 3600)
+
+    # A dry run lists and removes nothing.
+    assert main(["gc", "--data-dir", str(env), "--dry-run"]) == 0
+    assert "would remove 1 unreferenced image(s) and 1 leftover temporary" in capsys.readouterr().out
+    assert gone_file.exists() and leftover.exists()
+
+    assert main(["gc", "--data-dir", str(env)]) == 0
+    assert "removed 1 unreferenced image(s) and 1 leftover temporary" in capsys.readouterr().out
+    assert not gone_file.exists() and not leftover.exists()
+    assert foreign.exists() and link.is_symlink() and outside.exists()
+    still = {f.relative_to(media) for f in media.rglob("*") if f.is_file() and not f.is_symlink()} - {Path("notes.txt")}
+    assert still == kept - {gone_file.relative_to(media)}
+    for p in repo.all():  # every product's image is still served
+        assert (media / MediaStore.relative_name(p.image_sha256, p.image_ext)).is_file()
+
+
+def test_gc_keeps_a_young_unreferenced_file_and_refuses_a_negative_grace(env, small_dir, capsys):
+    assert main(["import", "--catalog", str(small_dir / "catalog.csv"), "--data-dir", str(env)]) == 0
+    repo = CatalogRepository.from_url(f"sqlite:///{env / 'catalog.db'}")
+    repo.delete(["laptop"])  # its file was written seconds ago: an in-flight PUT could be naming it
+    assert main(["gc", "--data-dir", str(env)]) == 0
+    out = capsys.readouterr().out
+    assert "removed 0 unreferenced image(s)" in out and "1 unreferenced file(s) younger than the grace" in out
+    assert main(["gc", "--data-dir", str(env), "--grace-hours", "-1"]) == 2
+    assert "--grace-hours must be >= 0" in capsys.readouterr().err
