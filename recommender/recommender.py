@@ -239,9 +239,11 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         if self.image_index_ is None or len(rows) < 2:
             return None
         probes = rows[np.random.default_rng(0).permutation(len(rows))[:DEFAULT_PROBES]]
-        scores, ids = self.image_index_.search(vectors[probes], 2)
-        other = np.where(ids[:, 0] == probes, scores[:, 1], scores[:, 0])
-        return other[np.isfinite(other)]
+        _, ids = self.image_index_.search(vectors[probes], 2)
+        other = np.where(ids[:, 0] == probes, ids[:, 1], ids[:, 0])
+        found = other >= 0
+        # Scored with our own vectors: an index over a reduced copy returns approximate cosines.
+        return np.einsum("ij,ij->i", vectors[probes[found]], vectors[other[found]]).astype(np.float32)
 
     def _projection_labels(self, catalog: Catalog) -> np.ndarray:
         col = self.label_projection

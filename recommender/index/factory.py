@@ -18,10 +18,15 @@ from recommender.index.exact import ExactIndex
 #: (31 ms at 100k), while HNSW stays near 1 ms; below 20k the exact scan is fast enough, needs no build
 #: (an HNSW build costs ~1 s per 10k vectors on these 2 cores) and is exact, filters included.
 AUTO_EXACT_MAX = 20_000
+#: ``"auto"`` above :data:`AUTO_EXACT_MAX` searches a PCA-reduced copy (``"hnsw_pca"``) when vectors are wider
+#: than this: the graph then holds ~0.5 KB per vector instead of a second full copy (9 KB at 2280-d), and the
+#: façade re-scores its candidates with the full vectors (docs/index.md, "Reduced vectors").
+AUTO_REDUCE_ABOVE_DIM = 512
 
 _BACKENDS: dict[str, type[VectorIndex]] = {"exact": ExactIndex}
 #: kind -> "module:Class", imported on first use (keeps hnswlib out of a small catalog's process).
 _LAZY: dict[str, str] = {"hnsw": "recommender.index.hnsw:HNSWIndex"}
+_LAZY["hnsw_pca"] = "recommender.index.reduced:ReducedHNSWIndex"
 _LAZY["milvus"] = "recommender.index.milvus:MilvusIndex"  # optional extra: requirements-milvus.txt
 
 
@@ -47,10 +52,13 @@ def backend_class(kind: str) -> type[VectorIndex]:
     return _BACKENDS[kind]
 
 
-def resolve_kind(kind: str, expected_size: int = 0) -> str:
-    """The concrete kind ``make_index`` would build: ``"auto"`` -> ``"exact"`` or ``"hnsw"`` by size."""
+def resolve_kind(kind: str, expected_size: int = 0, dim: int = 0) -> str:
+    """The concrete kind ``make_index`` would build: ``"auto"`` -> ``"exact"`` below :data:`AUTO_EXACT_MAX`
+    products, else ``"hnsw_pca"`` for vectors wider than :data:`AUTO_REDUCE_ABOVE_DIM`, else ``"hnsw"``."""
     if kind == "auto":
-        return "exact" if expected_size < AUTO_EXACT_MAX else "hnsw"
+        if expected_size < AUTO_EXACT_MAX:
+            return "exact"
+        return "hnsw_pca" if dim > AUTO_REDUCE_ABOVE_DIM else "hnsw"
     backend_class(kind)
     return kind
 
@@ -58,13 +66,14 @@ def resolve_kind(kind: str, expected_size: int = 0) -> str:
 def make_index(kind: str, dim: int, expected_size: int = 0) -> VectorIndex:
     """A new empty index of ``kind`` for ``dim``-dimensional vectors, sized for ``expected_size`` of them.
 
-    ``"auto"`` picks by ``expected_size`` (the catalog's size): exact below :data:`AUTO_EXACT_MAX`, else HNSW.
+    ``"auto"`` picks by ``expected_size`` (the catalog's size) and ``dim``: see :func:`resolve_kind`.
     """
     if not isinstance(kind, str):
         raise ValueError(f"index kind must be a string, got {kind!r}")
     if int(dim) < 1:
         raise ValueError(f"dim must be >= 1, got {dim}")
-    return backend_class(resolve_kind(kind, expected_size))(int(dim), expected_size=max(int(expected_size), 0))
+    return backend_class(resolve_kind(kind, expected_size, int(dim)))(int(dim),
+                                                                      expected_size=max(int(expected_size), 0))
 
 
 # Kept for callers that imported the tuple; ``index_kinds()`` also lists registered backends.
