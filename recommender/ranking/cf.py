@@ -123,7 +123,8 @@ class CollaborativeFilter(BaseEstimator):
         rows = pd.Index(self.user_ids_).get_indexer(frame["user_id"])
         cols = self.item_index_.get_indexer(frame["item_id"])
         weight = frame["kind"].str.lower().map(self.kind_weights_).fillna(OTHER_KIND_WEIGHT).to_numpy(np.float32)
-        keep = (rows >= 0) & (cols >= 0) & (weight > 0)
+        # a weight of 0 (a quantity or rating of 0) is no interaction, as when quantities were summed
+        keep = (rows >= 0) & (cols >= 0) & (weight > 0) & (frame["weight"].to_numpy() > 0)
         cells = pd.DataFrame({"r": rows[keep], "c": cols[keep], "w": weight[keep]}).groupby(["r", "c"])["w"].max()
         m = sp.csr_matrix((cells.to_numpy(np.float32), (cells.index.get_level_values(0),
                                                         cells.index.get_level_values(1))),
@@ -251,6 +252,15 @@ class CollaborativeFilter(BaseEstimator):
         ids, scores = self.co_bought_.similar_items(int(position), N=k + 1)
         keep = (ids != position) & (scores > 0)
         return np.asarray(ids[keep][:k], dtype=int), np.asarray(scores[keep][:k], dtype=np.float32)
+
+    def also_bought_ids(self, item: str, k: int = 10) -> list[tuple[str, float]]:
+        """:meth:`also_bought` by product id: ``(id, cosine)`` best first; empty for a product nobody bought
+        together with another one, or one the model does not know."""
+        pos = int(self.item_index_.get_indexer([str(item)])[0])
+        if pos < 0 or not self.has_interactions_[pos]:
+            return []
+        positions, scores = self.also_bought(pos, k)
+        return [(str(self.item_ids_[p]), float(s)) for p, s in zip(positions, scores, strict=True)]
 
     def co_purchases(self, position: int, others: np.ndarray) -> np.ndarray:
         """How many customers bought ``position`` together with each of ``others``."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -102,6 +103,23 @@ def test_event_log_ids_are_contiguous_in_commit_order_and_text_is_stored_verbati
     assert newest == 703 and len(got) == 700 and set(got.frame["user_id"]) == {SQLISH}
     assert list(got.frame["timestamp"][:2]) == [1_300_000_000, 1_300_000_001]
     assert elog.count() == 703 and elog.since(703) == (703, None)
+    repo.engine.dispose()
+
+
+def test_concurrent_writers_get_disjoint_contiguous_id_ranges(db_url):
+    repo = CatalogRepository.from_url(db_url)
+    elog = EventLog(repo.engine)
+
+    def write(worker: int) -> list[tuple[int, int]]:
+        return [elog.append(events(5, user=f"w{worker}-{i}")) for i in range(8)]
+
+    with ThreadPoolExecutor(4) as pool:
+        ranges = [r for rs in pool.map(write, range(4)) for r in rs]
+    assert sorted(i for first, last in ranges for i in range(first, last + 1)) == list(range(1, 161))
+    newest, got = elog.since(0)
+    users = list(got.frame["user_id"])
+    assert newest == 160 and len(users) == 160
+    assert all(len(set(users[k:k + 5])) == 1 for k in range(0, 160, 5))  # each batch stored whole, in one range
     repo.engine.dispose()
 
 
