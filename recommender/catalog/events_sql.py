@@ -151,9 +151,11 @@ class EventSync:
     def catch_up(self, live) -> int:
         """Apply every committed event after the watermark (incrementally); returns how many were applied."""
         with self._lock:
+            if not live.has_customers:  # nothing to apply them to (yet): keep the watermark where it is
+                return 0
             newest, events = self.log.since(self.watermark)
             applied = 0
-            if events is not None and live.has_customers:
+            if events is not None:
                 events = _applicable(live.recommender, events)
                 if events is not None:
                     live.add_events(events)
