@@ -198,3 +198,55 @@ def test_hostile_events_are_refused_whole_and_nothing_is_stored(db_url, retail_s
         assert (stored["user_id"], stored["kind"]) == (SQLISH, "view")
         assert {"interactions", "products"} <= set(inspect(svc.live.repo.engine).get_table_names())
         assert svc.live.repo.count() == len(items)
+
+
+def test_two_server_processes_agree_and_a_kill_9_loses_no_acknowledged_event(retail_slice, tmp_path):
+    """Real ``serve`` processes on one database: an event acknowledged by one is in the other's next answer,
+    and still there after the first is killed with SIGKILL and started again."""
+    import signal
+    import subprocess
+    import sys
+
+    from api_helpers import API_KEY, free_port
+    from test_serve_process import REPO, wait_ready
+
+    root, users, items = retail_slice
+    data = tmp_path / "data"
+    env = {**os.environ, "RECOMMENDER_API_KEY": API_KEY, "RECOMMENDER_CACHE_DIR": str(root / "cache"),
+           "RECOMMENDER_BACKBONE": "efficientnet_lite0", "RECOMMENDER_IMAGE_ROOT": str(root),
+           "RECOMMENDER_SEED_CATALOG": str(root / "catalog.parquet"), "RECOMMENDER_SYNC_INTERVAL_S": "0.2",
+           "RECOMMENDER_INTERACTIONS": str(root / "interactions.parquet"),
+           "RECOMMENDER_CF_PARAMS": json.dumps(SMALL_CF)}
+    env.pop("RECOMMENDER_DATABASE_URL", None)
+    procs: list[subprocess.Popen] = []
+
+    def start():
+        port = free_port()
+        procs.append(subprocess.Popen([sys.executable, "-m", "recommender", "serve", "--port", str(port),
+                                       "--data-dir", str(data)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE))
+        return procs[-1], f"http://127.0.0.1:{port}"
+
+    try:
+        (pa, ua), (pb, ub) = start(), start()
+        a, b = wait_ready(pa, ua), wait_ready(pb, ub)
+        body = [{"user_id": "two-procs", "item_id": i} for i in items[5:8]]
+        assert a.post("/v1/events", json=body, headers=AUTH).status_code == 200
+        pa.send_signal(signal.SIGKILL)
+        pa.wait(timeout=30)
+        got = b.get("/v1/users/two-procs/recommendations", params={"limit": 4})
+        assert got.status_code == 200, got.text
+        assert len(got.json()["results"]) == 4 and not {h["id"] for h in got.json()["results"]} & set(items[5:8])
+        pc, uc = start()
+        c = wait_ready(pc, uc)
+        again = c.get("/v1/users/two-procs/recommendations", params={"limit": 4})
+        # refitted from scratch on file + stored events (not the incremental state): same history, same exclusions
+        assert again.status_code == 200, again.text
+        assert again.json()["notes"][0] == got.json()["notes"][0] == "3 product(s) in this customer's history"
+        assert len(again.json()["results"]) == 4
+        assert not {h["id"] for h in again.json()["results"]} & set(items[5:8])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
