@@ -25,6 +25,7 @@ from app_widgets import (  # noqa: E402 - after the path line above
     FILTER_COLUMNS,
     about_panel,
     attribute_line,
+    bought_together_line,
     colour_widget,
     diversity_widget,
     filter_widgets,
@@ -234,6 +235,7 @@ def query_widgets(f: dict, catalog: Catalog) -> dict | None:
             description = str(catalog.items["description"].iat[pos])
             if description:
                 st.markdown(md(textwrap.shorten(description, 320, placeholder=" …")))
+            bought_together_line(bought_together(item, catalog))
             card = card_image(str(catalog.image_path(pos)), pos, catalog)
             preview = card["picture"] if card else None
             caption = str(catalog.items["name"].iat[pos])
@@ -250,6 +252,13 @@ def query_widgets(f: dict, catalog: Catalog) -> dict | None:
         with right:
             st.image(preview, caption=caption, width="stretch")
     return query
+
+
+def bought_together(item_id: str, catalog: Catalog) -> list[str]:
+    """Up to 4 products bought with ``item_id`` when the catalog has an interactions file beside it."""
+    from app_customer import bought_together_names  # collaborative filtering: see app_customer.py
+
+    return bought_together_names(CATALOG_PATH, catalog, item_id)
 
 
 # -- the page --------------------------------------------------------------------------------
@@ -311,7 +320,8 @@ def main() -> None:
     except RecommenderError as exc:
         st.error(str(exc), icon=":material/error:")
         return
-    results(res, catalog, filters, f["currency"], card_image, more_like, text_query=mode == "text")
+    results(res, catalog, filters, f["currency"], card_image, more_like, text_query=mode == "text",
+            bought_together=lambda item_id: bought_together(item_id, catalog))
 
 
 if __name__ == "__main__":

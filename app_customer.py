@@ -17,9 +17,10 @@ import streamlit as st
 
 from recommender import Filters, RecommenderError
 from recommender.catalog.interactions import load_interactions
-from recommender.catalog.loader import DEMO_CATALOG, load_catalog
+from recommender.catalog.loader import DEMO_CATALOG, Catalog, load_catalog
 from recommender.cli_cf import INTERACTION_FILES
 from recommender.ranking.blend import DEFAULT_WEIGHT_CF, CustomerRecommender
+from recommender.ranking.cf import CollaborativeFilter
 
 RETAIL_CATALOG = DEMO_CATALOG.parents[1] / "online-retail" / "catalog.parquet"
 HISTORY_ROWS = 15
@@ -80,6 +81,33 @@ def bought_together_strip(rec: CustomerRecommender, item_id: str, k: int = 6) ->
         with col, st.container(border=True):
             st.markdown(f"**{name.title()}**")
             st.caption(f"id {pid} · co-purchase cosine {score:.2f}")
+
+
+@st.cache_resource(show_spinner=False)
+def bought_together_model(catalog_path: str) -> CollaborativeFilter | None:
+    """Co-purchases for the product cards: the item-item side of CF alone (the popularity model: no factors to
+    fit, seconds on Online Retail); None when the catalog has no usable interactions file."""
+    try:
+        catalog = load_catalog(catalog_path)
+        interactions = load_interactions(interactions_path(catalog_path), catalog)
+        return CollaborativeFilter(algorithm="popularity", trend_weight=0.0).fit(interactions, catalog.ids)
+    except RecommenderError:
+        return None
+
+
+def bought_together_names(catalog_path: str, catalog: Catalog, item_id: str, k: int = 4) -> list[str]:
+    """Names of up to ``k`` products customers bought together with ``item_id`` (none without co-purchases)."""
+    model = bought_together_model(catalog_path)
+    if model is None:
+        return []
+    names = catalog.items["name"]
+    out = []
+    for pid, _ in model.also_bought_ids(item_id, k):
+        try:
+            out.append(str(names.iat[catalog.position(pid)]))
+        except KeyError:  # a product that left the catalog since
+            continue
+    return out
 
 
 def customer_page() -> None:

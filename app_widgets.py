@@ -184,8 +184,14 @@ def about_panel(rec: HybridRecommender, f: dict) -> None:
 
 
 # -- the results -------------------------------------------------------------------------------
+def bought_together_line(names: list[str]) -> None:
+    """The "Bought together" strip of a product card: names of what its buyers also bought (nothing if none)."""
+    if names:
+        st.caption(":material/shopping_basket: **Bought together:** " + " · ".join(md(n) for n in names))
+
+
 def result_card(rank: int, r: Recommendation, catalog: Catalog, currency: str, card_image: Callable,
-                more_like: Callable) -> None:
+                more_like: Callable, bought_together: Callable | None = None) -> None:
     item = catalog.items.iloc[r.position]
     path = catalog.image_path(r.position)
     with st.container(border=True):
@@ -200,6 +206,8 @@ def result_card(rank: int, r: Recommendation, catalog: Catalog, currency: str, c
         st.progress(min(max(r.image_contribution, 0.0), 1.0), text=f"image {r.image_contribution:.2f}")
         st.progress(min(max(r.metadata_contribution, 0.0), 1.0), text=f"metadata {r.metadata_contribution:.2f}")
         st.caption(f":material/lightbulb: {md(r.why())}")
+        if bought_together is not None:
+            bought_together_line(bought_together(r.id))
         st.button("More like this", key=f"more_{r.id}", on_click=more_like, args=(r.id,),
                   icon=":material/search:", width="stretch")
         with st.expander("Details"):
@@ -212,7 +220,7 @@ def result_card(rank: int, r: Recommendation, catalog: Catalog, currency: str, c
 
 
 def results(res: Recommendations, catalog: Catalog, filters: Filters, currency: str, card_image: Callable,
-            more_like: Callable, text_query: bool = False) -> None:
+            more_like: Callable, text_query: bool = False, bought_together: Callable | None = None) -> None:
     head, button = st.columns([4, 1], vertical_alignment="bottom")
     with head:
         st.subheader(count(len(res), "result"))
@@ -242,4 +250,4 @@ def results(res: Recommendations, catalog: Catalog, filters: Filters, currency: 
         row = res.items[start:start + GRID_COLUMNS]
         for rank, (col, r) in enumerate(zip(st.columns(GRID_COLUMNS), row, strict=False), start + 1):
             with col:
-                result_card(rank, r, catalog, currency, card_image, more_like)
+                result_card(rank, r, catalog, currency, card_image, more_like, bought_together)

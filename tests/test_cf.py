@@ -231,3 +231,34 @@ def test_an_empty_answer_says_why(fitted):
     none = fitted.recommend("12347", filters=Filters(price_max=-1.0))
     assert len(none) == 0 and none.empty_reason == "no product matches the filters"
     assert fitted.recommend("12347", filters=Filters(price_min=1e6)).empty_reason == "no product matches the filters"
+
+
+def test_kind_weights_leave_purchases_binary_and_make_a_view_a_weaker_signal(retail):
+    catalog, interactions, _ = retail
+    few = interactions.subset(interactions.frame["user_id"].isin(interactions.users[:200]).to_numpy())
+    purchases_only = small_cf(algorithm="popularity").fit(few, catalog.ids)
+    binary = (few.matrix(catalog.ids) > 0).astype(np.float32)  # what the model used before kinds were weighted
+    assert (purchases_only.user_items_ != binary).nnz == 0  # Online Retail: purchases only, nothing changes
+    user = few.users[0]
+    seen, bought_too = catalog.ids[0], catalog.ids[1]
+    extra = interactions_from_frame(pd.DataFrame({
+        "user_id": [user, user, user, "viewer"], "item_id": [seen, bought_too, bought_too, seen],
+        "kind": ["View", "view", "purchase", "view"], "timestamp": [1323500000] * 4}), catalog)
+    mixed = interactions_from_frame(pd.concat([few.frame, extra.frame], ignore_index=True), catalog)
+    cf = small_cf(algorithm="popularity").fit(mixed, catalog.ids)
+    row, pos = cf.user_row(user), catalog.position
+    assert cf.user_items_[row, pos(seen)] == pytest.approx(0.3)  # a view only (kinds are case-blind)
+    assert cf.user_items_[row, pos(bought_too)] == 1.0  # viewed, then bought: the strongest kind counts
+    ignore_views = small_cf(algorithm="popularity", kind_weights="view:0").fit(mixed, catalog.ids)
+    assert not ignore_views.knows("viewer") or ignore_views.user_items_[ignore_views.user_row("viewer")].nnz == 0
+    assert ignore_views.user_items_[ignore_views.user_row(user), pos(seen)] == 0
+    # incremental updates keep the strongest kind too: buying what was only viewed lifts the cell to 1
+    cf.partial_fit(interactions_from_frame(pd.DataFrame({
+        "user_id": [user], "item_id": [seen], "kind": ["purchase"], "timestamp": [1323600000]}), catalog))
+    assert cf.user_items_[row, pos(seen)] == 1.0
+    cf.partial_fit(interactions_from_frame(pd.DataFrame({
+        "user_id": [user], "item_id": [seen], "kind": ["view"], "timestamp": [1323700000]}), catalog))
+    assert cf.user_items_[row, pos(seen)] == 1.0
+    for bad in ("view", "view:-1", "view:nan", ":2", {"cart": "lots"}, {"view": True}, 3):
+        with pytest.raises(RecommenderError, match="kind_weights"):
+            small_cf(kind_weights=bad).fit(few, catalog.ids)

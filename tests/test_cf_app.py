@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -44,3 +45,37 @@ def test_customer_mode_reports_missing_interactions_in_one_message(monkeypatch, 
     at.run()
     assert not at.exception
     assert "no interactions file" in at.error[0].value
+
+
+def _strips(block) -> list[str]:
+    return [c.value for c in block.caption if "Bought together" in c.value]
+
+
+def test_product_cards_show_what_was_bought_together_only_when_it_was(monkeypatch, tmp_path):
+    """Product mode on a small shop with purchases beside its catalog: the picked product and the result cards
+    carry a "Bought together" strip (at most 4 names) exactly when customers bought them with something else."""
+    names = {"cake": "Cake stand", "doily": "Paper doilies", "cups": "Cake cups", "tin": "Cake tin",
+             "knife": "Cake knife", "box": "Cake box", "lone": "Cake lamp", "never": "Cake poster"}
+    pd.DataFrame({"id": list(names), "name": list(names.values()), "image": ""}).to_csv(tmp_path / "catalog.csv",
+                                                                                        index=False)
+    baskets = {"u1": ["cake", "doily", "cups"], "u2": ["cake", "doily"], "u3": ["cake", "tin", "knife"],
+               "u4": ["cake", "box"], "u5": ["lone"]}  # "lone": bought, never with anything; "never": not bought
+    pd.DataFrame([{"user_id": u, "item_id": i, "timestamp": "2011-12-01"} for u, items in baskets.items()
+                  for i in items]).to_csv(tmp_path / "interactions.csv", index=False)
+    monkeypatch.setenv("RECOMMENDER_CATALOG", str(tmp_path / "catalog.csv"))
+    monkeypatch.delenv("RECOMMENDER_INTERACTIONS", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["product"] = "cake"
+    at.run()
+    assert not at.exception and not at.error
+    query_card = at.columns[0]  # the picked product: name, attributes, description, strip
+    [strip] = _strips(query_card)
+    shown = [n for n in names.values() if n in strip]
+    assert len(shown) == 4 and "Paper doilies" in shown  # five co-bought products, the four closest shown
+    assert "Cake stand" not in shown and "Cake lamp" not in shown and "Cake poster" not in shown
+    card_strips = _strips(at)[1:]
+    assert card_strips and all("Cake lamp" not in s for s in card_strips)  # result cards carry their own
+    for item in ("lone", "never"):
+        at.selectbox(key="product").set_value(item).run()
+        assert not at.exception and at.selectbox(key="product").value == item
+        assert _strips(at.columns[0]) == []

@@ -43,6 +43,7 @@ class Service:
         self.settings = settings
         self.live = live
         self.load_error: str | None = None
+        self.events = None  # the customer events' watermark (catalog.events_sql.EventSync) once fitted
         self.query_slots = threading.BoundedSemaphore(settings.max_concurrent_queries)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -65,11 +66,14 @@ class Service:
             self.live = live
         if not self.live.loaded:
             self.live.load()
-        if s.interactions and self.live.interactions is None:
+        if self.live.interactions is None and self.live.recommender is not None:
+            from recommender.catalog.events_sql import has_events, open_customer_model
             from recommender.ranking.cf import CollaborativeFilter
 
-            self.live.set_interactions(s.interactions, cf=CollaborativeFilter(**s.cf_params))
-            log.warning("customer model fitted on %s (%d interactions)", s.interactions, len(self.live.interactions))
+            if s.interactions or has_events(self.live.repo.engine):  # the file and/or the database's events
+                self.events = open_customer_model(self.live, s.interactions, CollaborativeFilter(**s.cf_params))
+                log.warning("customer model fitted on %s + %d stored event(s) (%d interactions)",
+                            s.interactions or "no file", self.events.watermark, len(self.live.interactions))
         return self
 
     def open_in_background(self) -> None:
@@ -90,6 +94,8 @@ class Service:
         while not self._stop.wait(self.settings.sync_interval_s):
             try:
                 self.live.sync()
+                if self.events is not None:
+                    self.events.catch_up(self.live)
             except Exception as exc:  # noqa: BLE001 - keep polling; /ready shows the error
                 log.warning("sync failed: %s", exc)
 

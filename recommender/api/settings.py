@@ -49,7 +49,8 @@ class ApiSettings(BaseSettings):
                                         "at once per worker (more wait their turn: no thrashing of the cores)")
     sync_interval_s: float = Field(0.5, gt=0, description="how often a worker applies writes other workers took")
     interactions: str = Field("", description="customer interactions file (.csv/.parquet) fitted at start for "
-                              "/v1/users/{id}/recommendations and /v1/events ('' = no customer endpoints)")
+                              "/v1/users/{id}/recommendations and /v1/events, plus the events stored in the "
+                              "database ('' = the stored events only; neither = no customer endpoints)")
     cf_params: dict[str, float | int | str | bool] = Field(
         default_factory=dict, description='CollaborativeFilter parameters as JSON, e.g. {"factors": 64}')
 

@@ -11,15 +11,18 @@
   re-solves that customer's factors (implicit's ``partial_fit_users``) without a full retrain; item
   factors stay as they are until the next scheduled :meth:`~CollaborativeFilter.fit`.
 
-Preferences are binary (bought or not; a quantity of 24 is not 24 times the liking), which measured
-better than quantities on Online Retail (docs/cf.md). ``implicit`` is imported lazily.
+Preferences do not count quantities (a quantity of 24 is not 24 times the liking: binary measured better
+than quantities on Online Retail, docs/cf.md), but they do weigh the *kind* of interaction: a customer who
+only viewed a product says less than one who bought it. Each (customer, product) cell is the largest
+:data:`DEFAULT_KIND_WEIGHTS` weight of its interactions (purchase and rating 1, cart 0.6, view 0.3; other
+kinds 1), so a file of purchases only gives the binary matrix. ``implicit`` is imported lazily.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,6 +34,10 @@ from recommender.errors import QueryError, RecommenderError
 
 log = logging.getLogger(__name__)
 ALGORITHMS = ("als", "bpr", "knn-cosine", "knn-bm25", "popularity")
+# Confidence of one interaction by its kind (a priori, not tuned: the data sets at hand hold one kind each).
+# A purchase or a rating is the full signal; putting in the cart, half way; a view, a weak hint.
+DEFAULT_KIND_WEIGHTS = {"purchase": 1.0, "rating": 1.0, "cart": 0.6, "view": 0.3}
+OTHER_KIND_WEIGHT = 1.0  # kinds the mapping does not name count as purchases (as before kinds were weighted)
 DAY = 86_400
 
 
@@ -43,6 +50,9 @@ class CollaborativeFilter(BaseEstimator):
         or ``"popularity"`` (customers per product; a baseline).
     factors, regularization, iterations, alpha: ALS/BPR hyper-parameters (BPR also ``learning_rate``).
     neighbours: item-kNN ``K``, and the co-purchase neighbours kept for "also bought".
+    kind_weights: confidence per interaction kind, a mapping or text ``"view:0.3,cart:0.6"`` (kinds not named
+        keep :data:`DEFAULT_KIND_WEIGHTS`, then 1); each (customer, product) takes its strongest kind.
+        A weight of 0 ignores that kind.
     trend_weight: share of the behaviour score given to the trend (customers per product over the last
         ``trend_fraction`` of the interactions), after both are min-max normalised per customer.
         0 = the model alone.
@@ -58,6 +68,7 @@ class CollaborativeFilter(BaseEstimator):
         alpha: float = 1.0,
         learning_rate: float = 0.01,
         neighbours: int = 20,
+        kind_weights: str | Mapping[str, float] | None = None,
         trend_weight: float = 0.7,
         trend_fraction: float = 0.05,
         random_state: int = 0,
@@ -70,6 +81,7 @@ class CollaborativeFilter(BaseEstimator):
         self.alpha = alpha
         self.learning_rate = learning_rate
         self.neighbours = neighbours
+        self.kind_weights = kind_weights
         self.trend_weight = trend_weight
         self.trend_fraction = trend_fraction
         self.random_state = random_state
@@ -85,12 +97,15 @@ class CollaborativeFilter(BaseEstimator):
             raise RecommenderError(f"trend_weight must be between 0 and 1, got {self.trend_weight}")
         if len(interactions) == 0:
             raise RecommenderError("no interactions to learn from")
+        self.kind_weights_ = parse_kind_weights(self.kind_weights)
         self.item_ids_ = np.asarray(item_ids, dtype=object)
         self.item_index_ = pd.Index(self.item_ids_)
         self.user_ids_ = interactions.users
         self.user_index_ = {u: i for i, u in enumerate(self.user_ids_)}
-        self.user_items_ = _binary(interactions.matrix(self.item_ids_, self.user_ids_))
-        self.item_users_count_ = np.asarray(self.user_items_.sum(axis=0)).ravel()
+        self.user_items_ = self._confidence(interactions)
+        if self.user_items_.nnz == 0:
+            raise RecommenderError("no interactions to learn from: every kind present has weight 0")
+        self.item_users_count_ = np.asarray((self.user_items_ > 0).sum(axis=0)).ravel()
         self.has_interactions_ = self.item_users_count_ > 0
         self.last_timestamp_ = int(interactions.frame["timestamp"].max())
         self.trend_ = self._trend(interactions)
@@ -101,6 +116,21 @@ class CollaborativeFilter(BaseEstimator):
             self.co_bought_ = self._implicit_knn("knn-cosine")
             self.co_bought_.fit(self.user_items_, show_progress=False)
         return self
+
+    def _confidence(self, interactions: Interactions) -> sp.csr_matrix:
+        """``users x items``: the strongest kind weight of each pair's interactions (0 = none)."""
+        frame = interactions.frame
+        rows = pd.Index(self.user_ids_).get_indexer(frame["user_id"])
+        cols = self.item_index_.get_indexer(frame["item_id"])
+        weight = frame["kind"].str.lower().map(self.kind_weights_).fillna(OTHER_KIND_WEIGHT).to_numpy(np.float32)
+        # a weight of 0 (a quantity or rating of 0) is no interaction, as when quantities were summed
+        keep = (rows >= 0) & (cols >= 0) & (weight > 0) & (frame["weight"].to_numpy() > 0)
+        cells = pd.DataFrame({"r": rows[keep], "c": cols[keep], "w": weight[keep]}).groupby(["r", "c"])["w"].max()
+        m = sp.csr_matrix((cells.to_numpy(np.float32), (cells.index.get_level_values(0),
+                                                        cells.index.get_level_values(1))),
+                          shape=(len(self.user_ids_), len(self.item_ids_)), dtype=np.float32)
+        m.sort_indices()
+        return m
 
     def _trend(self, interactions: Interactions) -> np.ndarray:
         """Distinct customers per product over the most recent ``trend_fraction`` of the interactions,
@@ -167,8 +197,9 @@ class CollaborativeFilter(BaseEstimator):
         if n_users > self.user_items_.shape[0]:
             self.user_items_ = sp.vstack([self.user_items_, sp.csr_matrix(
                 (n_users - self.user_items_.shape[0], len(self.item_ids_)), dtype=np.float32)], format="csr")
-        added = _binary(interactions.matrix(self.item_ids_, self.user_ids_))
-        self.user_items_ = _binary(self.user_items_ + added)
+        added = self._confidence(interactions)
+        self.user_items_ = sp.csr_matrix(self.user_items_.maximum(added), dtype=np.float32)
+        self.user_items_.sort_indices()
         self._item_users = None
         rows = np.unique(added.nonzero()[0])
         if self.algorithm == "als" and len(rows):
@@ -222,10 +253,19 @@ class CollaborativeFilter(BaseEstimator):
         keep = (ids != position) & (scores > 0)
         return np.asarray(ids[keep][:k], dtype=int), np.asarray(scores[keep][:k], dtype=np.float32)
 
+    def also_bought_ids(self, item: str, k: int = 10) -> list[tuple[str, float]]:
+        """:meth:`also_bought` by product id: ``(id, cosine)`` best first; empty for a product nobody bought
+        together with another one, or one the model does not know."""
+        pos = int(self.item_index_.get_indexer([str(item)])[0])
+        if pos < 0 or not self.has_interactions_[pos]:
+            return []
+        positions, scores = self.also_bought(pos, k)
+        return [(str(self.item_ids_[p]), float(s)) for p, s in zip(positions, scores, strict=True)]
+
     def co_purchases(self, position: int, others: np.ndarray) -> np.ndarray:
         """How many customers bought ``position`` together with each of ``others``."""
         if getattr(self, "_item_users", None) is None or self._item_users.shape != self.user_items_.shape:
-            self._item_users = self.user_items_.tocsc()  # column slices are cheap in CSC
+            self._item_users = _binary(self.user_items_).tocsc()  # customers, whatever the kind; CSC: cheap columns
         col = self._item_users[:, [int(position)]]
         return np.asarray((self._item_users[:, np.asarray(others, dtype=int)].T @ col).todense()).ravel()
 
@@ -254,6 +294,34 @@ def minmax_rows(x: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     ok = np.isfinite(span) & (span > 0)
     out = np.where(ok & cand, (x - np.where(ok, lo, 0)) / np.where(ok, span, 1), 0.0)
     return out.astype(np.float32)
+
+
+def parse_kind_weights(spec: str | Mapping[str, float] | None) -> dict[str, float]:
+    """:data:`DEFAULT_KIND_WEIGHTS` updated by ``spec`` (a mapping or ``"view:0.3,cart:0.6"``); kinds lower-cased."""
+    weights = dict(DEFAULT_KIND_WEIGHTS)
+    if spec is None or spec == "":
+        return weights
+    if isinstance(spec, str):
+        pairs = []
+        for part in spec.split(","):
+            kind, sep, value = part.partition(":")
+            if not sep or not kind.strip():
+                raise RecommenderError(f"kind_weights: {part.strip()!r} is not kind:weight (e.g. 'view:0.3,cart:0.6')")
+            pairs.append((kind, value))
+    elif isinstance(spec, Mapping):
+        pairs = list(spec.items())
+    else:
+        raise RecommenderError(f"kind_weights must be a mapping or 'kind:weight,...' text, got {type(spec).__name__}")
+    for kind, value in pairs:
+        try:
+            w = float(value)
+        except (TypeError, ValueError):
+            w = float("nan")
+        if isinstance(value, bool) or not np.isfinite(w) or w < 0:
+            raise RecommenderError(f"kind_weights: the weight of {str(kind).strip()!r} must be a finite number >= 0, "
+                                   f"got {value!r}")
+        weights[str(kind).strip().lower()] = w
+    return weights
 
 
 def _binary(m: sp.csr_matrix) -> sp.csr_matrix:

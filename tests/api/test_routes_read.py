@@ -21,7 +21,7 @@ def test_stats_counts_products_vectors_and_names_the_backbone(demo_client):
     s = demo_client.get("/v1/stats").json()
     assert s["products"] == 89 and s["vectors"] == 89 and s["products_without_image"] == 0
     assert s["backbone"] == "efficientnet_lite0" and s["index_kind"] == "exact"
-    assert s["database"] == "sqlite" and s["schema_revision"] == "0001"
+    assert s["database"] == "sqlite" and s["schema_revision"] == "0002"
     assert s["revision"] == s["applied_revision"] >= 1
 
 

@@ -22,7 +22,7 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
 def _reset_postgres(url: str) -> None:
     engine = make_engine(url)
     with engine.begin() as conn:
-        for table in ("changes", "products", "catalog_state", "alembic_version"):
+        for table in ("interactions", "interaction_state", "changes", "products", "catalog_state", "alembic_version"):
             conn.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
     engine.dispose()
 
@@ -45,9 +45,9 @@ def row(pid: str, **kw) -> ProductRow:
 
 
 def test_migration_creates_schema_at_head_and_is_idempotent(repo):
-    assert schema_revision(repo.engine) == "0001"
+    assert schema_revision(repo.engine) == "0002"
     migrate(repo.engine)  # a second start must not fail or change anything
-    assert schema_revision(repo.engine) == "0001"
+    assert schema_revision(repo.engine) == "0002"
     assert repo.revision() == 0 and repo.count() == 0
 
 

@@ -62,6 +62,8 @@ def user_recommendations(
     _check_limit(limit, service)
     filters = _filters(category, sub_category, brand, colour, price_min, price_max)
     rec = _customers(live, service)
+    if service.events is not None:  # events other workers committed since this one last looked
+        service.events.catch_up(live)
     with service.query_slots:
         result = rec.recommend_for_user(user_id, k=limit, weight_cf=weight_cf, filters=filters,
                                         exclude_bought=exclude_bought)
@@ -73,7 +75,8 @@ def user_recommendations(
 def add_events(body: EventIn | list[EventIn], live: LiveDep, service: ServiceDep) -> EventsOut:
     """Record interactions (one or a list) and update those customers' recommendations at once (incremental,
     no retrain). Validated as the interactions loader validates files; errors name the events (first = 1).
-    Held in memory by this worker (lost on restart, not shared between workers)."""
+    Committed to the catalog database in one transaction before the answer: every worker applies them before
+    its next customer answer, and the next start fits on them."""
     events = body if isinstance(body, list) else [body]
     if not events:
         raise HTTPException(422, "no events given")
@@ -85,6 +88,7 @@ def add_events(body: EventIn | list[EventIn], live: LiveDep, service: ServiceDep
     table = {c: [r.get(c) for r in rows] for c in columns}
     if "weight" in table:
         table["weight"] = [1.0 if w is None else w for w in table["weight"]]
-    added = live.add_events(table)
+    # Without an event log (a live catalog given its interactions directly) events stay in this worker's memory.
+    added = service.events.record(live, table) if service.events is not None else live.add_events(table)
     return EventsOut(accepted=len(added), users=sorted(set(added.frame["user_id"])),
                      interactions=len(live.interactions))
