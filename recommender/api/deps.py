@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
+import time
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -44,6 +45,7 @@ class Service:
         self.live = live
         self.load_error: str | None = None
         self.events = None  # the customer events' watermark (catalog.events_sql.EventSync) once fitted
+        self._cf_fit = (0.0, 0, 0)  # (monotonic time, event watermark, catalog revision) of the last full CF fit
         self.query_slots = threading.BoundedSemaphore(settings.max_concurrent_queries)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -67,14 +69,38 @@ class Service:
         if not self.live.loaded:
             self.live.load()
         if self.live.interactions is None and self.live.recommender is not None:
-            from recommender.catalog.events_sql import has_events, open_customer_model
-            from recommender.ranking.cf import CollaborativeFilter
+            from recommender.catalog.events_sql import has_events
 
             if s.interactions or has_events(self.live.repo.engine):  # the file and/or the database's events
-                self.events = open_customer_model(self.live, s.interactions, CollaborativeFilter(**s.cf_params))
-                log.warning("customer model fitted on %s + %d stored event(s) (%d interactions)",
-                            s.interactions or "no file", self.events.watermark, len(self.live.interactions))
+                self.refit_customers()
         return self
+
+    def refit_customers(self) -> None:
+        """Fit the customer model afresh on the interactions file plus every stored event (new products and
+        item factors included), then swap it in; incremental events carry on from its watermark."""
+        from recommender.catalog.events_sql import open_customer_model
+        from recommender.ranking.cf import CollaborativeFilter
+
+        s = self.settings
+        revision = self.live.repo.revision()
+        self.events = open_customer_model(self.live, s.interactions, CollaborativeFilter(**s.cf_params))
+        self._cf_fit = (time.monotonic(), self.events.watermark, revision)
+        log.warning("customer model fitted on %s + %d stored event(s) (%d interactions)",
+                    s.interactions or "no file", self.events.watermark, len(self.live.interactions))
+
+    def _customers_due(self) -> bool:
+        """A shop's first stored events, or a scheduled refit once events or products changed since the last."""
+        from recommender.catalog.events_sql import EventLog, has_events
+
+        if self.live.recommender is None:
+            return False
+        if self.events is None:
+            return has_events(self.live.repo.engine)
+        interval = self.settings.cf_refit_interval_s
+        fitted_at, watermark, revision = self._cf_fit
+        if not interval or time.monotonic() - fitted_at < interval:
+            return False
+        return EventLog(self.live.repo.engine).newest() > watermark or self.live.repo.revision() != revision
 
     def open_in_background(self) -> None:
         def run() -> None:
@@ -94,6 +120,8 @@ class Service:
         while not self._stop.wait(self.settings.sync_interval_s):
             try:
                 self.live.sync()
+                if self._customers_due():
+                    self.refit_customers()
                 if self.events is not None:
                     self.events.catch_up(self.live)
             except Exception as exc:  # noqa: BLE001 - keep polling; /ready shows the error

@@ -171,3 +171,4 @@ class EventsOut(BaseModel):
     accepted: int
     users: list[str] = Field(description="customers whose recommendations were updated")
     interactions: int = Field(description="interactions held in memory now (file + events)")
+    note: str | None = Field(None, description="set when the events were stored but not applied yet")

@@ -51,6 +51,10 @@ class ApiSettings(BaseSettings):
     interactions: str = Field("", description="customer interactions file (.csv/.parquet) fitted at start for "
                               "/v1/users/{id}/recommendations and /v1/events, plus the events stored in the "
                               "database ('' = the stored events only; neither = no customer endpoints)")
+    cf_refit_interval_s: float = Field(3600.0, ge=0, description="full refit of the customer model (new products, "
+                                       "item factors) at most this often when events or products changed since "
+                                       "the last fit; events apply incrementally between refits (0 = only at "
+                                       "start and reindex)")
     cf_params: dict[str, float | int | str | bool] = Field(
         default_factory=dict, description='CollaborativeFilter parameters as JSON, e.g. {"factors": 64}')
 

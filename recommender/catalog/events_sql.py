@@ -118,12 +118,12 @@ def validate_events(rec, table: dict | pd.DataFrame) -> Interactions:
     """Validate new events against a fitted recommender's customer model, as the loader validates files
     (a missing timestamp is now); items removed or replaced since the fit are refused. Nothing is applied."""
     customers = getattr(rec, "customers_", None)
-    if customers is None:
-        raise QueryError("no interactions fitted: call fit_interactions(...) first")
+    # Before any customer model exists (a shop's first events) they are checked against the live products.
+    catalog = rec.catalog_ if customers is None else customers.catalog_
     df = pd.DataFrame(table).copy()
     stamp = int(time.time())
     df["timestamp"] = stamp if "timestamp" not in df.columns else df["timestamp"].where(df["timestamp"].notna(), stamp)
-    events = interactions_from_frame(df, customers.catalog_, rows_are="event")
+    events = interactions_from_frame(df, catalog, rows_are="event")
     removed = sorted({i for i in events.frame["item_id"] if not rec._is_live(i)})
     if removed:
         raise QueryError(f"{len(removed)} item id(s) no longer in the catalog: {', '.join(removed[:5])}")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -115,13 +117,40 @@ def test_a_new_customer_gets_recommendations_after_their_first_events(client, re
     assert len(got) == 5 and not set(got) & set(items[:3])
 
 
-def test_without_interactions_the_customer_endpoints_answer_409(retail_slice, tmp_path_factory):
-    root = retail_slice[0]
-    with _client(root, tmp_path_factory.mktemp("api-no-cf")) as c:
-        r = c.get(f"/v1/users/{retail_slice[1][0]}/recommendations")
+def test_without_interactions_the_first_events_start_a_customer_model(retail_slice, tmp_path_factory):
+    root, users, items = retail_slice
+    with _client(root, tmp_path_factory.mktemp("api-no-cf"), cf_refit_interval_s=0) as c:
+        r = c.get(f"/v1/users/{users[0]}/recommendations")
         assert r.status_code == 409 and "RECOMMENDER_INTERACTIONS" in r.json()["detail"]
-        r = c.post("/v1/events", json={"user_id": "u", "item_id": retail_slice[2][0]}, headers=AUTH)
-        assert r.status_code == 409
+        # Hostile first events are refused whole and store nothing: still no customer model on the way.
+        for bad in ([{"user_id": "u", "item_id": "no-such-product"}],
+                    [{"user_id": "u", "item_id": items[0], "weight": -1}],
+                    [{"user_id": "u", "item_id": items[0], "timestamp": "yesterday"}]):
+            assert c.post("/v1/events", json=bad, headers=AUTH).status_code == 422
+        assert c.get(f"/v1/users/{users[0]}/recommendations").status_code == 409
+        # A shop's first purchases: stored at once (202), learned from by the model the worker fits next.
+        first = [{"user_id": u, "item_id": i} for u in ("a", "b", "c") for i in items[:4]]
+        first += [{"user_id": "a", "item_id": items[5]}, {"user_id": "b", "item_id": items[5]},
+                  {"user_id": "d", "item_id": items[0]}]
+        r = c.post("/v1/events", json=first, headers=AUTH)
+        assert r.status_code == 202, r.text
+        assert r.json()["accepted"] == len(first) and "stored" in r.json()["note"]
+        deadline = time.monotonic() + 60
+        while (r := c.get("/v1/users/d/recommendations", params={"limit": 5})).status_code == 503:
+            assert time.monotonic() < deadline, "the customer model was not fitted from the stored events"
+            time.sleep(0.2)
+        got = _ids(r)
+        assert items[0] not in got  # already bought
+        bought_name = c.get(f"/v1/products/{items[0]}").json()["name"]
+        assert all(h["because"] for h in r.json()["results"])  # every hit explains itself, from d's purchase
+        assert any(bought_name in reason for h in r.json()["results"] for reason in h["because"])
+        # From now on events apply incrementally, as with an interactions file.
+        assert c.post("/v1/events", json={"user_id": "e", "item_id": items[5]}, headers=AUTH).status_code == 200
+
+
+def test_configured_but_not_fitted_yet_answers_503(retail_slice, tmp_path_factory):
+    root = retail_slice[0]
+    with _client(root, tmp_path_factory.mktemp("api-cf-wait")) as c:
         # configured but not fitted yet (the loader thread is still at it): 503 and not ready, not 409
         service = c.app.state.service
         service.settings = service.settings.model_copy(update={"interactions": str(root / "interactions.parquet")})
@@ -129,6 +158,29 @@ def test_without_interactions_the_customer_endpoints_answer_409(retail_slice, tm
         assert r.status_code == 503 and r.headers["retry-after"] == "2"
         assert c.get("/ready").status_code == 503 and "customer model" in c.get("/ready").json()["detail"]
 
+
+def test_a_scheduled_refit_takes_in_products_added_after_the_last_fit(retail_slice, tmp_path_factory):
+    root, users, items = retail_slice
+    with _client(root, tmp_path_factory.mktemp("api-cf-refit"), interactions=str(root / "interactions.parquet"),
+                 cf_refit_interval_s=0.5) as c:
+        while c.get("/ready").status_code != 200:
+            time.sleep(0.2)
+        service = c.app.state.service
+        fitted = service._cf_fit
+        body = {"name": "Brand new lantern", "price": 4.5}
+        photo = (Path(__file__).resolve().parents[2] / "data" / "demo" / "images" / "tennis-ball.jpg").read_bytes()
+        r = c.put("/v1/products/new-lantern", headers=AUTH, data={"metadata": json.dumps(body)},
+                  files={"image": ("lantern.jpg", photo, "image/jpeg")})
+        assert r.status_code in (200, 201), r.text
+        deadline = time.monotonic() + 60
+        while service._cf_fit == fitted:  # the catalog changed since the fit: refitted within the interval
+            assert time.monotonic() < deadline, "no scheduled refit after a product was added"
+            time.sleep(0.2)
+        assert "new-lantern" in set(map(str, service.live.recommender.customers_.catalog_.ids))
+        # Events on the new product are taken incrementally now, and the lists still answer.
+        r = c.post("/v1/events", json={"user_id": users[0], "item_id": "new-lantern"}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert _ids(c.get(f"/v1/users/{users[0]}/recommendations", params={"limit": 3}))
 
 
 def test_product_writes_reach_the_customer_lists(client, retail_slice):

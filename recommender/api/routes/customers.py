@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
 from recommender.api.deps import LiveDep, Service, ServiceDep, require_read_key, require_write_key
 from recommender.api.routes.recommend import _check_limit, _filters, _recommender
@@ -36,7 +36,10 @@ def customer_recommendations_out(user_id: str, result) -> CustomerRecommendation
 def _customers(live: LiveCatalog, service: Service):
     rec = _recommender(live)
     if not live.has_customers:
-        if service.settings.interactions:  # configured: still fitting at start, or failed (/ready says)
+        from recommender.catalog.events_sql import has_events
+
+        # configured, or events stored: still fitting (at start, or a shop's first events), or failed (/ready says)
+        if service.settings.interactions or has_events(live.repo.engine):
             detail = (f"customer model failed to load: {service.load_error}" if service.load_error
                       else "the customer model is being fitted")
             raise HTTPException(503, detail, headers={"Retry-After": "2"})
@@ -71,8 +74,9 @@ def user_recommendations(
 
 
 @router.post("/events", response_model=EventsOut, dependencies=[Depends(require_write_key)],
-             responses={401: {}, 403: {}, 409: {"description": "no interactions"}, 413: {}, 422: {}})
-def add_events(body: EventIn | list[EventIn], live: LiveDep, service: ServiceDep) -> EventsOut:
+             responses={202: {"description": "stored: the shop's first events; the customer model is being fitted"},
+                        401: {}, 403: {}, 413: {}, 422: {}})
+def add_events(body: EventIn | list[EventIn], live: LiveDep, service: ServiceDep, response: Response) -> EventsOut:
     """Record interactions (one or a list) and update those customers' recommendations at once (incremental,
     no retrain). Validated as the interactions loader validates files; errors name the events (first = 1).
     Committed to the catalog database in one transaction before the answer: every worker applies them before
@@ -82,12 +86,22 @@ def add_events(body: EventIn | list[EventIn], live: LiveDep, service: ServiceDep
         raise HTTPException(422, "no events given")
     if len(events) > service.settings.max_batch:
         raise HTTPException(413, f"{len(events)} events: over the batch limit of {service.settings.max_batch}")
-    _customers(live, service)
     rows = [e.model_dump(exclude_none=True) for e in events]
     columns = {c for r in rows for c in r}
     table = {c: [r.get(c) for r in rows] for c in columns}
     if "weight" in table:
         table["weight"] = [1.0 if w is None else w for w in table["weight"]]
+    if not live.has_customers and not service.settings.interactions:
+        # A shop's first events: stored now, learned from by the customer model the worker fits next.
+        from recommender.catalog.events_sql import EventLog, validate_events
+
+        stored = validate_events(_recommender(live), table)
+        EventLog(live.repo.engine).append(stored)
+        response.status_code = 202
+        return EventsOut(accepted=len(stored), users=sorted(set(stored.frame["user_id"])), interactions=0,
+                         note=f"stored; the customer model is fitted from the stored events within "
+                              f"{service.settings.sync_interval_s:g} s")
+    _customers(live, service)
     # Without an event log (a live catalog given its interactions directly) events stay in this worker's memory.
     added = service.events.record(live, table) if service.events is not None else live.add_events(table)
     return EventsOut(accepted=len(added), users=sorted(set(added.frame["user_id"])),
