@@ -23,6 +23,7 @@ from recommender.features.metadata import MetadataEncoder
 from recommender.features.postprocess import self_dominant_dba
 from recommender.features.projection import LabelProjection, out_of_fold_similarity
 from recommender.index.factory import make_index
+from recommender.index.persist import index_content_key, load_index, prune_saved_indexes, save_index
 from recommender.live import LiveUpdatesMixin, ReadWriteLock
 from recommender.querying import QueryMixin
 from recommender.ranking.calibration import (
@@ -35,7 +36,7 @@ from recommender.ranking.calibration import (
 from recommender.ranking.filters import AttributeIndex
 from recommender.ranking.hybrid import Filters, HybridRanker
 from recommender.ranking.results import Recommendation, Recommendations
-from recommender.store.build import BuildReport, Progress, build_embeddings, image_hashes
+from recommender.store.build import BuildReport, Progress, build_embeddings, default_cache_dir, image_hashes
 
 if TYPE_CHECKING:
     from recommender.catalog.interactions import Interactions
@@ -225,13 +226,33 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
                             "text": self_match_reference(self.metadata_matrix_, names, probes)}
 
     def _build_index(self, vectors: np.ndarray, has_image: np.ndarray):
-        """The ANN image index, or None where an exact scan of our own vectors is the backend."""
+        """The ANN image index, or None where an exact scan of our own vectors is the backend.
+
+        An in-process ANN is saved under the cache folder keyed by its exact content (the vectors' bytes,
+        their rows, the kind), so a warm fit loads the graph instead of rebuilding it (minutes at 1M).
+        """
         index = make_index(self.index, vectors.shape[1], expected_size=len(vectors))
         if index.kind == "exact":
             return None  # the exact scan reads image_vectors_ directly: no second copy
         rows = np.flatnonzero(has_image)
+        folder = None if index.kind == "milvus" else self._index_folder()
+        key = index_content_key(index, vectors, rows) if folder is not None else None
+        if key is not None:
+            loaded = load_index(folder, key, kind=index.kind, dim=index.dim)
+            if loaded is not None:
+                return loaded
         index.add(rows, vectors[rows])
+        if key is not None:
+            try:
+                save_index(index, folder, key)
+                prune_saved_indexes(folder, keep=key)
+            except OSError as exc:  # a read-only cache still serves: the next fit builds again
+                log.warning("could not save the image index under %s: %s", folder, exc)
         return index
+
+    def _index_folder(self) -> Path | None:
+        return Path(self.cache_dir) / "index" if self.cache_dir else (
+            default_cache_dir(self.catalog_) / "index" if getattr(self, "catalog_", None) is not None else None)
 
     def _index_nearest(self, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
         """Similarity of sampled products to their nearest other product, through the ANN index

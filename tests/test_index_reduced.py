@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -179,3 +181,32 @@ def test_facade_candidate_path_over_the_reduced_index_matches_the_exact_facade(d
         got = [r.id for r in ann.recommend(text=text, k=K).items]
         agree.append(len(set(want) & set(got)) / max(1, len(want)))
     assert np.mean(agree) >= 0.97, np.mean(agree)
+
+
+def test_a_warm_fit_loads_the_saved_graph_and_a_changed_catalog_builds_its_own(demo_catalog, demo_recommender,
+                                                                               monkeypatch, tmp_path):
+    monkeypatch.setattr(reduced, "MIN_FIT_ROWS", 20)
+    monkeypatch.setattr(reduced, "DEFAULT_COMPONENTS", 32)
+    builds = []
+    real_add = ReducedHNSWIndex.add
+    monkeypatch.setattr(ReducedHNSWIndex, "add", lambda self, ids, v: (builds.append(len(ids)), real_add(self, ids, v)))
+    cache = tmp_path / "cache"
+    params = {**{k: v for k, v in demo_recommender.get_params().items() if k != "index"}, "index": "hnsw_pca"}
+    # The vectors come from the session's warm cache; the graph goes into this test's own folder.
+    monkeypatch.setattr(HybridRecommender, "_index_folder", lambda self: cache / "index")
+    first = HybridRecommender(**params).fit(demo_catalog)
+    assert len(builds) == 1 and len(list((cache / "index").iterdir())) == 1
+    second = HybridRecommender(**params).fit(demo_catalog)
+    assert len(builds) == 1, "the warm fit rebuilt the graph instead of loading it"
+    q = demo_recommender.image_vectors_[:5]
+    np.testing.assert_array_equal(first.image_index_.search(q, 5)[1], second.image_index_.search(q, 5)[1])
+    # A changed catalog (one product gone) is other content: its own graph, never the old one.
+    smaller = dataclasses.replace(demo_catalog, items=demo_catalog.items.iloc[1:].reset_index(drop=True),
+                                  _positions={}, _memo={})
+    HybridRecommender(**params).fit(smaller)
+    assert len(builds) == 2 and len(list((cache / "index").iterdir())) == 2
+    # A corrupt save is a miss: rebuilt, never a wrong index.
+    for saved_dir in (cache / "index").iterdir():
+        (saved_dir / "manifest.json").write_text("{broken")
+    HybridRecommender(**params).fit(demo_catalog)
+    assert len(builds) == 3

@@ -80,3 +80,39 @@ def load_index(folder: Path | str, key: str, kind: str | None = None, dim: int |
         log.warning("ignoring the unusable saved index %s (%s); it will be rebuilt", target, exc)
         return None
     return index
+
+
+def index_content_key(index: VectorIndex, vectors, rows) -> str:
+    """A key naming exactly what an index built from ``vectors[rows]`` (labelled ``rows``) would hold.
+
+    Hashes the kind, the backend's parameters, the labels and every vector byte (blake2b: ~1 s per GB),
+    so a different catalog, model, post-processing or parameter can never load another's graph.
+    """
+    import hashlib
+
+    import numpy as np
+
+    params = {k: v for k, v in sorted(vars(index).items())
+              if not k.startswith("_") and not k.endswith("_") and isinstance(v, int | float | str | bool)}
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps({"format": FORMAT, "kind": index.kind, "params": params}, sort_keys=True).encode())
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    h.update(rows.tobytes())
+    for start in range(0, len(rows), 65_536):  # bounded temporaries: a gather of 64k rows at a time
+        h.update(np.ascontiguousarray(vectors[rows[start:start + 65_536]], dtype=np.float32).tobytes())
+    return f"{index.kind}-{h.hexdigest()}"
+
+
+def prune_saved_indexes(folder: Path | str, keep: str, max_kept: int = 3) -> None:
+    """Delete saved indexes under ``folder`` beyond the ``max_kept`` most recently written (``keep`` stays),
+    and temporaries a killed save left behind: a catalog that changes daily does not pile up graphs."""
+    folder = Path(folder)
+    saves = sorted((p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and _KEY.fullmatch(p.name)
+                    and (p / MANIFEST).is_file()), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in [p for p in saves if p.name != keep][max(max_kept - 1, 0):]:
+        shutil.rmtree(old, ignore_errors=True)
+    import time
+
+    for tmp in folder.glob(".*.tmp-*"):  # an hour old: not another process's save in progress
+        if tmp.is_dir() and not tmp.is_symlink() and time.time() - tmp.stat().st_mtime > 3600:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -50,6 +50,16 @@ class PCAReducer(BaseEstimator):
         if dim <= self.n_components:
             self.components_ = np.eye(dim, dtype=np.float32)
             self.explained_ = 1.0
+        elif len(x) < dim:
+            # Fewer rows than dimensions: the n x n Gram matrix's eigenvectors u give the right-singular
+            # vectors x.T u / sqrt(value) (n^2 dim + n^3, against dim^3 for the dim x dim problem).
+            x64 = x.astype(np.float64)
+            values, u = np.linalg.eigh(x64 @ x64.T)
+            top = np.argsort(values)[::-1][: self.n_components]
+            top = top[values[top] > 1e-12 * max(values.max(), 1e-30)]
+            components = (x64.T @ u[:, top]) / np.sqrt(values[top])
+            self.components_ = np.ascontiguousarray(components.T, dtype=np.float32)
+            self.explained_ = float(values[top].sum() / max(values.clip(min=0).sum(), 1e-30))
         else:
             # The eigenvectors of the dim x dim second-moment matrix: cheaper than an SVD of x for n >> dim.
             gram = (x.T.astype(np.float64) @ x) / len(x)
