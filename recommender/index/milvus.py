@@ -121,7 +121,9 @@ class MilvusIndex(VectorIndex):
         except MilvusError:
             raise
         except Exception as exc:  # pymilvus raises MilvusException, gRPC and OS errors alike
-            raise MilvusError(f"cannot open Milvus at {self._shown_uri()}: {_one_line(exc)}") from None
+            hint = (" (milvus-lite opens a .db in one process at a time: is another process using it? "
+                    "Several processes need a Milvus server)") if self.is_local else ""
+            raise MilvusError(f"cannot open Milvus at {self._shown_uri()}: {_one_line(exc)}{hint}") from None
         self._client_obj = client
         return client
 
