@@ -86,6 +86,14 @@ class ApiSettings(BaseSettings):
         except MilvusError as exc:
             raise ValueError(str(exc)) from None
 
+    @field_validator("milvus_collection")
+    @classmethod
+    def _milvus_collection(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", v):
+            raise ValueError("a Milvus collection name is letters, digits and _ (starting with a letter or _), "
+                             "at most 255 characters")
+        return v
+
     @property
     def index_options(self) -> dict[str, object]:
         """What the recommender's index backend is built with (the token stays a SecretStr)."""

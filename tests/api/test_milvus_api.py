@@ -71,6 +71,7 @@ def test_exact_backend_reports_its_size_too(demo_client):
     ({"index_kind": "milvus", "milvus_uri": "ftp://host/x"}, "unsupported Milvus URI"),
     ({"index_kind": "milvus", "milvus_uri": "vectors.txt"}, "ending in .db"),
     ({"index_kind": "milvus", "milvus_uri": "http://user:pw-s3cret@host:19530 and more"}, "unsupported Milvus URI"),
+    ({"index_kind": "milvus", "milvus_collection": "x; drop"}, "collection name"),
 ])
 def test_bad_index_settings_are_one_line_at_start(tmp_path, overrides, message):
     with pytest.raises(RecommenderError) as err:
