@@ -148,6 +148,7 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
             return super().recommend(*args, **kwargs)
         # Milvus: the filters run inside the collection as a boolean expression, not as a list of ids.
         filters = kwargs.get("filters", args[5] if len(args) > 5 else None)
+        filters = filters if isinstance(filters, Filters) else None  # no hint: still correct (an id expression)
         with hint(filters, self.attributes_, self.alive_ & self.has_image_):
             return super().recommend(*args, **kwargs)
 
