@@ -22,7 +22,7 @@ from recommender.features.embedders import ColourEmbedder, ImageEmbedder, has_cl
 from recommender.features.metadata import MetadataEncoder
 from recommender.features.postprocess import self_dominant_dba
 from recommender.features.projection import LabelProjection, out_of_fold_similarity
-from recommender.index.factory import make_index
+from recommender.index.factory import backend_class, make_index
 from recommender.live import LiveUpdatesMixin, ReadWriteLock
 from recommender.querying import QueryMixin
 from recommender.ranking.calibration import (
@@ -243,7 +243,10 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
 
     def _build_index(self, vectors: np.ndarray, has_image: np.ndarray):
         """The ANN image index, or None where an exact scan of our own vectors is the backend."""
-        index = make_index(self.index, vectors.shape[1], expected_size=len(vectors), **(self.index_options or {}))
+        if self.index_options:  # a named backend with its options (Milvus: uri, token, collection)
+            index = backend_class(self.index)(vectors.shape[1], expected_size=len(vectors), **self.index_options)
+        else:
+            index = make_index(self.index, vectors.shape[1], expected_size=len(vectors))
         if index.kind == "exact":
             return None  # the exact scan reads image_vectors_ directly: no second copy
         if hasattr(index, "mirror"):  # a shared, persistent collection (Milvus): catalog and attributes mirrored

@@ -55,18 +55,16 @@ def resolve_kind(kind: str, expected_size: int = 0) -> str:
     return kind
 
 
-def make_index(kind: str, dim: int, expected_size: int = 0, **options: object) -> VectorIndex:
+def make_index(kind: str, dim: int, expected_size: int = 0) -> VectorIndex:
     """A new empty index of ``kind`` for ``dim``-dimensional vectors, sized for ``expected_size`` of them.
 
     ``"auto"`` picks by ``expected_size`` (the catalog's size): exact below :data:`AUTO_EXACT_MAX`, else HNSW.
-    ``options`` go to the backend's constructor (e.g. Milvus's ``uri``, ``token``, ``collection``).
     """
     if not isinstance(kind, str):
         raise ValueError(f"index kind must be a string, got {kind!r}")
     if int(dim) < 1:
         raise ValueError(f"dim must be >= 1, got {dim}")
-    return backend_class(resolve_kind(kind, expected_size))(int(dim), expected_size=max(int(expected_size), 0),
-                                                            **options)
+    return backend_class(resolve_kind(kind, expected_size))(int(dim), expected_size=max(int(expected_size), 0))
 
 
 # Kept for callers that imported the tuple; ``index_kinds()`` also lists registered backends.
