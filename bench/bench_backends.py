@@ -1,6 +1,7 @@
 """Scale-out benchmark: the index backends on one 100k catalog, and the Ray build against the local one.
 
     python bench/bench_backends.py search [--n 100000] [--queries 200] [--cache-dir /tmp/index_bench]
+    python bench/bench_backends.py facade [--n 100000] [--queries 100] [--backends exact,milvus,hnsw]
     python bench/bench_backends.py build  [--catalog data/demo/catalog.csv] [--actors 2]
 
 ``search``: exact (``ExactIndex``), in-process ANN (``HNSWIndex``, hnswlib, the factory's defaults) and
@@ -12,6 +13,10 @@ no filter; a category filter (10%, correlated with the query); a random 1% allow
 ``id in [...]`` expression). Per backend: load time, single-query latency p50 / p99 (one query at a
 time, the serving pattern) with a bootstrap 95% interval on p50, and recall@10 against the exact
 top-10 with a bootstrap 95% interval; ``n`` = number of queries.
+
+``facade``: ``HybridRecommender.recommend`` end to end (candidates from the backend, exact hybrid
+re-scoring) over a synthetic catalog with those image vectors (name, category = class, log-normal price):
+fit time, per-query p50 / p99, and the share of each top-10 equal to the exact backend's.
 
 ``build``: the demo catalog embedded from an empty cache by the local build and by the Ray build
 (local Ray, ``--actors`` model replicas), one after the other in one run, then re-run on the warm cache.
@@ -152,6 +157,73 @@ def cmd_search(args) -> None:
               f"{rec:.3f} [{rlo:.3f}, {rhi:.3f}] |")
 
 
+def cmd_facade(args) -> None:
+    """The façade end to end: ``HybridRecommender.recommend`` on the exact backend and on milvus-lite (and
+    optionally HNSW) over one synthetic catalog with the 100k image vectors of ``search``."""
+    import pandas as pd
+    from bench_index import Tiles, base_vectors
+
+    from recommender import HybridRecommender
+    from recommender.catalog.loader import catalog_from_frame
+    from recommender.evaluation.fashion_mnist import load_fashion_mnist
+    from recommender.ranking.hybrid import Filters
+
+    base = base_vectors(args.cache_dir)
+    _, labels = load_fashion_mnist("test")
+    tiles = Tiles(base, args.n)
+    x = np.concatenate([c for _, c in tiles.chunks()]).astype(np.float32)
+    names = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+    cls = labels[np.arange(args.n) % len(base)]
+    rng = np.random.default_rng(11)
+    price = np.round(rng.lognormal(3.5, 1.0, args.n), 2)
+    frame = pd.DataFrame({"id": [f"p{i}" for i in range(args.n)],
+                          "name": [f"{names[c]} model {i % 997}" for i, c in enumerate(cls)],
+                          "category": [names[c] for c in cls], "price": price, "image": "none.jpg"})
+    catalog = catalog_from_frame(frame, Path(tempfile.gettempdir()))
+    p30 = float(np.percentile(price, 30))
+    conditions = {"none": None, f"price <= {p30:.0f} (30%)": Filters(price_max=p30),
+                  "category (10%)": "category"}
+    items = rng.choice(args.n, args.queries, replace=False)
+    print(f"catalog: {args.n} products, {x.shape[1]}-d image vectors + name/category/price; {args.queries} item "
+          f"queries, k={K}; the façade re-scores candidates exactly (hybrid score, w=0.7)", flush=True)
+    folder = Path(tempfile.mkdtemp(prefix="bench_facade_"))
+    results, rows = {}, []
+    try:
+        for backend in args.backends.split(","):
+            options = {"uri": str(folder / "facade.db")} if backend == "milvus" else None
+            t0 = time.perf_counter()
+            rec = HybridRecommender(index=backend, index_options=options).fit_vectors(catalog, x)
+            load = time.perf_counter() - t0
+            for cond, filters in conditions.items():
+                ids, ms = [], []
+                for i in items:
+                    f = Filters(category=[catalog.items["category"].iat[i]]) if filters == "category" else filters
+                    t1 = time.perf_counter()
+                    got = rec.recommend(item=f"p{i}", k=K, filters=f)
+                    ms.append((time.perf_counter() - t1) * 1e3)
+                    ids.append([r.id for r in got.items])
+                results[backend, cond] = ids
+                truth = results.get(("exact", cond), ids)
+                agree = np.array([len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(ids, truth, strict=True)])
+                ms = np.array(ms)
+                lo, hi = boot_ci(ms, lambda v: np.percentile(v, 50))
+                alo, ahi = boot_ci(agree)
+                rows.append((backend, cond, load, np.percentile(ms, 50), lo, hi, np.percentile(ms, 99), agree.mean(),
+                             alo, ahi))
+                print(f"{backend:7s} {cond:22s} fit {load:6.1f} s  p50 {rows[-1][3]:8.2f} ms [{lo:.2f}, {hi:.2f}]"
+                      f"  p99 {rows[-1][6]:8.2f} ms  top-10 = exact's {agree.mean():.3f}  n={len(ms)}", flush=True)
+            if backend == "milvus":
+                rec.image_index_.close()
+            del rec
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print("\n| backend | filter | fit (s) | recommend p50 ms [95% CI] | p99 ms | top-10 shared with exact [95% CI] |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, cond, load_s, p50, lo, hi, p99, rec, rlo, rhi in rows:
+        print(f"| {name} | {cond} | {load_s:.1f} | {p50:.2f} [{lo:.2f}, {hi:.2f}] | {p99:.2f} | "
+              f"{rec:.3f} [{rlo:.3f}, {rhi:.3f}] |")
+
+
 def cmd_build(args) -> None:
     from recommender import HybridRecommender, load_catalog
     from recommender.store.build import build_embeddings
@@ -190,6 +262,12 @@ def main() -> None:
     p.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "index_bench",
                    help="where bench_index.py caches the 10k base vectors (embedded once if absent)")
     p.set_defaults(func=cmd_search)
+    p = sub.add_parser("facade")
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--queries", type=int, default=100)
+    p.add_argument("--backends", default="exact,milvus", help="comma-separated, exact first: exact,milvus,hnsw")
+    p.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "index_bench")
+    p.set_defaults(func=cmd_facade)
     p = sub.add_parser("build")
     p.add_argument("--catalog", type=Path, default=Path(__file__).resolve().parents[1] / "data/demo/catalog.csv")
     p.add_argument("--actors", type=int, default=2)

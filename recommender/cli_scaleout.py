@@ -91,7 +91,10 @@ def show_index(args, catalog) -> None:
     uri = _milvus_uri(args, catalog)
     stats = collection_stats(uri, args.milvus_token, name)
     if stats is None:
-        print(f"index: milvus {uri}: no collection {name} yet (run: python -m recommender build --index milvus)")
+        from recommender.index.milvus import MilvusIndex
+
+        shown = MilvusIndex(1, uri, "", name).stats_uri()  # credentials in a URL are masked
+        print(f"index: milvus {shown}: no collection {name} yet (run: python -m recommender build --index milvus)")
     else:
         print(f"index: milvus {stats['uri']} collection {stats['collection']}: {stats['size']} vectors, "
               f"{stats['dim']}-d")

@@ -22,7 +22,7 @@ from recommender.features.embedders import ColourEmbedder, ImageEmbedder, has_cl
 from recommender.features.metadata import MetadataEncoder
 from recommender.features.postprocess import self_dominant_dba
 from recommender.features.projection import LabelProjection, out_of_fold_similarity
-from recommender.index.factory import make_index
+from recommender.index.factory import backend_class, make_index
 from recommender.index.persist import index_content_key, load_index, prune_saved_indexes, save_index
 from recommender.live import LiveUpdatesMixin, ReadWriteLock
 from recommender.querying import QueryMixin
@@ -83,7 +83,9 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
     diversity: default MMR diversity in [0, 1] (0 = plain relevance order); see ``recommend``.
     label_projection, projection_mix: opt-in label projection, see :class:`LabelProjection`.
     index: image index backend passed to :func:`~recommender.index.factory.make_index`
-        (``"auto"`` chooses by catalog size; ``"exact"`` scans every row).
+        (``"auto"`` chooses by catalog size; ``"exact"`` scans every row; ``"milvus"`` a Milvus collection).
+    index_options: the backend's options, e.g. ``{"uri": "http://host:19530", "token": SecretStr(...)}``
+        for Milvus (see :class:`~recommender.index.milvus.MilvusIndex`).
     weak_score: a result list whose best calibrated score is below this is flagged ``weak``.
     refit_fraction: live updates re-fit the metadata vocabulary once the rows added or changed since
         the last fit exceed this fraction of the catalog (see :mod:`recommender.live`).
@@ -112,6 +114,7 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         label_projection: str | None = None,
         projection_mix: float = 0.5,
         index: str = "auto",
+        index_options: Mapping[str, object] | None = None,
         weak_score: float = DEFAULT_WEAK_SCORE,
         refit_fraction: float = 0.2,
     ) -> None:
@@ -136,8 +139,21 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         self.label_projection = label_projection
         self.projection_mix = projection_mix
         self.index = index
+        self.index_options = index_options
         self.weak_score = weak_score
         self.refit_fraction = refit_fraction
+
+    def recommend(self, *args, **kwargs) -> Recommendations:
+        hint = getattr(getattr(self, "image_index_", None), "filter_hint", None)
+        if hint is None:
+            return super().recommend(*args, **kwargs)
+        # Milvus: the filters run inside the collection as a boolean expression, not as a list of ids.
+        filters = kwargs.get("filters", args[5] if len(args) > 5 else None)
+        filters = filters if isinstance(filters, Filters) else None  # no hint: still correct (an id expression)
+        with hint(filters, self.attributes_, self.alive_ & self.has_image_):
+            return super().recommend(*args, **kwargs)
+
+    recommend.__doc__ = QueryMixin.recommend.__doc__
 
     # -- fitting -----------------------------------------------------------------------------
     def _image_embedder(self, backbone: str) -> ImageEmbedder:
@@ -174,8 +190,9 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
 
     def _fit_vectors(self, catalog, vectors, colours, has_image, report, embedder) -> HybridRecommender:
         if self.dba_k > 0 and has_image.sum() > 1:
+            knn_kind = "auto" if self.index == "milvus" else self.index  # neighbours in-process, not in a collection
             vectors[has_image] = self_dominant_dba(vectors[has_image], k=self.dba_k, alpha=self.dba_alpha,
-                                                   mix=self.dba_mix, index_kind=self.index)
+                                                   mix=self.dba_mix, index_kind=knn_kind)
         self.label_projection_ = self.projection_labels_ = None
         self.unprojected_vectors_: tuple[np.ndarray, np.ndarray] | None = None
         if self.label_projection:
@@ -231,9 +248,14 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         An in-process ANN is saved under the cache folder keyed by its exact content (the vectors' bytes,
         their rows, the kind), so a warm fit loads the graph instead of rebuilding it (minutes at 1M).
         """
-        index = make_index(self.index, vectors.shape[1], expected_size=len(vectors))
+        if self.index_options:  # a named backend with its options (Milvus: uri, token, collection)
+            index = backend_class(self.index)(vectors.shape[1], expected_size=len(vectors), **self.index_options)
+        else:
+            index = make_index(self.index, vectors.shape[1], expected_size=len(vectors))
         if index.kind == "exact":
             return None  # the exact scan reads image_vectors_ directly: no second copy
+        if hasattr(index, "mirror"):  # a shared, persistent collection (Milvus): catalog and attributes mirrored
+            return index.mirror(self)
         rows = np.flatnonzero(has_image)
         folder = None if index.kind == "milvus" else self._index_folder()
         key = index_content_key(index, vectors, rows) if folder is not None else None
@@ -253,6 +275,10 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
     def _index_folder(self) -> Path | None:
         return Path(self.cache_dir) / "index" if self.cache_dir else (
             default_cache_dir(self.catalog_) / "index" if getattr(self, "catalog_", None) is not None else None)
+
+    def catalog_rows(self, rows: np.ndarray):
+        """Catalog rows (the current catalog, live updates included) by position: a Milvus index's attributes."""
+        return self.catalog_.items.iloc[np.asarray(rows, dtype=np.int64)]
 
     def _index_nearest(self, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
         """Similarity of sampled products to their nearest other product, through the ANN index

@@ -30,6 +30,8 @@ def make_recommender_factory(settings: ApiSettings):
     params = {**settings.model_params, "backbone": settings.backbone, "cache_dir": settings.cache_dir}
     if "index" in known:  # the façade grows an index choice with the scale work
         params["index"] = settings.index_kind
+        if settings.index_options:
+            params["index_options"] = settings.index_options
     return lambda: HybridRecommender(**params)
 
 
@@ -106,7 +108,11 @@ class Service:
         def run() -> None:
             try:
                 self.open()
-            except (RecommenderError, OSError, Exception) as exc:  # noqa: BLE001 - reported by /ready
+            except RecommenderError as exc:  # a known failure (e.g. Milvus unreachable): one line, no traceback
+                log.error("loading the catalog failed: %s", exc)
+                self.load_error = f"{type(exc).__name__}: {exc}"
+                return
+            except (OSError, Exception) as exc:  # noqa: BLE001 - reported by /ready
                 log.exception("loading the catalog failed")
                 self.load_error = f"{type(exc).__name__}: {exc}"
                 return

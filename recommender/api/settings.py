@@ -8,6 +8,7 @@ with no ``RECOMMENDER_API_KEY`` every write is refused.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -35,7 +36,11 @@ class ApiSettings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="write key(s), comma-separated; none = writes refused")
     public_reads: bool = Field(True, description="false = reads need the key too")
     backbone: str = "auto"
-    index_kind: str = "auto"
+    index_kind: str = Field("auto", description="image index: auto | exact | hnsw | milvus")
+    milvus_uri: str = Field("", description="index_kind=milvus: a milvus-lite file (*.db) or a server URL "
+                            "http(s)://host:19530 (default: milvus.db in the cache folder, as the CLI's build)")
+    milvus_token: SecretStr | None = Field(None, description="Milvus server credentials user:password or API key")
+    milvus_collection: str = Field("", description="Milvus collection ('' = one per catalog and backbone)")
     model_params: dict[str, float | int | str | bool] = Field(
         default_factory=dict, description='more HybridRecommender parameters as JSON, e.g. {"dba_k": 0}')
     max_limit: int = Field(100, ge=1, le=10_000, description="largest limit a request may ask for")
@@ -66,6 +71,41 @@ class ApiSettings(BaseSettings):
         if v not in BACKBONE_CHOICES:
             raise ValueError(f"unknown backbone {v!r} (choose from {', '.join(BACKBONE_CHOICES)})")
         return v
+
+    @field_validator("index_kind")
+    @classmethod
+    def _known_index(cls, v: str) -> str:
+        from recommender.index.factory import index_kinds
+
+        if v not in index_kinds():
+            raise ValueError(f"unknown index kind {v!r} (choose from {', '.join(index_kinds())})")
+        return v
+
+    @field_validator("milvus_uri")
+    @classmethod
+    def _milvus_uri(cls, v: str) -> str:
+        from recommender.index.milvus_expr import MilvusError, check_uri
+
+        try:
+            return check_uri(v) if v.strip() else ""
+        except MilvusError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("milvus_collection")
+    @classmethod
+    def _milvus_collection(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", v):
+            raise ValueError("a Milvus collection name is letters, digits and _ (starting with a letter or _), "
+                             "at most 255 characters")
+        return v
+
+    @property
+    def index_options(self) -> dict[str, object]:
+        """What the recommender's index backend is built with (the token stays a SecretStr)."""
+        if self.index_kind != "milvus":
+            return {}
+        return {"uri": self.milvus_uri or str(self.cache_dir / "milvus.db"), "token": self.milvus_token,
+                "collection": self.milvus_collection or None}
 
     @property
     def url(self) -> str:
@@ -108,4 +148,7 @@ def load_settings(settings_file: Path | str | None = None, **overrides) -> ApiSe
         return ApiSettings(_env_file=path, **overrides)
     except ValueError as exc:
         first = str(exc).splitlines()
-        raise RecommenderError(f"invalid settings: {' '.join(first[1:3]) if len(first) > 2 else exc}") from None
+        text = " ".join(" ".join(first[1:3]).split()) if len(first) > 2 else " ".join(str(exc).split())
+        # pydantic appends the rejected value ("input_value='http://user:password@...'"): never echo it
+        text = re.sub(r" ?\[type=.*", "", text)
+        raise RecommenderError(f"invalid settings: {text}") from None

@@ -18,8 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,8 +36,10 @@ from recommender.index.milvus_expr import (
     MilvusError,
     allow_expression,
     attribute_rows,
+    check_uri,
     collection_name,
     filters_expression,
+    hinted_expression,
     quote,
 )
 
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from recommender.catalog.loader import Catalog
+    from recommender.ranking.filters import AttributeIndex, Filters
 
 DEFAULT_URI = "milvus.db"  # a milvus-lite file in the working directory
 ENV_URI = "RECOMMENDER_MILVUS_URI"
@@ -76,12 +81,18 @@ class MilvusIndex(VectorIndex):
                  collection: str | None = None, expected_size: int = 0) -> None:
         super().__init__(dim)
         self.uri = str(uri or os.environ.get(ENV_URI) or DEFAULT_URI)
+        # A pydantic SecretStr (the API settings) is unwrapped here only: its repr stays masked up to this point.
+        token = token.get_secret_value() if hasattr(token, "get_secret_value") else token
         self.token = token if token is not None else os.environ.get(ENV_TOKEN, "")
+        self.collection_given = bool(collection or os.environ.get(ENV_COLLECTION))
         self.collection = collection or os.environ.get(ENV_COLLECTION) or "recommender"
+        #: ``ids -> catalog rows`` giving the scalar fields of an ``add`` without ``attributes`` (live updates).
+        self.attribute_source: Callable[[np.ndarray], pd.DataFrame] | None = None
         if not _NAME.fullmatch(self.collection):
             raise MilvusError(f"invalid Milvus collection name {self.collection!r}: use letters, digits and _ "
                               "(starting with a letter or _), at most 255 characters")
         self._client_obj = None
+        self._hint = threading.local()  # per query thread: the filter being answered (see filter_hint)
 
     # -- connection and collection -----------------------------------------------------------
     @property
@@ -97,23 +108,28 @@ class MilvusIndex(VectorIndex):
         except ImportError:
             raise MilvusError("the Milvus backend needs pymilvus and milvus-lite: "
                               "pip install -r requirements-milvus.txt") from None
+        check_uri(self.uri)
         if self.is_local:
             _quiet_milvus_lite()
-            if not self.uri.endswith(".db"):
-                raise MilvusError(f"a milvus-lite URI is a file ending in .db, got {self.uri!r} "
-                                  "(or give a server URL such as http://localhost:19530)")
-            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-        elif not self.uri.startswith(("http://", "https://", "tcp://", "unix://")):
-            raise MilvusError(f"unsupported Milvus URI {self._shown_uri()!r}: give a .db file or an http(s):// URL")
+            try:
+                Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise MilvusError(f"cannot create the folder of {self.uri}: {_one_line(exc)}") from None
         try:
             client = MilvusClient(uri=self.uri, token=self.token)
             self._ensure_collection(client)
         except MilvusError:
             raise
         except Exception as exc:  # pymilvus raises MilvusException, gRPC and OS errors alike
-            raise MilvusError(f"cannot open Milvus at {self._shown_uri()}: {_one_line(exc)}") from None
+            hint = (" (milvus-lite opens a .db in one process at a time: is another process using it? "
+                    "Several processes need a Milvus server)") if self.is_local else ""
+            raise MilvusError(f"cannot open Milvus at {self._shown_uri()}: {_one_line(exc)}{hint}") from None
         self._client_obj = client
         return client
+
+    def stats_uri(self) -> str:
+        """The URI as shown to people: credentials written into a URL are masked."""
+        return self._shown_uri()
 
     def _shown_uri(self) -> str:
         return re.sub(r"//[^/@]*@", "//***@", self.uri)  # never echo credentials written into a URL
@@ -158,8 +174,10 @@ class MilvusIndex(VectorIndex):
     def add(self, ids: np.ndarray, vectors: np.ndarray, attributes: pd.DataFrame | None = None) -> None:
         """Upsert ``vectors`` under ``ids``; ``attributes`` (catalog rows, same order) fill the scalar fields.
 
-        Without ``attributes``, an id already in the collection keeps the attributes it had (only
-        its vector changes); a new id gets empty attributes, so attribute filters will not select it.
+        Without ``attributes``, they come from :attr:`attribute_source` when set (the recommender's
+        catalog: a live upsert or patch mirrors its scalar fields); otherwise an id already in the
+        collection keeps the attributes it had (only its vector changes) and a new id gets empty
+        attributes, so attribute filters will not select it.
         """
         x = l2_normalise(self._check(vectors))
         ids = check_ids(ids, len(x))
@@ -170,6 +188,8 @@ class MilvusIndex(VectorIndex):
         if not len(ids):
             return
         client = self._client()
+        if attributes is None and self.attribute_source is not None:
+            attributes = self.attribute_source(ids)
         attrs = attribute_rows(attributes) if attributes is not None else self._existing_attributes(ids)
         step = max(1, WRITE_BATCH_BYTES // (4 * self.dim + 256))
         for start in range(0, len(ids), step):
@@ -198,6 +218,20 @@ class MilvusIndex(VectorIndex):
         self.remove(np.flatnonzero(~has_vector))
         self._call("delete", self._client().delete, self.collection, filter=f"id >= {n}")
         self.flush()
+
+    def mirror(self, rec) -> MilvusIndex:
+        """Serve a fitted ``HybridRecommender``'s image side from this collection.
+
+        Names the collection after the catalog and backbone unless one was given, mirrors the
+        catalog into it (item vectors + scalar fields; products that left are deleted), and takes
+        later live updates' attributes from the recommender's catalog.
+        """
+        if not self.collection_given:
+            cache_dir = getattr(rec.build_report_, "cache_dir", None)
+            self.collection = catalog_collection(rec.catalog_, Path(cache_dir).name if cache_dir else rec.backbone_)
+        self.sync_catalog(rec.catalog_, rec.image_vectors_, rec.has_image_)
+        self.attribute_source = rec.catalog_rows
+        return self
 
     def flush(self) -> None:
         """Seal what was written into indexed segments.
@@ -239,10 +273,31 @@ class MilvusIndex(VectorIndex):
             if self.is_local:
                 self.flush()
 
+    @contextmanager
+    def filter_hint(self, filters: Filters | None, attributes: AttributeIndex, present: np.ndarray) -> Iterator[None]:
+        """While active (in this thread), a search whose ``allow`` mask lies within ``filters`` filters
+        by their boolean expression on the scalar fields (minus the few ids the caller also excludes,
+        such as the query item) instead of by a list of allowed ids.
+
+        ``attributes`` and ``present`` (rows in the collection: live, with an image) are the caller's
+        view, used only to check a mask against the hint: a stale hint falls back to the id list.
+        """
+        from recommender.ranking.filters import Filters
+
+        filters = filters or Filters()
+        self._hint.value = (filters_expression(filters), filters.mask(None, attributes) & present)
+        try:
+            yield
+        finally:
+            self._hint.value = None
+
     def search(
         self, q: np.ndarray, k: int, allow: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        expr = "" if allow is None else allow_expression(allow)
+        hint = getattr(self._hint, "value", None)
+        expr = None if allow is None or hint is None else hinted_expression(*hint, allow)
+        if expr is None:
+            expr = "" if allow is None else allow_expression(allow)
         if expr is None:  # nothing allowed: no need to ask Milvus
             n, k = len(self._check_query(q)), self._check_k(k)
             return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
@@ -294,7 +349,13 @@ class MilvusIndex(VectorIndex):
                 self._client_obj = None
 
     def __getstate__(self) -> Mapping[str, object]:
-        return {**self.__dict__, "_client_obj": None}  # a client is a connection: reopen after unpickling
+        # A client is a connection (reopened on use) and the hints are per thread: neither is state.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_client_obj", "_hint")}
+
+    def __setstate__(self, state: Mapping[str, object]) -> None:
+        self.__dict__.update(state)
+        self._client_obj = None
+        self._hint = threading.local()
 
 
 def catalog_collection(catalog: Catalog, backbone_folder: str) -> str:

@@ -32,6 +32,22 @@ class MilvusError(RecommenderError):
     """Milvus cannot be reached, refused a request, or cannot store a value; the message says which."""
 
 
+def check_uri(uri: str) -> str:
+    """``uri`` if Milvus can be reached by it: a milvus-lite file ``*.db`` or a server URL; else :class:`MilvusError`.
+
+    Credentials written into a URL (``http://user:pw@host``) are masked in the message.
+    """
+    uri = str(uri).strip()
+    shown = re.sub(r"//[^/@]*@", "//***@", uri)
+    if "://" in uri:
+        if not re.fullmatch(r"(https?|tcp|unix)://[^\s]+", uri):
+            raise MilvusError(f"unsupported Milvus URI {shown!r}: give a .db file or an http(s):// URL")
+    elif not uri.endswith(".db") or uri == ".db" or "\x00" in uri:
+        raise MilvusError(f"a milvus-lite URI is a file ending in .db, got {shown!r} "
+                          "(or give a server URL such as http://localhost:19530)")
+    return uri
+
+
 def collection_name(catalog_name: str, backbone_folder: str) -> str:
     """A valid Milvus collection name for one catalog + backbone configuration.
 
@@ -121,6 +137,35 @@ def allow_expression(allow: np.ndarray) -> str | None:
         return f"id in [{', '.join(map(str, allowed.tolist()))}]"
     bound = f"id < {len(allow)}"
     return bound if len(denied) == 0 else f"{bound} and id not in [{', '.join(map(str, denied.tolist()))}]"
+
+
+#: A hinted search lists at most this many excluded ids (the query item, rows a text filter dropped);
+#: past it the plain id expression of :func:`allow_expression` is used.
+MAX_HINT_EXCLUSIONS = 1024
+
+
+def hinted_expression(expression: str, selected: np.ndarray, allow: np.ndarray) -> str | None:
+    """``allow`` as ``expression`` (whose matching rows are ``selected``) minus the few rows it excludes.
+
+    The attribute filter then runs in Milvus as what it is, instead of as a list of every allowed
+    id (millions at scale). ``None`` when that would be wrong or long: ``allow`` lets through a
+    row ``selected`` does not (the hint is stale), or it excludes more than
+    :data:`MAX_HINT_EXCLUSIONS` selected rows; the caller then falls back to :func:`allow_expression`.
+    """
+    allow = np.asarray(allow, dtype=bool).ravel()
+    n = max(len(allow), len(selected))
+    a = np.zeros(n, dtype=bool)
+    a[:len(allow)] = allow
+    m = np.zeros(n, dtype=bool)
+    m[:len(selected)] = np.asarray(selected, dtype=bool).ravel()
+    excluded = np.flatnonzero(m & ~a)
+    if (a & ~m).any() or len(excluded) > MAX_HINT_EXCLUSIONS or not a.any():
+        return None
+    parts = [f"({expression})"] if expression else []
+    parts.append(f"id < {len(allow)}")  # ids past the mask are not allowed (VectorIndex contract)
+    if len(excluded):
+        parts.append(f"id not in [{', '.join(map(str, excluded.tolist()))}]")
+    return " and ".join(parts)
 
 
 def attribute_rows(items: pd.DataFrame) -> list[dict[str, object]]:

@@ -6,12 +6,43 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from recommender.api.deps import LiveDep, ServiceDep, require_read_key, require_write_key
 from recommender.api.schemas import Stats
 from recommender.catalog.live import indexed_products
+from recommender.errors import RecommenderError
 
 router = APIRouter()
+
+
+class IndexInfo(BaseModel):
+    """The image index backend; for Milvus, where (credentials masked) and the collection's size."""
+
+    kind: str
+    uri: str | None = None
+    collection: str | None = None
+    size: int | None = None
+    error: str | None = None
+
+
+class ServiceStats(Stats):
+    index: IndexInfo | None = None
+
+
+def index_info(rec) -> IndexInfo | None:
+    """The backend of a fitted recommender; a Milvus collection is asked for its size (one count query)."""
+    if rec is None:
+        return None
+    index = getattr(rec, "image_index_", None)
+    if index is None:
+        return IndexInfo(kind="exact", size=int(rec.has_image_[rec.alive_].sum()))
+    if not hasattr(index, "stats"):
+        return IndexInfo(kind=index.kind, size=int(index.ntotal))
+    try:
+        return IndexInfo(**{k: v for k, v in index.stats().items() if k in IndexInfo.model_fields})
+    except RecommenderError as exc:  # the server went away after start: say so, keep the other figures
+        return IndexInfo(kind=index.kind, uri=index.stats_uri(), collection=index.collection, error=str(exc))
 
 
 @router.get("/health", summary="liveness: the process answers")
@@ -38,8 +69,8 @@ def ready(service: ServiceDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if drift.in_sync else 503)
 
 
-@router.get("/v1/stats", response_model=Stats, dependencies=[Depends(require_read_key)])
-def stats(live: LiveDep, service: ServiceDep) -> Stats:
+@router.get("/v1/stats", response_model=ServiceStats, dependencies=[Depends(require_read_key)])
+def stats(live: LiveDep, service: ServiceDep) -> ServiceStats:
     from recommender.catalog.sql import schema_revision
 
     rec = live.recommender
@@ -53,11 +84,12 @@ def stats(live: LiveDep, service: ServiceDep) -> Stats:
         vectors, index_kind = 0, None
     last = live.last_update
     url = live.repo.engine.url
-    return Stats(products=products, vectors=vectors, products_without_image=products - vectors,
-                 backbone=getattr(rec, "backbone_", None), index_kind=index_kind, revision=revision,
-                 applied_revision=live.applied_revision,
-                 last_update=updated or (datetime.fromtimestamp(last, UTC) if last else None),
-                 database=url.get_backend_name(), schema_revision=schema_revision(live.repo.engine))
+    return ServiceStats(products=products, vectors=vectors, products_without_image=products - vectors,
+                        backbone=getattr(rec, "backbone_", None), index_kind=index_kind, revision=revision,
+                        applied_revision=live.applied_revision,
+                        last_update=updated or (datetime.fromtimestamp(last, UTC) if last else None),
+                        database=url.get_backend_name(), schema_revision=schema_revision(live.repo.engine),
+                        index=index_info(rec))
 
 
 @router.post("/v1/reindex", dependencies=[Depends(require_write_key)], summary="rebuild the vectors from the database",

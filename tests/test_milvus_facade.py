@@ -1,0 +1,182 @@
+"""The façade on the Milvus backend (milvus-lite) answers as the exact backend does, on the demo catalog.
+
+``HybridRecommender(index="milvus")`` takes its image candidates from the collection (filters run inside
+Milvus as a boolean expression on the scalar fields) and re-scores them exactly; live updates (upsert,
+patch, remove) are mirrored into the collection, scalar fields included. Skips where the optional
+``pymilvus``/``milvus-lite`` packages are absent, but fails in CI (``CI=true``).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from recommender import HybridRecommender
+from recommender import querying as querying_module
+from recommender.catalog.loader import DEMO_CATALOG
+from recommender.index.exact import ExactIndex
+from recommender.ranking.hybrid import Filters
+
+if importlib.util.find_spec("pymilvus") is None or importlib.util.find_spec("milvus_lite") is None:
+    reason = "pymilvus and milvus-lite are not installed (pip install -r requirements-milvus.txt)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the Milvus tests: {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+from recommender.index.milvus import MilvusError, MilvusIndex  # noqa: E402
+
+PHOTO = DEMO_CATALOG.parent / "images" / "tennis-ball.jpg"
+FILTERS = [
+    None,
+    Filters(category=["Electronics"]),
+    Filters(category=["Apparel", "sports & outdoor"], price_min=10, price_max=120),  # category + price range
+]
+
+
+def milvus_recommender(demo_recommender, uri) -> HybridRecommender:
+    return HybridRecommender(backbone="efficientnet_lite0", cache_dir=demo_recommender.cache_dir, index="milvus",
+                             index_options={"uri": str(uri)}).fit(demo_recommender.catalog_)
+
+
+@pytest.fixture(scope="module")
+def demo_on_milvus(demo_recommender, tmp_path_factory):
+    rec = milvus_recommender(demo_recommender, tmp_path_factory.mktemp("milvus-facade") / "demo.db")
+    yield rec
+    rec.image_index_.close()
+
+
+@pytest.fixture()
+def through_the_index(monkeypatch):
+    """Every query takes its candidates from the image index (the demo is below the exact-scan limit);
+    returns the Milvus expressions the searches were filtered by."""
+    monkeypatch.setattr(querying_module, "EXACT_SCAN_LIMIT", 0)
+    expressions: list[str] = []
+    search = MilvusIndex.search_filtered
+
+    def spy(self, q, k, expr=""):
+        expressions.append(expr)
+        return search(self, q, k, expr)
+
+    monkeypatch.setattr(MilvusIndex, "search_filtered", spy)
+    return expressions
+
+
+def assert_same_results(got, want, tol=1e-5):
+    """Same products with the same scores in the same order; only products tied on score (the demo has
+    products sharing one picture) may swap places."""
+    g = [(r.id, r.score) for r in got.items]
+    w = [(r.id, r.score) for r in want.items]
+    assert len(g) == len(w), (g, w)
+    np.testing.assert_allclose([s for _, s in g], [s for _, s in w], atol=tol)
+    for p, ((gi, gs), (wi, _)) in enumerate(zip(g, w, strict=True)):
+        if gi != wi:
+            assert any(i == gi and abs(s - gs) <= tol for i, s in w), (p, g, w)
+
+
+def queries(catalog):
+    for item in catalog.ids[::8]:
+        yield {"item": item}
+    yield {"image": PHOTO}
+    yield {"image": PHOTO, "text": "yellow ball"}
+    yield {"text": "black running shoes"}
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=["none", "category", "category+price"])
+def test_same_top10_as_the_exact_backend(demo_recommender, demo_on_milvus, through_the_index, filters):
+    assert demo_recommender.image_index_ is None  # the reference is the exact scan of every row
+    assert demo_on_milvus.image_index_.ntotal == int(demo_recommender.has_image_.sum()) == 89
+    for query in queries(demo_recommender.catalog_):
+        want = demo_recommender.recommend(k=10, filters=filters, **query)
+        got = demo_on_milvus.recommend(k=10, filters=filters, **query)
+        assert len(want.items) > 0 or filters is not None, query
+        assert_same_results(got, want)
+    assert through_the_index, "the Milvus façade never searched its collection"
+    assert not any("id in [" in e for e in through_the_index)  # never a list of every allowed id
+    if filters is not None:  # the filter ran in Milvus on the scalar fields
+        filtered = [e for e in through_the_index if "category like" in e]
+        n_image_queries = sum("text" not in q or "image" in q for q in queries(demo_recommender.catalog_))
+        assert len(filtered) >= n_image_queries  # (a bare photo's metadata inference searches unfiltered too)
+        assert all(("price >= 10" in e) == (filters.price_min is not None) for e in filtered)
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=["none", "category", "category+price"])
+def test_same_candidates_as_an_exact_index_when_few_are_taken(demo_recommender, demo_on_milvus, through_the_index,
+                                                              monkeypatch, filters):
+    """With 12 candidates per side the top-10 depends on *which* image candidates the index returns:
+    Milvus must return the exact index's (this fails if the filter let others through or dropped some)."""
+    monkeypatch.setattr(querying_module, "CANDIDATES_PER_SIDE", 12)
+    reference = copy.copy(demo_recommender)
+    rows = np.flatnonzero(demo_recommender.has_image_)
+    reference.image_index_ = ExactIndex(demo_recommender.image_vectors_.shape[1])
+    reference.image_index_.add(rows, demo_recommender.image_vectors_[rows])
+    for query in queries(demo_recommender.catalog_):
+        if "item" not in query:
+            continue  # the photo queries are covered above; an upload embeds for seconds
+        assert_same_results(demo_on_milvus.recommend(k=10, filters=filters, **query),
+                            reference.recommend(k=10, filters=filters, **query))
+
+
+def collection_rows(rec, ids) -> dict[int, dict]:
+    index = rec.image_index_
+    found = index._client().query(index.collection, filter=f"id in [{', '.join(map(str, ids))}]",
+                                  output_fields=["id", "category", "brand", "price"])
+    return {int(r["id"]): r for r in found}
+
+
+def test_live_updates_are_mirrored_into_the_collection(demo_recommender, tmp_path, through_the_index):
+    rec = milvus_recommender(demo_recommender, tmp_path / "live.db")
+    catalog = rec.catalog_
+    index = rec.image_index_
+    n = len(catalog)
+    # Upsert a new product (an existing product's picture under a new id and category).
+    source = catalog.items.iloc[[catalog.position("tennis-ball")]].copy()
+    new = source.assign(id="ball-2", name="Practice ball", category="Practice Gear", price=2.0,
+                        image=str(catalog.root / source["image"].iat[0]))
+    rec.upsert(new)
+    assert index.ntotal == n + 1
+    stored = collection_rows(rec, [n])[n]
+    assert stored["price"] == 2.0 and stored["category"] != ""  # scalar fields mirrored, not left empty
+    got = rec.recommend(item="tennis-ball", k=5, filters=Filters(category=["practice gear"]))
+    assert [r.id for r in got.items] == ["ball-2"]  # found by a filter that ran inside Milvus
+    # Patch its metadata: the product moves to a new slot; the old slot leaves the collection.
+    rec.patch("ball-2", {"category": "Toys", "price": 4.0})
+    assert index.ntotal == n + 1
+    rows = collection_rows(rec, [n, n + 1])
+    assert n not in rows and rows[n + 1]["price"] == 4.0
+    assert rec.recommend(item="tennis-ball", k=5, filters=Filters(category=["practice gear"])).items == []
+    assert [r.id for r in rec.recommend(item="tennis-ball", k=5, filters=Filters(category=["toys"])).items] == [
+        "ball-2"]
+    # Delete it: gone from the collection and from every result.
+    assert rec.remove(["ball-2"]) == 1
+    assert index.ntotal == n and not collection_rows(rec, [n + 1])
+    assert "ball-2" not in [r.id for r in rec.recommend(item="tennis-ball", k=10).items]
+    # A refit (the API's reindex) mirrors the catalog again: stale slots are deleted.
+    refit = milvus_recommender(demo_recommender, tmp_path / "live.db")
+    assert refit.image_index_.collection == index.collection and refit.image_index_.ntotal == n
+    assert_same_results(refit.recommend(item="tennis-ball", k=10), demo_recommender.recommend(item="tennis-ball", k=10))
+
+
+def test_a_stale_or_wide_hint_falls_back_to_the_id_list(demo_on_milvus):
+    index = demo_on_milvus.image_index_
+    q = demo_on_milvus.image_vectors_[:1]
+    mask = Filters(category=["Electronics"]).mask(None, demo_on_milvus.attributes_)
+    with index.filter_hint(Filters(category=["Groceries"]), demo_on_milvus.attributes_, np.ones(89, bool)):
+        _, ids = index.search(q, 30, allow=mask)  # the mask is not inside the hinted filter: ids, not the hint
+    assert set(ids[ids >= 0].tolist()) == set(np.flatnonzero(mask).tolist())
+
+
+def test_milvus_settings_never_show_the_token(tmp_path):
+    from pydantic import SecretStr
+
+    rec = HybridRecommender(index="milvus", index_options={"uri": str(tmp_path / "x.db"),
+                                                          "token": SecretStr("root:s3cret")})
+    assert "s3cret" not in repr(rec)
+    index = MilvusIndex(4, uri="http://root:s3cret@127.0.0.1:1", token=SecretStr("root:s3cret"))
+    assert index.token == "root:s3cret" and "s3cret" not in str(index.stats_uri())
+    with pytest.raises(MilvusError) as err:  # unreachable: one line naming the server, not the secret
+        _ = index.ntotal
+    assert "s3cret" not in str(err.value) and "127.0.0.1:1" in str(err.value) and "\n" not in str(err.value)
