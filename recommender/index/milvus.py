@@ -20,7 +20,7 @@ import os
 import re
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,8 +30,15 @@ import numpy as np
 from recommender.catalog.loader import ATTRIBUTE_COLUMNS
 from recommender.index.base import VectorIndex, check_ids
 from recommender.index.exact import l2_normalise
+from recommender.index.milvus_catalog import (  # the collection's schema and catalog mirroring
+    VECTOR_FIELD,
+    CatalogCollectionMixin,
+    _one_line,
+    catalog_collection,
+    collection_stats,
+    publish_recommender,
+)
 from recommender.index.milvus_expr import (
-    MAX_ATTRIBUTE_LENGTH,
     PRICE_FIELD,
     MilvusError,
     allow_expression,
@@ -46,14 +53,12 @@ from recommender.index.milvus_expr import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from recommender.catalog.loader import Catalog
     from recommender.ranking.filters import AttributeIndex, Filters
 
 DEFAULT_URI = "milvus.db"  # a milvus-lite file in the working directory
 ENV_URI = "RECOMMENDER_MILVUS_URI"
 ENV_TOKEN = "RECOMMENDER_MILVUS_TOKEN"
 ENV_COLLECTION = "RECOMMENDER_MILVUS_COLLECTION"
-VECTOR_FIELD = "image"
 WRITE_BATCH_BYTES = 16 << 20  # one upsert request stays well under Milvus's 64 MB limit
 MAX_TOPK = 16384  # Milvus's limit on k (and on queries per request)
 __all__ = ["MilvusIndex", "MilvusError", "allow_expression", "collection_name", "filters_expression", "quote",
@@ -61,7 +66,7 @@ __all__ = ["MilvusIndex", "MilvusError", "allow_expression", "collection_name", 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 
 
-class MilvusIndex(VectorIndex):
+class MilvusIndex(CatalogCollectionMixin, VectorIndex):
     """Cosine search in one Milvus collection, with the catalog's attributes as filterable scalar fields.
 
     Parameters
@@ -134,30 +139,6 @@ class MilvusIndex(VectorIndex):
     def _shown_uri(self) -> str:
         return re.sub(r"//[^/@]*@", "//***@", self.uri)  # never echo credentials written into a URL
 
-    def _ensure_collection(self, client) -> None:
-        from pymilvus import DataType
-
-        if client.has_collection(self.collection):
-            desc = client.describe_collection(self.collection)
-            dims = [f.get("params", {}).get("dim") for f in desc.get("fields", []) if f.get("name") == VECTOR_FIELD]
-            if not dims or int(dims[0]) != self.dim:
-                raise MilvusError(f"collection {self.collection!r} holds {dims[0] if dims else 'no'}-d vectors, "
-                                  f"not {self.dim}-d: drop it or choose another collection")
-            client.load_collection(self.collection)
-            return
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.INT64, is_primary=True)
-        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=self.dim)
-        for col in ATTRIBUTE_COLUMNS:
-            schema.add_field(col, DataType.VARCHAR, max_length=MAX_ATTRIBUTE_LENGTH)
-        schema.add_field(PRICE_FIELD, DataType.DOUBLE, nullable=True)
-        index_params = client.prepare_index_params()
-        # FLAT: exact, the only type milvus-lite builds; a server may use HNSW/IVF (see docs/scaling.md).
-        index_params.add_index(field_name=VECTOR_FIELD, index_type="FLAT", metric_type="IP")
-        # Strong consistency: a search sees every write acknowledged before it (live updates).
-        client.create_collection(self.collection, schema=schema, index_params=index_params,
-                                 consistency_level="Strong")
-
     def _call(self, what: str, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
@@ -199,39 +180,6 @@ class MilvusIndex(VectorIndex):
             self._call("upsert", client.upsert, self.collection, rows)
         if self.is_local:
             self.flush()
-
-    def add_catalog(self, catalog: Catalog, vectors: np.ndarray, rows: Iterable[int] | None = None) -> None:
-        """Upsert catalog ``rows`` (default: all) with their vectors (row ``i`` of ``vectors`` is catalog row ``i``)
-        and attributes; ids are the catalog rows, as the recommender uses them."""
-        rows = np.arange(len(catalog)) if rows is None else np.asarray(list(rows), dtype=np.int64)
-        self.add(rows, np.asarray(vectors)[rows], catalog.items.iloc[rows])
-
-    def sync_catalog(self, catalog: Catalog, vectors: np.ndarray, has_vector: np.ndarray | None = None) -> None:
-        """Make the collection mirror ``catalog``: upsert every row with a vector, delete the rest.
-
-        Rows without a vector (``has_vector`` False: an unreadable image) and ids past the end of
-        a catalog that shrank are deleted, so a search never returns a product that is gone.
-        """
-        n = len(catalog)
-        has_vector = np.ones(n, dtype=bool) if has_vector is None else np.asarray(has_vector, dtype=bool)
-        self.add_catalog(catalog, vectors, np.flatnonzero(has_vector))
-        self.remove(np.flatnonzero(~has_vector))
-        self._call("delete", self._client().delete, self.collection, filter=f"id >= {n}")
-        self.flush()
-
-    def mirror(self, rec) -> MilvusIndex:
-        """Serve a fitted ``HybridRecommender``'s image side from this collection.
-
-        Names the collection after the catalog and backbone unless one was given, mirrors the
-        catalog into it (item vectors + scalar fields; products that left are deleted), and takes
-        later live updates' attributes from the recommender's catalog.
-        """
-        if not self.collection_given:
-            cache_dir = getattr(rec.build_report_, "cache_dir", None)
-            self.collection = catalog_collection(rec.catalog_, Path(cache_dir).name if cache_dir else rec.backbone_)
-        self.sync_catalog(rec.catalog_, rec.image_vectors_, rec.has_image_)
-        self.attribute_source = rec.catalog_rows
-        return self
 
     def flush(self) -> None:
         """Seal what was written into indexed segments.
@@ -358,50 +306,6 @@ class MilvusIndex(VectorIndex):
         self._hint = threading.local()
 
 
-def catalog_collection(catalog: Catalog, backbone_folder: str) -> str:
-    """The collection of ``catalog`` (named by its folder and file) for one backbone configuration."""
-    label = f"{catalog.source.parent.name}_{catalog.source.stem}" if catalog.source else "catalog"
-    return collection_name(label, backbone_folder)
-
-
-def publish_recommender(rec, uri: str | Path | None = None, token: str | None = None,
-                        collection: str | None = None) -> MilvusIndex:
-    """Mirror a fitted ``HybridRecommender``'s catalog (item vectors + attributes) into its Milvus collection."""
-    name = collection or catalog_collection(rec.catalog_, rec.build_report_.cache_dir.name)
-    index = MilvusIndex(rec.image_vectors_.shape[1], uri, token, name)
-    index.sync_catalog(rec.catalog_, rec.image_vectors_, rec.has_image_)
-    return index
-
-
-def collection_stats(uri: str | Path | None = None, token: str | None = None,
-                     collection: str | None = None) -> dict[str, object] | None:
-    """Size and dimension of an existing collection without knowing its dimension first; ``None`` if absent."""
-    probe = MilvusIndex(1, uri, token, collection)
-    try:
-        from pymilvus import MilvusClient
-    except ImportError:
-        raise MilvusError("the Milvus backend needs pymilvus and milvus-lite: "
-                          "pip install -r requirements-milvus.txt") from None
-    if probe.is_local and not Path(probe.uri).exists():  # milvus-lite keeps a folder named *.db
-        return None
-    try:
-        client = MilvusClient(uri=probe.uri, token=probe.token)
-    except Exception as exc:
-        raise MilvusError(f"cannot open Milvus at {probe._shown_uri()}: {_one_line(exc)}") from None
-    try:
-        if not client.has_collection(probe.collection):
-            return None
-        fields = client.describe_collection(probe.collection).get("fields", [])
-        dim = next(int(f["params"]["dim"]) for f in fields if f.get("name") == VECTOR_FIELD)
-        return MilvusIndex(dim, probe.uri, probe.token, probe.collection).stats()
-    except MilvusError:
-        raise
-    except Exception as exc:
-        raise MilvusError(f"cannot read collection {probe.collection!r}: {_one_line(exc)}") from None
-    finally:
-        client.close()
-
-
 class _UnimplementedLiteCall(logging.Filter):
     """Drops the traceback gRPC logs each time pymilvus asks milvus-lite for a call lite does not
     implement (``AllocTimestamp``): pymilvus falls back by itself, and the person sees no error."""
@@ -416,8 +320,3 @@ def _quiet_milvus_lite() -> None:
     grpc_log = logging.getLogger("grpc._server")
     if not any(isinstance(f, _UnimplementedLiteCall) for f in grpc_log.filters):
         grpc_log.addFilter(_UnimplementedLiteCall())
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", None) or exc) or type(exc).__name__
-    return " ".join(text.split())[:300]
