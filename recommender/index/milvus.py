@@ -26,17 +26,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import scipy.sparse as sp
 
 from recommender.catalog.loader import ATTRIBUTE_COLUMNS
 from recommender.index.base import VectorIndex, check_ids
 from recommender.index.exact import l2_normalise
 from recommender.index.milvus_catalog import (  # the collection's schema and catalog mirroring
+    METADATA_FIELD,
     VECTOR_FIELD,
+    WRITE_BATCH_BYTES,
     CatalogCollectionMixin,
     _one_line,
     catalog_collection,
     collection_stats,
     publish_recommender,
+    sparse_rows,
 )
 from recommender.index.milvus_expr import (
     PRICE_FIELD,
@@ -59,7 +63,6 @@ DEFAULT_URI = "milvus.db"  # a milvus-lite file in the working directory
 ENV_URI = "RECOMMENDER_MILVUS_URI"
 ENV_TOKEN = "RECOMMENDER_MILVUS_TOKEN"
 ENV_COLLECTION = "RECOMMENDER_MILVUS_COLLECTION"
-WRITE_BATCH_BYTES = 16 << 20  # one upsert request stays well under Milvus's 64 MB limit
 MAX_TOPK = 16384  # Milvus's limit on k (and on queries per request)
 __all__ = ["MilvusIndex", "MilvusError", "allow_expression", "collection_name", "filters_expression", "quote",
            "publish_recommender", "collection_stats", "catalog_collection"]
@@ -93,6 +96,9 @@ class MilvusIndex(CatalogCollectionMixin, VectorIndex):
         self.collection = collection or os.environ.get(ENV_COLLECTION) or "recommender"
         #: ``ids -> catalog rows`` giving the scalar fields of an ``add`` without ``attributes`` (live updates).
         self.attribute_source: Callable[[np.ndarray], pd.DataFrame] | None = None
+        #: ``ids -> metadata rows`` (sparse) giving the metadata vectors of an ``add`` without ``metadata``.
+        self.metadata_source: Callable[[np.ndarray], sp.spmatrix] | None = None
+        self.has_metadata_field = False  # set when the collection is opened
         if not _NAME.fullmatch(self.collection):
             raise MilvusError(f"invalid Milvus collection name {self.collection!r}: use letters, digits and _ "
                               "(starting with a letter or _), at most 255 characters")
@@ -152,13 +158,15 @@ class MilvusIndex(CatalogCollectionMixin, VectorIndex):
         res = self._call("count", client.query, self.collection, filter="", output_fields=["count(*)"])
         return int(res[0]["count(*)"]) if res else 0
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray, attributes: pd.DataFrame | None = None) -> None:
-        """Upsert ``vectors`` under ``ids``; ``attributes`` (catalog rows, same order) fill the scalar fields.
+    def add(self, ids: np.ndarray, vectors: np.ndarray, attributes: pd.DataFrame | None = None,
+            metadata: sp.spmatrix | None = None) -> None:
+        """Upsert ``vectors`` under ``ids``; ``attributes`` (catalog rows, same order) fill the scalar fields
+        and ``metadata`` (sparse rows, same order) the metadata field.
 
-        Without ``attributes``, they come from :attr:`attribute_source` when set (the recommender's
-        catalog: a live upsert or patch mirrors its scalar fields); otherwise an id already in the
-        collection keeps the attributes it had (only its vector changes) and a new id gets empty
-        attributes, so attribute filters will not select it.
+        Without ``attributes`` / ``metadata``, they come from :attr:`attribute_source` /
+        :attr:`metadata_source` when set (the recommender: a live upsert or patch mirrors its scalar
+        fields and metadata row); otherwise an id already in the collection keeps what it had (only
+        its vector changes) and a new id gets empty ones, so neither filters nor text select it.
         """
         x = l2_normalise(self._check(vectors))
         ids = check_ids(ids, len(x))
@@ -166,17 +174,31 @@ class MilvusIndex(CatalogCollectionMixin, VectorIndex):
             raise ValueError("ids must be unique within one add")
         if attributes is not None and len(attributes) != len(ids):
             raise ValueError(f"{len(attributes)} attribute rows for {len(ids)} ids")
+        if metadata is not None and metadata.shape[0] != len(ids):
+            raise ValueError(f"{metadata.shape[0]} metadata rows for {len(ids)} ids")
         if not len(ids):
             return
         client = self._client()
         if attributes is None and self.attribute_source is not None:
             attributes = self.attribute_source(ids)
-        attrs = attribute_rows(attributes) if attributes is not None else self._existing_attributes(ids)
-        step = max(1, WRITE_BATCH_BYTES // (4 * self.dim + 256))
+        if metadata is None and self.metadata_source is not None:
+            metadata = self.metadata_source(ids)
+        stored = None
+        if attributes is None or (metadata is None and self.has_metadata_field):
+            stored = self._existing_fields(ids)
+        attrs = attribute_rows(attributes) if attributes is not None else [
+            {c: r[c] for c in (*ATTRIBUTE_COLUMNS, PRICE_FIELD)} for r in stored]
+        metas: list[dict] | None = None
+        if self.has_metadata_field:  # (a collection from before the field gets it when sync_catalog re-creates it)
+            metas = sparse_rows(metadata) if metadata is not None else [r[METADATA_FIELD] for r in stored]
+        step = max(1, WRITE_BATCH_BYTES // (4 * self.dim + 1024))
         for start in range(0, len(ids), step):
             rows = [{"id": int(i), VECTOR_FIELD: v, **a} for i, v, a in
                     zip(ids[start:start + step].tolist(), x[start:start + step].tolist(),
                         attrs[start:start + step], strict=True)]
+            if metas is not None:
+                for row, m in zip(rows, metas[start:start + step], strict=True):
+                    row[METADATA_FIELD] = m
             self._call("upsert", client.upsert, self.collection, rows)
         if self.is_local:
             self.flush()
@@ -190,15 +212,6 @@ class MilvusIndex(CatalogCollectionMixin, VectorIndex):
         load only (``sync_catalog``), not after each live upsert.
         """
         self._call("flush", self._client().flush, self.collection)
-
-    def _existing_attributes(self, ids: np.ndarray) -> list[dict[str, object]]:
-        empty: dict[str, object] = {**{c: "" for c in ATTRIBUTE_COLUMNS}, PRICE_FIELD: None}
-        found = self._call("query", self._client().query, self.collection,
-                           filter=f"id in [{', '.join(map(str, ids.tolist()))}]",
-                           output_fields=["id", *ATTRIBUTE_COLUMNS, PRICE_FIELD])
-        by_id = {int(r["id"]): {c: r.get(c) or "" for c in ATTRIBUTE_COLUMNS} | {PRICE_FIELD: r.get(PRICE_FIELD)}
-                 for r in found}
-        return [by_id.get(int(i), dict(empty)) for i in ids]
 
     def get_vectors(self, ids: np.ndarray) -> np.ndarray:
         """The stored (normalised) vectors of these ids, in order; ``KeyError`` naming an absent one."""
@@ -233,7 +246,8 @@ class MilvusIndex(CatalogCollectionMixin, VectorIndex):
         from recommender.ranking.filters import Filters
 
         filters = filters or Filters()
-        self._hint.value = (filters_expression(filters), filters.mask(None, attributes) & present)
+        present = np.asarray(present, dtype=bool)
+        self._hint.value = (filters_expression(filters), filters.mask(None, attributes) & present, present)
         try:
             yield
         finally:
@@ -242,14 +256,66 @@ class MilvusIndex(CatalogCollectionMixin, VectorIndex):
     def search(
         self, q: np.ndarray, k: int, allow: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        hint = getattr(self._hint, "value", None)
-        expr = None if allow is None or hint is None else hinted_expression(*hint, allow)
-        if expr is None:
-            expr = "" if allow is None else allow_expression(allow)
+        expr = self._expression(allow)
         if expr is None:  # nothing allowed: no need to ask Milvus
             n, k = len(self._check_query(q)), self._check_k(k)
             return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
         return self.search_filtered(q, k, expr)
+
+    def _expression(self, allow: np.ndarray | None) -> str | None:
+        """The Milvus filter of an ``allow`` mask (``None``: nothing allowed): the hinted filter's boolean
+        expression when one is active and still matches, else the list of allowed ids."""
+        if allow is None:
+            return ""
+        hint = getattr(self._hint, "value", None)
+        if hint is not None:
+            allow = self._in_collection(allow, hint[2])
+            expr = hinted_expression(hint[0], hint[1], allow)
+            if expr is not None:
+                return expr
+        return allow_expression(allow)
+
+    @staticmethod
+    def _in_collection(allow: np.ndarray, present: np.ndarray) -> np.ndarray:
+        """``allow`` without the rows the caller says the collection does not hold (no image, removed):
+        no search can find them, and leaving them in would make every hint look stale."""
+        allow = np.asarray(allow, dtype=bool).ravel()
+        if len(allow) != len(present):
+            return allow
+        return allow & present
+
+    def metadata_top(self, q_meta: sp.spmatrix, k: int, allow: np.ndarray | None = None) -> np.ndarray:
+        """Rows of the ``k`` best metadata matches among ``allow``, best first (ties: lower id): the
+        inner product of the 1 x n_terms query row with the stored metadata rows, rows scoring 0 left out.
+
+        Searches the collection's sparse ``metadata`` field with the filter of :meth:`search`. The
+        collection holds products with an image only: during a :meth:`filter_hint`, the allowed rows it
+        does not hold (a product whose image could not be read) are scored from :attr:`metadata_source`.
+        """
+        q = sp.csr_matrix(q_meta)[:1]
+        k = self._check_k(k)
+        client = self._client()
+        if not self.has_metadata_field:
+            raise MilvusError(f"collection {self.collection!r} has no metadata field (created by an older "
+                              "version): mirror the catalog again (python -m recommender build)")
+        if q.nnz == 0 or k == 0:
+            return np.zeros(0, np.int64)
+        expr = self._expression(allow)
+        found: list[tuple[float, int]] = []
+        if expr is not None:
+            hits = self._call("search", client.search, self.collection, data=sparse_rows(q), limit=min(k, MAX_TOPK),
+                              filter=expr, anns_field=METADATA_FIELD, output_fields=["id"],
+                              search_params={"metric_type": "IP"})
+            found = [(float(h["distance"]), int(h["id"])) for h in hits[0] if float(h["distance"]) > 0]
+        hint = getattr(self._hint, "value", None)
+        if allow is not None and hint is not None and self.metadata_source is not None:
+            allow = np.asarray(allow, dtype=bool).ravel()
+            outside = np.flatnonzero(allow & ~hint[2]) if len(allow) == len(hint[2]) else np.zeros(0, np.int64)
+            if len(outside):
+                scores = (sp.csr_matrix(self.metadata_source(outside)) @ q.T).toarray().ravel()
+                found += [(float(s), int(i)) for s, i in zip(scores, outside, strict=True) if s > 0]
+        found.sort(key=lambda t: (-t[0], t[1]))
+        return np.asarray([i for _, i in found[:k]], dtype=np.int64)
 
     def search_filtered(self, q: np.ndarray, k: int, expr: str = "") -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` by cosine among the entities matching the Milvus boolean ``expr`` (``""``: all).
