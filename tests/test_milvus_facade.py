@@ -13,6 +13,7 @@ import importlib.util
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recommender import HybridRecommender
@@ -284,6 +285,12 @@ def test_a_patched_name_changes_the_milvus_metadata_vector(demo_recommender, tmp
     calls = len(metadata_through_milvus)
     got = rec.recommend(text="quasar", k=10)
     assert [r.id for r in got.items] == ["tennis-ball"] and len(metadata_through_milvus) == calls + 1
+    # A product whose image cannot be read is not in the collection: its text match comes from the façade's rows.
+    size = rec.image_index_.ntotal
+    report = rec.upsert(pd.DataFrame([{"id": "no-pic", "name": "Zorblat lantern", "image": "missing.jpg"}]))
+    assert report.skipped and rec.image_index_.ntotal == size
+    assert [r.id for r in rec.recommend(text="zorblat", k=10).items] == ["no-pic"]
+    assert "no-pic" in [r.id for r in rec.recommend(text="lantern", k=10).items]
     rec.image_index_.close()
 
 
@@ -310,3 +317,22 @@ def test_a_collection_without_the_metadata_field_is_recreated(demo_recommender, 
     assert rec.image_index_.has_metadata_field and rec.image_index_.ntotal == 89
     assert_stored_metadata_is_the_facades(rec, [0, 40, 88])
     rec.image_index_.close()
+
+
+def test_a_server_without_partial_upserts_gets_whole_rows(demo_on_milvus, monkeypatch, caplog):
+    """Milvus before 2.6 refuses ``partial_update``: the metadata refresh re-mirrors whole rows instead."""
+    index = demo_on_milvus.image_index_
+    client = index._client()
+    upsert = client.upsert
+
+    def old_server_upsert(*args, **kwargs):
+        if kwargs.get("partial_update"):
+            raise RuntimeError("unexpected keyword argument partial_update")
+        return upsert(*args, **kwargs)
+
+    monkeypatch.setattr(client, "upsert", old_server_upsert)
+    with caplog.at_level("WARNING"):
+        index.refresh_metadata(demo_on_milvus)
+    assert any("re-mirroring the whole collection" in r.getMessage() for r in caplog.records)
+    assert index.ntotal == 89
+    assert_stored_metadata_is_the_facades(demo_on_milvus, [0, 44, 88])

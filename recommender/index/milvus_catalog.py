@@ -158,11 +158,15 @@ class CatalogCollectionMixin:
         rows = np.flatnonzero(rec.has_image_ & rec.alive_)
         matrix = rec.metadata_matrix_
         step = max(1, WRITE_BATCH_BYTES // 4096)
-        for start in range(0, len(rows), step):
-            ids = rows[start:start + step]
-            data = [{"id": int(i), METADATA_FIELD: m} for i, m in zip(ids.tolist(), sparse_rows(matrix[ids]),
-                                                                      strict=True)]
-            self._call("upsert", self._client().upsert, self.collection, data, partial_update=True)
+        try:
+            for start in range(0, len(rows), step):
+                ids = rows[start:start + step]
+                data = [{"id": int(i), METADATA_FIELD: m} for i, m in zip(ids.tolist(), sparse_rows(matrix[ids]),
+                                                                          strict=True)]
+                self._call("upsert", self._client().upsert, self.collection, data, partial_update=True)
+        except MilvusError as exc:  # a server before partial upserts (Milvus < 2.6): rewrite whole rows
+            log.warning("partial upsert refused (%s): re-mirroring the whole collection", exc)
+            self.mirror(rec)
         self.flush()
 
 
