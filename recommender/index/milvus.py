@@ -6,7 +6,9 @@ lower-cased values - each value hex-encoded between separators, see ``milvus_exp
 matched with a LIKE per value - and ``price`` as a nullable double), so a filter runs *inside* Milvus as
 a boolean expression instead of over-fetching and dropping. Ids are the caller's int64 labels
 (the recommender's catalog rows); similarity is the inner product of L2-normalised vectors
-(cosine), exactly as :class:`~recommender.index.exact.ExactIndex`.
+(cosine), exactly as :class:`~recommender.index.exact.ExactIndex`. The collection also holds each
+product's sparse metadata vector (the recommender's metadata row), searched by :meth:`MilvusIndex.metadata_top`
+(schema and catalog mirroring: :mod:`recommender.index.milvus_catalog`).
 
 ``pymilvus`` is imported on first use only (an optional extra: ``pip install -r requirements-milvus.txt``).
 Nothing connects in ``__init__``: the first call that needs the collection opens the client and
