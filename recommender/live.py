@@ -252,4 +252,6 @@ class LiveUpdatesMixin:
             self.references_ = {**self.references_, "metadata": reference}
             self.ranker_.metadata_reference = reference
             self.changed_since_metadata_fit_ = 0
+        if hasattr(self.image_index_, "refresh_metadata"):  # Milvus holds the metadata rows too: now stale
+            self.image_index_.refresh_metadata(self)
         return True

@@ -171,7 +171,9 @@ class QueryMixin:
         if q_img is not None:
             parts.append(index_top(self.image_index_, q_img, CANDIDATES_PER_SIDE, allowed))
         if q_meta is not None:
-            parts.append(sparse_top(self.metadata_postings_, q_meta, CANDIDATES_PER_SIDE, allowed))
+            top = getattr(self.image_index_, "metadata_top", None)  # Milvus: the collection holds metadata too
+            parts.append(top(q_meta, CANDIDATES_PER_SIDE, allowed) if top else
+                         sparse_top(self.metadata_postings_, q_meta, CANDIDATES_PER_SIDE, allowed))
         return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
     def _image_raw(self, q_img, q_col, c: float, rows: np.ndarray) -> np.ndarray:

@@ -280,6 +280,10 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         """Catalog rows (the current catalog, live updates included) by position: a Milvus index's attributes."""
         return self.catalog_.items.iloc[np.asarray(rows, dtype=np.int64)]
 
+    def metadata_rows(self, rows: np.ndarray):
+        """Metadata rows (sparse, the current vocabulary) by position: a Milvus index's metadata vectors."""
+        return self.metadata_matrix_[np.asarray(rows, dtype=np.int64)]
+
     def _index_nearest(self, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
         """Similarity of sampled products to their nearest other product, through the ANN index
         (None with the exact backend: :func:`dense_reference` scans the probes itself)."""

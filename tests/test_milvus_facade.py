@@ -13,6 +13,7 @@ import importlib.util
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recommender import HybridRecommender
@@ -20,6 +21,7 @@ from recommender import querying as querying_module
 from recommender.catalog.loader import DEMO_CATALOG
 from recommender.index.exact import ExactIndex
 from recommender.ranking.hybrid import Filters
+from recommender.scoring import sparse_top
 
 if importlib.util.find_spec("pymilvus") is None or importlib.util.find_spec("milvus_lite") is None:
     reason = "pymilvus and milvus-lite are not installed (pip install -r requirements-milvus.txt)"
@@ -28,6 +30,7 @@ if importlib.util.find_spec("pymilvus") is None or importlib.util.find_spec("mil
     pytest.skip(reason, allow_module_level=True)
 
 from recommender.index.milvus import MilvusError, MilvusIndex  # noqa: E402
+from recommender.index.milvus_catalog import sparse_matrix  # noqa: E402
 
 PHOTO = DEMO_CATALOG.parent / "images" / "tennis-ball.jpg"
 FILTERS = [
@@ -180,3 +183,156 @@ def test_milvus_settings_never_show_the_token(tmp_path):
     with pytest.raises(MilvusError) as err:  # unreachable: one line naming the server, not the secret
         _ = index.ntotal
     assert "s3cret" not in str(err.value) and "127.0.0.1:1" in str(err.value) and "\n" not in str(err.value)
+
+
+# -- the metadata vector in the collection ---------------------------------------------------------------
+TEXTS = ["black running shoes", "yellow ball", "wireless mouse", "apple laptop under 2000", "leather"]
+
+
+@pytest.fixture()
+def metadata_through_milvus(monkeypatch):
+    """The façade's metadata candidates must come from the collection: the in-process postings search
+    (``sparse_top``) fails the test if called; returns the number of ``metadata_top`` calls so far."""
+    calls = []
+    metadata_top = MilvusIndex.metadata_top
+
+    def spy(self, q_meta, k, allow=None):
+        calls.append(k)
+        return metadata_top(self, q_meta, k, allow)
+
+    def banned(*args, **kwargs):
+        raise AssertionError("metadata candidates taken from the in-process postings, not from Milvus")
+
+    monkeypatch.setattr(querying_module, "EXACT_SCAN_LIMIT", 0)
+    monkeypatch.setattr(MilvusIndex, "metadata_top", spy)
+    monkeypatch.setattr(querying_module, "sparse_top", banned)
+    return calls
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=["none", "category", "category+price"])
+def test_metadata_top_is_the_postings_top(demo_recommender, demo_on_milvus, filters):
+    """The collection's sparse search returns the rows the in-process postings do, scores included."""
+    rec = demo_on_milvus
+    allowed = (filters or Filters()).mask(None, rec.attributes_) & rec.alive_
+    for text in [*TEXTS, *rec.catalog_.items["name"].iloc[::11]]:
+        q, _ = rec.metadata_encoder_.transform_text(text)
+        got = rec.image_index_.metadata_top(q, 12, allowed)
+        want = sparse_top(rec.metadata_postings_, q, 12, allowed)
+        scores = (rec.metadata_matrix_ @ q.T).toarray().ravel()
+        assert len(got) == len(want), text
+        np.testing.assert_allclose(scores[got], np.sort(scores[want])[::-1], rtol=1e-5)  # same rows up to ties
+        assert allowed[got].all() and (scores[got] > 0).all()
+    assert len(rec.image_index_.metadata_top(q, 12, np.zeros(len(allowed), bool))) == 0
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=["none", "category", "category+price"])
+def test_text_queries_take_their_candidates_from_milvus(demo_recommender, demo_on_milvus, metadata_through_milvus,
+                                                        filters):
+    """Text and photo+text queries through the Milvus metadata (and image) candidates give the exact top-10."""
+    for text in TEXTS:
+        want = demo_recommender.recommend(text=text, k=10, filters=filters)
+        assert want.items or filters is not None, text
+        assert_same_results(demo_on_milvus.recommend(text=text, k=10, filters=filters), want)
+    query = {"image": PHOTO, "text": "yellow ball"}
+    assert_same_results(demo_on_milvus.recommend(k=10, filters=filters, **query),
+                        demo_recommender.recommend(k=10, filters=filters, **query))
+    assert len(metadata_through_milvus) >= len(TEXTS) + 1
+
+
+def test_few_metadata_candidates_from_milvus_are_the_postings_ones(demo_recommender, demo_on_milvus,
+                                                                   metadata_through_milvus, monkeypatch):
+    """With 12 candidates per side the top-10 depends on which metadata candidates come back: Milvus's
+    must give what the in-process postings give (the same façade on an exact index)."""
+    monkeypatch.setattr(querying_module, "CANDIDATES_PER_SIDE", 12)
+    reference = copy.copy(demo_recommender)
+    rows = np.flatnonzero(demo_recommender.has_image_)
+    reference.image_index_ = ExactIndex(demo_recommender.image_vectors_.shape[1])
+    reference.image_index_.add(rows, demo_recommender.image_vectors_[rows])
+    monkeypatch.setattr(querying_module, "sparse_top", sparse_top)  # the reference's own path
+    for text in TEXTS:
+        assert_same_results(demo_on_milvus.recommend(text=text, k=10), reference.recommend(text=text, k=10))
+    assert len(metadata_through_milvus) == len(TEXTS)
+
+
+def stored_metadata(rec, ids) -> dict[int, object]:
+    index = rec.image_index_
+    found = index._client().query(index.collection, filter=f"id in [{', '.join(map(str, ids))}]",
+                                  output_fields=["id", "metadata"])
+    n_terms = rec.metadata_matrix_.shape[1]
+    return {int(r["id"]): sparse_matrix([r["metadata"]], n_terms) for r in found}
+
+
+def assert_stored_metadata_is_the_facades(rec, ids):
+    stored = stored_metadata(rec, ids)
+    assert sorted(stored) == sorted(ids)
+    for i in ids:
+        np.testing.assert_allclose(stored[i].toarray(), rec.metadata_matrix_[i].toarray(), rtol=1e-6, atol=1e-7)
+
+
+def test_a_patched_name_changes_the_milvus_metadata_vector(demo_recommender, tmp_path, metadata_through_milvus):
+    rec = milvus_recommender(demo_recommender, tmp_path / "patch.db")
+    n = len(rec.catalog_)
+    assert_stored_metadata_is_the_facades(rec, list(range(0, n, 7)))
+    # Known words: the patched product's new slot holds its new metadata row.
+    rec.patch("tennis-ball", {"name": "Wireless Optical Ball"})
+    assert_stored_metadata_is_the_facades(rec, [n])
+    assert "tennis-ball" in [r.id for r in rec.recommend(text="wireless optical", k=10).items]
+    # New words: past the drift threshold the vocabulary is re-fitted and every stored row rewritten.
+    rec.refit_fraction = 0.0
+    rec.patch("tennis-ball", {"name": "Quasar lantern"})
+    assert rec.metadata_encoder_.text_words("quasar")  # the refit learned the word
+    assert_stored_metadata_is_the_facades(rec, [n + 1, *range(0, n, 7)])
+    calls = len(metadata_through_milvus)
+    got = rec.recommend(text="quasar", k=10)
+    assert [r.id for r in got.items] == ["tennis-ball"] and len(metadata_through_milvus) == calls + 1
+    # A product whose image cannot be read is not in the collection: its text match comes from the façade's rows.
+    size = rec.image_index_.ntotal
+    report = rec.upsert(pd.DataFrame([{"id": "no-pic", "name": "Zorblat lantern", "image": "missing.jpg"}]))
+    assert report.skipped and rec.image_index_.ntotal == size
+    assert [r.id for r in rec.recommend(text="zorblat", k=10).items] == ["no-pic"]
+    assert "no-pic" in [r.id for r in rec.recommend(text="lantern", k=10).items]
+    rec.image_index_.close()
+
+
+def test_a_collection_without_the_metadata_field_is_recreated(demo_recommender, tmp_path, caplog):
+    from pymilvus import DataType, MilvusClient
+
+    uri = str(tmp_path / "old.db")
+    client = MilvusClient(uri=uri)
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)  # the schema before the field
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("image", DataType.FLOAT_VECTOR, dim=demo_recommender.image_vectors_.shape[1])
+    params = client.prepare_index_params()
+    params.add_index(field_name="image", index_type="FLAT", metric_type="IP")
+    client.create_collection("old_demo", schema=schema, index_params=params)
+    client.close()
+    old = MilvusIndex(demo_recommender.image_vectors_.shape[1], uri=uri, collection="old_demo")
+    with pytest.raises(MilvusError, match="no metadata field"):  # one line saying what to do, no traceback
+        old.metadata_top(demo_recommender.metadata_matrix_[0], 5)
+    old.close()
+    with caplog.at_level("WARNING"):
+        rec = HybridRecommender(backbone="efficientnet_lite0", cache_dir=demo_recommender.cache_dir, index="milvus",
+                                index_options={"uri": uri, "collection": "old_demo"}).fit(demo_recommender.catalog_)
+    assert any("re-creating it" in r.getMessage() for r in caplog.records)
+    assert rec.image_index_.has_metadata_field and rec.image_index_.ntotal == 89
+    assert_stored_metadata_is_the_facades(rec, [0, 40, 88])
+    rec.image_index_.close()
+
+
+def test_a_server_without_partial_upserts_gets_whole_rows(demo_on_milvus, monkeypatch, caplog):
+    """Milvus before 2.6 refuses ``partial_update``: the metadata refresh re-mirrors whole rows instead."""
+    index = demo_on_milvus.image_index_
+    client = index._client()
+    upsert = client.upsert
+
+    def old_server_upsert(*args, **kwargs):
+        if kwargs.get("partial_update"):
+            raise RuntimeError("unexpected keyword argument partial_update")
+        return upsert(*args, **kwargs)
+
+    monkeypatch.setattr(client, "upsert", old_server_upsert)
+    with caplog.at_level("WARNING"):
+        index.refresh_metadata(demo_on_milvus)
+    assert any("re-mirroring the whole collection" in r.getMessage() for r in caplog.records)
+    assert index.ntotal == 89
+    assert_stored_metadata_is_the_facades(demo_on_milvus, [0, 44, 88])

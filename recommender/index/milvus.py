@@ -6,7 +6,9 @@ lower-cased values - each value hex-encoded between separators, see ``milvus_exp
 matched with a LIKE per value - and ``price`` as a nullable double), so a filter runs *inside* Milvus as
 a boolean expression instead of over-fetching and dropping. Ids are the caller's int64 labels
 (the recommender's catalog rows); similarity is the inner product of L2-normalised vectors
-(cosine), exactly as :class:`~recommender.index.exact.ExactIndex`.
+(cosine), exactly as :class:`~recommender.index.exact.ExactIndex`. The collection also holds each
+product's sparse metadata vector (the recommender's metadata row), searched by :meth:`MilvusIndex.metadata_top`
+(schema and catalog mirroring: :mod:`recommender.index.milvus_catalog`).
 
 ``pymilvus`` is imported on first use only (an optional extra: ``pip install -r requirements-milvus.txt``).
 Nothing connects in ``__init__``: the first call that needs the collection opens the client and
@@ -20,18 +22,29 @@ import os
 import re
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import scipy.sparse as sp
 
 from recommender.catalog.loader import ATTRIBUTE_COLUMNS
 from recommender.index.base import VectorIndex, check_ids
 from recommender.index.exact import l2_normalise
+from recommender.index.milvus_catalog import (  # the collection's schema and catalog mirroring
+    METADATA_FIELD,
+    VECTOR_FIELD,
+    WRITE_BATCH_BYTES,
+    CatalogCollectionMixin,
+    _one_line,
+    catalog_collection,
+    collection_stats,
+    publish_recommender,
+    sparse_rows,
+)
 from recommender.index.milvus_expr import (
-    MAX_ATTRIBUTE_LENGTH,
     PRICE_FIELD,
     MilvusError,
     allow_expression,
@@ -46,22 +59,19 @@ from recommender.index.milvus_expr import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from recommender.catalog.loader import Catalog
     from recommender.ranking.filters import AttributeIndex, Filters
 
 DEFAULT_URI = "milvus.db"  # a milvus-lite file in the working directory
 ENV_URI = "RECOMMENDER_MILVUS_URI"
 ENV_TOKEN = "RECOMMENDER_MILVUS_TOKEN"
 ENV_COLLECTION = "RECOMMENDER_MILVUS_COLLECTION"
-VECTOR_FIELD = "image"
-WRITE_BATCH_BYTES = 16 << 20  # one upsert request stays well under Milvus's 64 MB limit
 MAX_TOPK = 16384  # Milvus's limit on k (and on queries per request)
 __all__ = ["MilvusIndex", "MilvusError", "allow_expression", "collection_name", "filters_expression", "quote",
            "publish_recommender", "collection_stats", "catalog_collection"]
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 
 
-class MilvusIndex(VectorIndex):
+class MilvusIndex(CatalogCollectionMixin, VectorIndex):
     """Cosine search in one Milvus collection, with the catalog's attributes as filterable scalar fields.
 
     Parameters
@@ -88,6 +98,9 @@ class MilvusIndex(VectorIndex):
         self.collection = collection or os.environ.get(ENV_COLLECTION) or "recommender"
         #: ``ids -> catalog rows`` giving the scalar fields of an ``add`` without ``attributes`` (live updates).
         self.attribute_source: Callable[[np.ndarray], pd.DataFrame] | None = None
+        #: ``ids -> metadata rows`` (sparse) giving the metadata vectors of an ``add`` without ``metadata``.
+        self.metadata_source: Callable[[np.ndarray], sp.spmatrix] | None = None
+        self.has_metadata_field = False  # set when the collection is opened
         if not _NAME.fullmatch(self.collection):
             raise MilvusError(f"invalid Milvus collection name {self.collection!r}: use letters, digits and _ "
                               "(starting with a letter or _), at most 255 characters")
@@ -134,30 +147,6 @@ class MilvusIndex(VectorIndex):
     def _shown_uri(self) -> str:
         return re.sub(r"//[^/@]*@", "//***@", self.uri)  # never echo credentials written into a URL
 
-    def _ensure_collection(self, client) -> None:
-        from pymilvus import DataType
-
-        if client.has_collection(self.collection):
-            desc = client.describe_collection(self.collection)
-            dims = [f.get("params", {}).get("dim") for f in desc.get("fields", []) if f.get("name") == VECTOR_FIELD]
-            if not dims or int(dims[0]) != self.dim:
-                raise MilvusError(f"collection {self.collection!r} holds {dims[0] if dims else 'no'}-d vectors, "
-                                  f"not {self.dim}-d: drop it or choose another collection")
-            client.load_collection(self.collection)
-            return
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.INT64, is_primary=True)
-        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=self.dim)
-        for col in ATTRIBUTE_COLUMNS:
-            schema.add_field(col, DataType.VARCHAR, max_length=MAX_ATTRIBUTE_LENGTH)
-        schema.add_field(PRICE_FIELD, DataType.DOUBLE, nullable=True)
-        index_params = client.prepare_index_params()
-        # FLAT: exact, the only type milvus-lite builds; a server may use HNSW/IVF (see docs/scaling.md).
-        index_params.add_index(field_name=VECTOR_FIELD, index_type="FLAT", metric_type="IP")
-        # Strong consistency: a search sees every write acknowledged before it (live updates).
-        client.create_collection(self.collection, schema=schema, index_params=index_params,
-                                 consistency_level="Strong")
-
     def _call(self, what: str, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
@@ -171,13 +160,15 @@ class MilvusIndex(VectorIndex):
         res = self._call("count", client.query, self.collection, filter="", output_fields=["count(*)"])
         return int(res[0]["count(*)"]) if res else 0
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray, attributes: pd.DataFrame | None = None) -> None:
-        """Upsert ``vectors`` under ``ids``; ``attributes`` (catalog rows, same order) fill the scalar fields.
+    def add(self, ids: np.ndarray, vectors: np.ndarray, attributes: pd.DataFrame | None = None,
+            metadata: sp.spmatrix | None = None) -> None:
+        """Upsert ``vectors`` under ``ids``; ``attributes`` (catalog rows, same order) fill the scalar fields
+        and ``metadata`` (sparse rows, same order) the metadata field.
 
-        Without ``attributes``, they come from :attr:`attribute_source` when set (the recommender's
-        catalog: a live upsert or patch mirrors its scalar fields); otherwise an id already in the
-        collection keeps the attributes it had (only its vector changes) and a new id gets empty
-        attributes, so attribute filters will not select it.
+        Without ``attributes`` / ``metadata``, they come from :attr:`attribute_source` /
+        :attr:`metadata_source` when set (the recommender: a live upsert or patch mirrors its scalar
+        fields and metadata row); otherwise an id already in the collection keeps what it had (only
+        its vector changes) and a new id gets empty ones, so neither filters nor text select it.
         """
         x = l2_normalise(self._check(vectors))
         ids = check_ids(ids, len(x))
@@ -185,53 +176,34 @@ class MilvusIndex(VectorIndex):
             raise ValueError("ids must be unique within one add")
         if attributes is not None and len(attributes) != len(ids):
             raise ValueError(f"{len(attributes)} attribute rows for {len(ids)} ids")
+        if metadata is not None and metadata.shape[0] != len(ids):
+            raise ValueError(f"{metadata.shape[0]} metadata rows for {len(ids)} ids")
         if not len(ids):
             return
         client = self._client()
         if attributes is None and self.attribute_source is not None:
             attributes = self.attribute_source(ids)
-        attrs = attribute_rows(attributes) if attributes is not None else self._existing_attributes(ids)
-        step = max(1, WRITE_BATCH_BYTES // (4 * self.dim + 256))
+        if metadata is None and self.metadata_source is not None:
+            metadata = self.metadata_source(ids)
+        stored = None
+        if attributes is None or (metadata is None and self.has_metadata_field):
+            stored = self._existing_fields(ids)
+        attrs = attribute_rows(attributes) if attributes is not None else [
+            {c: r[c] for c in (*ATTRIBUTE_COLUMNS, PRICE_FIELD)} for r in stored]
+        metas: list[dict] | None = None
+        if self.has_metadata_field:  # (a collection from before the field gets it when sync_catalog re-creates it)
+            metas = sparse_rows(metadata) if metadata is not None else [r[METADATA_FIELD] for r in stored]
+        step = max(1, WRITE_BATCH_BYTES // (4 * self.dim + 1024))
         for start in range(0, len(ids), step):
             rows = [{"id": int(i), VECTOR_FIELD: v, **a} for i, v, a in
                     zip(ids[start:start + step].tolist(), x[start:start + step].tolist(),
                         attrs[start:start + step], strict=True)]
+            if metas is not None:
+                for row, m in zip(rows, metas[start:start + step], strict=True):
+                    row[METADATA_FIELD] = m
             self._call("upsert", client.upsert, self.collection, rows)
         if self.is_local:
             self.flush()
-
-    def add_catalog(self, catalog: Catalog, vectors: np.ndarray, rows: Iterable[int] | None = None) -> None:
-        """Upsert catalog ``rows`` (default: all) with their vectors (row ``i`` of ``vectors`` is catalog row ``i``)
-        and attributes; ids are the catalog rows, as the recommender uses them."""
-        rows = np.arange(len(catalog)) if rows is None else np.asarray(list(rows), dtype=np.int64)
-        self.add(rows, np.asarray(vectors)[rows], catalog.items.iloc[rows])
-
-    def sync_catalog(self, catalog: Catalog, vectors: np.ndarray, has_vector: np.ndarray | None = None) -> None:
-        """Make the collection mirror ``catalog``: upsert every row with a vector, delete the rest.
-
-        Rows without a vector (``has_vector`` False: an unreadable image) and ids past the end of
-        a catalog that shrank are deleted, so a search never returns a product that is gone.
-        """
-        n = len(catalog)
-        has_vector = np.ones(n, dtype=bool) if has_vector is None else np.asarray(has_vector, dtype=bool)
-        self.add_catalog(catalog, vectors, np.flatnonzero(has_vector))
-        self.remove(np.flatnonzero(~has_vector))
-        self._call("delete", self._client().delete, self.collection, filter=f"id >= {n}")
-        self.flush()
-
-    def mirror(self, rec) -> MilvusIndex:
-        """Serve a fitted ``HybridRecommender``'s image side from this collection.
-
-        Names the collection after the catalog and backbone unless one was given, mirrors the
-        catalog into it (item vectors + scalar fields; products that left are deleted), and takes
-        later live updates' attributes from the recommender's catalog.
-        """
-        if not self.collection_given:
-            cache_dir = getattr(rec.build_report_, "cache_dir", None)
-            self.collection = catalog_collection(rec.catalog_, Path(cache_dir).name if cache_dir else rec.backbone_)
-        self.sync_catalog(rec.catalog_, rec.image_vectors_, rec.has_image_)
-        self.attribute_source = rec.catalog_rows
-        return self
 
     def flush(self) -> None:
         """Seal what was written into indexed segments.
@@ -242,15 +214,6 @@ class MilvusIndex(VectorIndex):
         load only (``sync_catalog``), not after each live upsert.
         """
         self._call("flush", self._client().flush, self.collection)
-
-    def _existing_attributes(self, ids: np.ndarray) -> list[dict[str, object]]:
-        empty: dict[str, object] = {**{c: "" for c in ATTRIBUTE_COLUMNS}, PRICE_FIELD: None}
-        found = self._call("query", self._client().query, self.collection,
-                           filter=f"id in [{', '.join(map(str, ids.tolist()))}]",
-                           output_fields=["id", *ATTRIBUTE_COLUMNS, PRICE_FIELD])
-        by_id = {int(r["id"]): {c: r.get(c) or "" for c in ATTRIBUTE_COLUMNS} | {PRICE_FIELD: r.get(PRICE_FIELD)}
-                 for r in found}
-        return [by_id.get(int(i), dict(empty)) for i in ids]
 
     def get_vectors(self, ids: np.ndarray) -> np.ndarray:
         """The stored (normalised) vectors of these ids, in order; ``KeyError`` naming an absent one."""
@@ -285,7 +248,8 @@ class MilvusIndex(VectorIndex):
         from recommender.ranking.filters import Filters
 
         filters = filters or Filters()
-        self._hint.value = (filters_expression(filters), filters.mask(None, attributes) & present)
+        present = np.asarray(present, dtype=bool)
+        self._hint.value = (filters_expression(filters), filters.mask(None, attributes) & present, present)
         try:
             yield
         finally:
@@ -294,14 +258,66 @@ class MilvusIndex(VectorIndex):
     def search(
         self, q: np.ndarray, k: int, allow: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        hint = getattr(self._hint, "value", None)
-        expr = None if allow is None or hint is None else hinted_expression(*hint, allow)
-        if expr is None:
-            expr = "" if allow is None else allow_expression(allow)
+        expr = self._expression(allow)
         if expr is None:  # nothing allowed: no need to ask Milvus
             n, k = len(self._check_query(q)), self._check_k(k)
             return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
         return self.search_filtered(q, k, expr)
+
+    def _expression(self, allow: np.ndarray | None) -> str | None:
+        """The Milvus filter of an ``allow`` mask (``None``: nothing allowed): the hinted filter's boolean
+        expression when one is active and still matches, else the list of allowed ids."""
+        if allow is None:
+            return ""
+        hint = getattr(self._hint, "value", None)
+        if hint is not None:
+            allow = self._in_collection(allow, hint[2])
+            expr = hinted_expression(hint[0], hint[1], allow)
+            if expr is not None:
+                return expr
+        return allow_expression(allow)
+
+    @staticmethod
+    def _in_collection(allow: np.ndarray, present: np.ndarray) -> np.ndarray:
+        """``allow`` without the rows the caller says the collection does not hold (no image, removed):
+        no search can find them, and leaving them in would make every hint look stale."""
+        allow = np.asarray(allow, dtype=bool).ravel()
+        if len(allow) != len(present):
+            return allow
+        return allow & present
+
+    def metadata_top(self, q_meta: sp.spmatrix, k: int, allow: np.ndarray | None = None) -> np.ndarray:
+        """Rows of the ``k`` best metadata matches among ``allow``, best first (ties: lower id): the
+        inner product of the 1 x n_terms query row with the stored metadata rows, rows scoring 0 left out.
+
+        Searches the collection's sparse ``metadata`` field with the filter of :meth:`search`. The
+        collection holds products with an image only: during a :meth:`filter_hint`, the allowed rows it
+        does not hold (a product whose image could not be read) are scored from :attr:`metadata_source`.
+        """
+        q = sp.csr_matrix(q_meta)[:1]
+        k = self._check_k(k)
+        client = self._client()
+        if not self.has_metadata_field:
+            raise MilvusError(f"collection {self.collection!r} has no metadata field (created by an older "
+                              "version): mirror the catalog again (python -m recommender build)")
+        if q.nnz == 0 or k == 0:
+            return np.zeros(0, np.int64)
+        expr = self._expression(allow)
+        found: list[tuple[float, int]] = []
+        if expr is not None:
+            hits = self._call("search", client.search, self.collection, data=sparse_rows(q), limit=min(k, MAX_TOPK),
+                              filter=expr, anns_field=METADATA_FIELD, output_fields=["id"],
+                              search_params={"metric_type": "IP"})
+            found = [(float(h["distance"]), int(h["id"])) for h in hits[0] if float(h["distance"]) > 0]
+        hint = getattr(self._hint, "value", None)
+        if allow is not None and hint is not None and self.metadata_source is not None:
+            allow = np.asarray(allow, dtype=bool).ravel()
+            outside = np.flatnonzero(allow & ~hint[2]) if len(allow) == len(hint[2]) else np.zeros(0, np.int64)
+            if len(outside):
+                scores = (sp.csr_matrix(self.metadata_source(outside)) @ q.T).toarray().ravel()
+                found += [(float(s), int(i)) for s, i in zip(scores, outside, strict=True) if s > 0]
+        found.sort(key=lambda t: (-t[0], t[1]))
+        return np.asarray([i for _, i in found[:k]], dtype=np.int64)
 
     def search_filtered(self, q: np.ndarray, k: int, expr: str = "") -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` by cosine among the entities matching the Milvus boolean ``expr`` (``""``: all).
@@ -358,50 +374,6 @@ class MilvusIndex(VectorIndex):
         self._hint = threading.local()
 
 
-def catalog_collection(catalog: Catalog, backbone_folder: str) -> str:
-    """The collection of ``catalog`` (named by its folder and file) for one backbone configuration."""
-    label = f"{catalog.source.parent.name}_{catalog.source.stem}" if catalog.source else "catalog"
-    return collection_name(label, backbone_folder)
-
-
-def publish_recommender(rec, uri: str | Path | None = None, token: str | None = None,
-                        collection: str | None = None) -> MilvusIndex:
-    """Mirror a fitted ``HybridRecommender``'s catalog (item vectors + attributes) into its Milvus collection."""
-    name = collection or catalog_collection(rec.catalog_, rec.build_report_.cache_dir.name)
-    index = MilvusIndex(rec.image_vectors_.shape[1], uri, token, name)
-    index.sync_catalog(rec.catalog_, rec.image_vectors_, rec.has_image_)
-    return index
-
-
-def collection_stats(uri: str | Path | None = None, token: str | None = None,
-                     collection: str | None = None) -> dict[str, object] | None:
-    """Size and dimension of an existing collection without knowing its dimension first; ``None`` if absent."""
-    probe = MilvusIndex(1, uri, token, collection)
-    try:
-        from pymilvus import MilvusClient
-    except ImportError:
-        raise MilvusError("the Milvus backend needs pymilvus and milvus-lite: "
-                          "pip install -r requirements-milvus.txt") from None
-    if probe.is_local and not Path(probe.uri).exists():  # milvus-lite keeps a folder named *.db
-        return None
-    try:
-        client = MilvusClient(uri=probe.uri, token=probe.token)
-    except Exception as exc:
-        raise MilvusError(f"cannot open Milvus at {probe._shown_uri()}: {_one_line(exc)}") from None
-    try:
-        if not client.has_collection(probe.collection):
-            return None
-        fields = client.describe_collection(probe.collection).get("fields", [])
-        dim = next(int(f["params"]["dim"]) for f in fields if f.get("name") == VECTOR_FIELD)
-        return MilvusIndex(dim, probe.uri, probe.token, probe.collection).stats()
-    except MilvusError:
-        raise
-    except Exception as exc:
-        raise MilvusError(f"cannot read collection {probe.collection!r}: {_one_line(exc)}") from None
-    finally:
-        client.close()
-
-
 class _UnimplementedLiteCall(logging.Filter):
     """Drops the traceback gRPC logs each time pymilvus asks milvus-lite for a call lite does not
     implement (``AllocTimestamp``): pymilvus falls back by itself, and the person sees no error."""
@@ -416,8 +388,3 @@ def _quiet_milvus_lite() -> None:
     grpc_log = logging.getLogger("grpc._server")
     if not any(isinstance(f, _UnimplementedLiteCall) for f in grpc_log.filters):
         grpc_log.addFilter(_UnimplementedLiteCall())
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", None) or exc) or type(exc).__name__
-    return " ".join(text.split())[:300]
