@@ -95,8 +95,9 @@ class QueryMixin:
         if item is not None:
             query_pos = self._live_position(item)
             allowed[query_pos] = False
-            label = f"item {item} ({self.catalog_.items['name'].iat[query_pos]})"
-            attrs = self.catalog_.attributes(query_pos)
+            cells = self._cells(np.array([query_pos]), ("name", *ATTRIBUTE_COLUMNS))
+            label = f"item {item} ({cells['name'][0]})"
+            attrs = {col: vals for col in ATTRIBUTE_COLUMNS if col in cells and (vals := split_values(cells[col][0]))}
             if self.has_image_[query_pos]:
                 q_img, q_col = self.image_vectors_[query_pos], self.colour_vectors_[query_pos]
             else:
@@ -227,12 +228,11 @@ class QueryMixin:
         sims = np.clip(np.sort(scores)[::-1][:m], 1e-6, None)
         qrow = self.metadata_matrix_[nearest].multiply(sims[:, None]).sum(axis=0)
         attrs: dict[str, list[str]] = {}
-        for col in ATTRIBUTE_COLUMNS:
-            if col not in self.catalog_.items.columns or col in self.exclude_fields:
-                continue
+        cells = self._cells(nearest, [c for c in ATTRIBUTE_COLUMNS if c not in self.exclude_fields])
+        for col, values in cells.items():
             votes: Counter[str] = Counter()
-            for i, s in zip(nearest, sims, strict=True):
-                for v in split_values(self.catalog_.items[col].iat[i]):
+            for cell, s in zip(values, sims, strict=True):
+                for v in split_values(cell):
                     votes[v] += s
             # A value held by the majority (similarity-weighted) of the matches.
             winners = [v for v, n in votes.most_common() if n >= 0.5 * sims.sum()]
@@ -241,30 +241,40 @@ class QueryMixin:
         return csr_matrix(qrow, dtype=np.float32), attrs, m
 
     # -- explaining ----------------------------------------------------------------------------
-    def _items(self, ranking: Ranking, query_attrs: Mapping[str, list[str]], text: str | None) -> list[Recommendation]:
-        out = []
-        query_words = set(self.metadata_encoder_.text_words(text)) if text else set()
+    def _cells(self, positions: np.ndarray, columns) -> dict[str, list]:
+        """The cells of ``columns`` (those the catalog has) at rows ``positions``: one vectorised take per
+        column, so a query touches only the rows it returns (per-row pandas access cost ~0.1 ms a cell)."""
         items = self.catalog_.items
-        for j, pos in enumerate(ranking.positions):
-            pos = int(pos)
-            mine = self.catalog_.attributes(pos)
+        pos = np.asarray(positions, dtype=np.int64)
+        return {c: items[c].array.take(pos).tolist() for c in columns if c in items.columns}
+
+    def _items(self, ranking: Ranking, query_attrs: Mapping[str, list[str]], text: str | None) -> list[Recommendation]:
+        positions = np.asarray(ranking.positions, dtype=np.int64)
+        if not len(positions):
+            return []
+        query_words = set(self.metadata_encoder_.text_words(text)) if text else set()
+        wanted = {col: {v.lower() for v in qvals} for col, qvals in query_attrs.items() if col in ATTRIBUTE_COLUMNS}
+        text_cols = ("name", "description") if query_words else ()
+        cells = self._cells(positions, dict.fromkeys(("id", "name", *wanted, *text_cols)))
+        final, image_raw = ranking.final.tolist(), ranking.image_raw.tolist()
+        metadata_raw = ranking.metadata_raw.tolist()
+        image_part = (ranking.weight * ranking.image_norm).tolist()
+        metadata_part = ((1 - ranking.weight) * ranking.metadata_norm).tolist()
+        out = []
+        for j, pos in enumerate(positions.tolist()):
             shared = {}
-            for col, qvals in query_attrs.items():
-                q = {v.lower() for v in qvals}
-                common = [v for v in mine.get(col, []) if v.lower() in q]
+            for col, q in wanted.items():
+                common = [v for v in split_values(cells[col][j]) if v.lower() in q] if col in cells else []
                 if common:
                     shared[col] = common
             matched: tuple[str, ...] = ()
             if query_words:
-                own = " ".join(str(items[f].iat[pos]) for f in ("name", "description") if f in items.columns)
+                own = " ".join(str(cells[f][j]) for f in text_cols if f in cells)
                 matched = tuple(sorted(query_words & set(self.metadata_encoder_.text_words(own))))
             out.append(Recommendation(
-                id=str(items["id"].iat[pos]), name=str(items["name"].iat[pos]),
-                position=pos, score=float(ranking.final[j]),
-                image_score=float(ranking.image_raw[j]), metadata_score=float(ranking.metadata_raw[j]),
-                image_contribution=float(ranking.weight * ranking.image_norm[j]),
-                metadata_contribution=float((1 - ranking.weight) * ranking.metadata_norm[j]),
-                shared=shared, matched=matched))
+                id=str(cells["id"][j]), name=str(cells["name"][j]), position=pos, score=final[j],
+                image_score=image_raw[j], metadata_score=metadata_raw[j], image_contribution=image_part[j],
+                metadata_contribution=metadata_part[j], shared=shared, matched=matched))
         return out
 
     def _empty_reason(self, filters: Filters, item_pos: int | None, text: str | None, allowed: np.ndarray) -> str:
