@@ -21,7 +21,7 @@ from recommender.ranking.hybrid import Ranking, rank_candidates
 from recommender.ranking.mmr import mmr_rerank
 from recommender.ranking.query_text import parse_query
 from recommender.ranking.results import Recommendation, Recommendations, describe_attributes
-from recommender.scoring import dense_scores, index_top, sparse_scores, sparse_top
+from recommender.scoring import dense_scores, index_top, posting_scores, sparse_scores, sparse_top
 
 #: Above this many allowed rows (and with an ANN index) a query re-scores a candidate set instead of
 #: every allowed row; below it the exact scan is cheap and the candidate set *is* the allowed set.
@@ -162,18 +162,20 @@ class QueryMixin:
         return pos
 
     # -- scoring -----------------------------------------------------------------------------
-    def _candidates(self, q_img, q_meta, allowed: np.ndarray) -> np.ndarray:
+    def _candidates(self, q_img, q_meta, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Rows to score exactly: every allowed row on a small catalog or under a selective filter;
-        otherwise the image top-K (filter applied in the index) and the metadata top-K (postings)."""
+        otherwise the image top-K (filter applied in the index) and the metadata top-K (postings).
+        Also the metadata scores of every row when the postings were walked for them (else None)."""
         n_allowed = int(allowed.sum())
         if self.image_index_ is None or n_allowed <= EXACT_SCAN_LIMIT:
-            return np.flatnonzero(allowed)
-        parts = []
+            return np.flatnonzero(allowed), None
+        parts, hits = [], None
         if q_img is not None:
             parts.append(index_top(self.image_index_, q_img, CANDIDATES_PER_SIDE, allowed))
         if q_meta is not None:
-            parts.append(sparse_top(self.metadata_postings_, q_meta, CANDIDATES_PER_SIDE, allowed))
-        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+            hits = posting_scores(self.metadata_postings_, q_meta, self.metadata_matrix_)
+            parts.append(sparse_top(self.metadata_postings_, q_meta, CANDIDATES_PER_SIDE, allowed, hits))
+        return (np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)), hits
 
     def _image_raw(self, q_img, q_col, c: float, rows: np.ndarray) -> np.ndarray:
         scores = dense_scores(self.image_vectors_, q_img, rows)
@@ -184,13 +186,20 @@ class QueryMixin:
 
     def _ranked(self, q_img, q_col, q_meta, allowed, w, c, meta_ref, evidence_row, k, d) -> Ranking:
         """Exact hybrid ranking of the candidates, results without evidence cut, MMR if asked."""
-        rows = self._candidates(q_img, q_meta, allowed)
+        rows, hits = self._candidates(q_img, q_meta, allowed)
         n_candidates = int(allowed.sum())
         img = None if q_img is None else self._image_raw(q_img, q_col, c, rows)
-        meta = None if q_meta is None else sparse_scores(self.metadata_matrix_, q_meta, rows, self.metadata_postings_)
+        if hits is not None:
+            meta = hits[rows]
+        elif q_meta is not None:
+            meta = sparse_scores(self.metadata_matrix_, q_meta, rows, self.metadata_postings_)
+        else:
+            meta = None
         if img is not None and np.isnan(img).any():
             img = np.nan_to_num(img, nan=self.references_["image"].unrelated)
-        if evidence_row is not None:
+        if evidence_row is not None and hits is not None:  # the postings path: a few words' inverted lists
+            keep = posting_scores(self.metadata_postings_, evidence_row, self.metadata_matrix_)[rows] > 0
+        elif evidence_row is not None:
             keep = sparse_scores(self.metadata_matrix_, evidence_row, rows, self.metadata_postings_) > 0
         elif q_img is None:
             keep = meta > 0  # a text query's evidence: some word or attribute in common
@@ -203,7 +212,7 @@ class QueryMixin:
         # Evidence: closer than a random pair of this catalog on some side, or a word / attribute in common.
         ranking = ranking.take(np.flatnonzero((ranking.final > 0) | (np.nan_to_num(ranking.metadata_raw) > 0)))
         if d > 0 and len(ranking.positions) > 1:
-            emb = self.image_vectors_[ranking.positions].astype(np.float32)  # the pool only, not the catalog
+            emb = self.image_vectors_[ranking.positions].astype(np.float32, copy=False)  # the pool only
             picked = mmr_rerank(ranking.final, k=k, lam=1.0 - d, embeddings=emb)
             ranking = ranking.take(picked)
         return ranking.take(np.arange(min(k, len(ranking.positions))))
@@ -222,7 +231,7 @@ class QueryMixin:
         """Metadata query for a bare photo: the mean metadata of its closest image matches."""
         with_image = self.has_image_ & self.alive_
         m = min(self.n_inferred, int(with_image.sum()))
-        rows = self._candidates(q_img, None, with_image)
+        rows, _ = self._candidates(q_img, None, with_image)
         scores = self._image_raw(q_img, q_col, c, rows)
         nearest = rows[np.lexsort((rows, -scores))[:m]]
         sims = np.clip(np.sort(scores)[::-1][:m], 1e-6, None)
