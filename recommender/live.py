@@ -232,7 +232,7 @@ class LiveUpdatesMixin:
                             np.ones(len(known), dtype=bool), self.metadata_encoder_.transform(new.items))
         rows = self._embedded_rows(new, hashes, report)
         image_rows = getattr(self, "_image_rows", None)
-        if image_rows is not None and self.dba_k <= 0 and self.label_projection_ is None:
+        if image_rows is not None and self._raw_image_vectors():
             start = len(self.catalog_)  # the rows' slots once applied (writes are serialised)
             image_rows.update({h: start + i for i, h in enumerate(hashes) if h is not None and rows.has_image[i]})
         return rows
@@ -242,15 +242,20 @@ class LiveUpdatesMixin:
 
         The store would give the same vectors, but reading it costs O(catalog) (it is loaded whole);
         this is O(changed). Only while catalog vectors are the raw image vectors (no DBA, no label
-        projection), and only for a recommender fitted from images (``fit``, which records the hashes).
+        projection, no adapter), and only for a recommender fitted from images (``fit``, which records the hashes).
         """
         image_rows = getattr(self, "_image_rows", None)
-        if image_rows is None or self.dba_k > 0 or self.label_projection_ is not None:
+        if image_rows is None or not self._raw_image_vectors():
             return None
         rows = [image_rows.get(h) if h is not None else None for h in hashes]
         if not rows or any(r is None or r >= len(self.image_vectors_) for r in rows):
             return None
         return np.asarray(rows, dtype=np.int64)
+
+    def _raw_image_vectors(self) -> bool:
+        """Whether catalog rows hold the images' vectors as the store has them (nothing fitted on top)."""
+        return (self.dba_k <= 0 and self.label_projection_ is None
+                and getattr(self, "adapter_", None) is None)  # an adapted space (features/adapter.py) is not raw
 
     def _embedded_rows(self, new: Catalog, hashes: list[str | None], report: UpdateReport) -> _NewRows:
         embedder = self._embedder or self._image_embedder(self.backbone_)
