@@ -244,6 +244,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=15.0, help="seconds per run")
     ap.add_argument("--max-requests", type=int, default=20_000, help="requests per run at most")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--no-demo", action="store_true", help="only the generated catalog")
     ap.add_argument("--tree", type=Path, default=ROOT,
                     help="project checkout whose recommender the server runs (e.g. /work/main, to compare)")
     ap.add_argument("--model-params", default='{"dba_k": 0}',
@@ -253,15 +254,17 @@ def main() -> None:
 
     print(f"bench_api: server tree {args.tree}, {os.cpu_count()} cores, duration {args.duration:g} s / at most "
           f"{args.max_requests} requests per run, loopback", flush=True)
-    demo = args.work / "demo"
-    proc, url = start_server(demo / "data", demo / "cache", str(DEMO_CATALOG), DEMO_CATALOG.parent, "{}", args.tree)
-    try:
-        wait_ready(proc, url)
-        ids = list(map(str, load_catalog(DEMO_CATALOG).ids))
-        bench_catalog(f"demo ({len(ids)})", url, ids, ["images/laptop.jpg", "images/football.jpg"], args)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+    if not args.no_demo:
+        demo = args.work / "demo"
+        proc, url = start_server(demo / "data", demo / "cache", str(DEMO_CATALOG), DEMO_CATALOG.parent, "{}",
+                                 args.tree)
+        try:
+            wait_ready(proc, url)
+            ids = list(map(str, load_catalog(DEMO_CATALOG).ids))
+            bench_catalog(f"demo ({len(ids)})", url, ids, ["images/laptop.jpg", "images/football.jpg"], args)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
     if args.n <= 0:
         return
     work = args.work / f"generated-{args.n}"

@@ -65,10 +65,15 @@ def demo(repeat: int) -> None:
         print(f"{name:<36}{t * 1000:8.1f} ms wall (median of {repeat}), {cpu * 1000:6.2f} ms CPU (mean)")
 
 
-def generated(n: int, n_queries: int, cache_dir: Path) -> None:
+def generated(n: int, n_queries: int, cache_dir: Path, candidates: int | None = None, writes: int = 8) -> None:
+    import recommender.querying
     from bench.bench_index import Tiles, base_vectors
     from bench.bench_scale import synthetic_catalog
     from recommender import Filters, HybridRecommender
+
+    if candidates:
+        recommender.querying.CANDIDATES_PER_SIDE = candidates
+    print(f"candidates per side: {recommender.querying.CANDIDATES_PER_SIDE}", flush=True)
 
     catalog = synthetic_catalog(n)
     tiles = Tiles(base_vectors(cache_dir), n)
@@ -115,6 +120,16 @@ def generated(n: int, n_queries: int, cache_dir: Path) -> None:
         print(f"{label:<32} CPU p50 {np.percentile(cpu, 50):6.2f} ms p99 {np.percentile(cpu, 99):6.2f} ms | wall p50 "
               f"{np.percentile(wall, 50):6.2f} ms p99 {np.percentile(wall, 99):6.2f} ms | recall@10 vs exact "
               f"{recall:.3f} (n={n_queries})", flush=True)
+    cpu, wall = [], []
+    for i in range(writes):  # one metadata change each: the live-update path without an image embed
+        t, c = time.perf_counter(), time.process_time()
+        rec.patch(ids[i], {"name": f"Renamed product {i}", "price": 9.5})
+        cpu.append((time.process_time() - c) * 1e3)
+        wall.append((time.perf_counter() - t) * 1e3)
+    if writes:
+        print(f"patch (one product)               CPU p50 {np.percentile(cpu, 50):6.1f} ms max {max(cpu):6.1f} ms | "
+              f"wall p50 {np.percentile(wall, 50):6.1f} ms (n={writes}; the first write after a fit grows the "
+              "vector buffer)", flush=True)
 
 
 def main() -> None:
@@ -122,11 +137,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--n", type=int, default=0, help="generated catalog size (0 = the demo catalog)")
     ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--candidates", type=int, default=None,
+                    help="image and metadata candidates per side (default: recommender.querying's)")
+    ap.add_argument("--writes", type=int, default=8, help="patches timed after the queries")
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/index_bench"),
                     help="where bench_index caches the Fashion-MNIST base vectors")
     args = ap.parse_args()
     if args.n:
-        generated(args.n, args.queries, args.cache_dir)
+        generated(args.n, args.queries, args.cache_dir, args.candidates, args.writes)
     else:
         demo(args.repeat)
 
