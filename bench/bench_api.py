@@ -13,16 +13,15 @@ write latency and whether each write was visible to the very next read.
 
 The generated catalog (``--n`` products) has real metadata-shaped rows (20 categories, 300 brands,
 15 colours, prices) and a distinct tiny PNG per product; its image vectors are *generated* (cluster
-centroid + noise, in the real backbone's dimension) and written into the real embedding cache
-through the library's own ``build_embeddings``, so the server fits on it exactly as on real
-images, minus the CNN. It is built once into ``--work`` and reused.
+centroid + noise, in the real backbone's dimension) and written straight into the real embedding
+cache (the store's ``append``, keyed by each image's SHA-256), so the server fits on it exactly as
+on real images, minus the CNN and the decoding. It is built once into ``--work`` and reused.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import io
 import os
 import random
@@ -46,28 +45,6 @@ COLOURS = ("black", "white", "red", "blue", "green", "yellow", "pink", "grey", "
 
 
 # -- the generated catalog -----------------------------------------------------------------------
-class GeneratedEmbedder:
-    """Stands in for the CNN with the real embedder's identity: a vector per image from its pixels.
-
-    The tiny image's colour says which of 20 clusters the product is in; its pixel bytes seed the
-    noise, so equal images get equal vectors and different ones differ.
-    """
-
-    def __init__(self, identity, input_size: int, centroids: np.ndarray) -> None:
-        self.identity_, self.input_size_, self.batch_size = identity, input_size, 256
-        self.centroids = centroids
-
-    def embed_arrays(self, pixels: np.ndarray) -> np.ndarray:
-        out = np.empty((len(pixels), self.centroids.shape[1]), np.float32)
-        for j, img in enumerate(pixels):
-            centre = img[img.shape[0] // 2, img.shape[1] // 2]
-            cluster = int(centre[0]) // 12 % len(self.centroids)
-            seed = int.from_bytes(hashlib.sha256(img.tobytes()).digest()[:8], "little")
-            v = self.centroids[cluster] + 0.6 * np.random.default_rng(seed).standard_normal(self.centroids.shape[1])
-            out[j] = v / np.linalg.norm(v)
-        return out
-
-
 def generate_catalog(work: Path, n: int) -> Path:
     """``work/catalog.csv`` + ``work/images/*.png`` (n products), built once."""
     import pandas as pd
@@ -99,26 +76,48 @@ def generate_catalog(work: Path, n: int) -> Path:
     return csv
 
 
-def prefill_cache(csv: Path, cache: Path) -> None:
-    """Generated image vectors (and real colour histograms) into the embedding cache, via the library."""
+def prefill_cache(csv: Path, cache: Path, chunk: int = 25_000) -> None:
+    """Generated image vectors and colour histograms written straight into the embedding cache.
+
+    Keyed, as a real build keys them, by the SHA-256 of the media copies the import made (the server
+    fits on exactly those files), but without decoding an image: the vector is the product's cluster
+    centroid (its category) plus noise, written through the store's own ``append`` in chunks of
+    ``chunk`` rows (a handful of manifest writes, not one per checkpoint of a real build).
+    """
     from recommender.catalog.live import catalog_frame
     from recommender.catalog.loader import catalog_from_frame
     from recommender.catalog.sql import CatalogRepository
     from recommender.features.embedders import ColourEmbedder
     from recommender.recommender import HybridRecommender
-    from recommender.store.build import build_embeddings
+    from recommender.store.artifacts import ArtifactStore, StoredEmbeddings
+    from recommender.store.build import image_hashes
 
-    # The server fits on the media copies the import made: embed exactly those files.
+    t0 = time.perf_counter()
     repo = CatalogRepository.from_url(f"sqlite:///{csv.parent / 'data' / 'catalog.db'}")
     catalog = catalog_from_frame(catalog_frame(repo.all()), csv.parent / "data" / "media")
-    real = HybridRecommender(backbone="efficientnet_lite0")._image_embedder("efficientnet_lite0")
-    ident = real.identity()
-    centroids = np.random.default_rng(1).standard_normal((20, ident.feature_dim)).astype(np.float32)
-    fake = GeneratedEmbedder(ident, 32, centroids)  # pixels only feed the hash: small is enough
-    t0 = time.perf_counter()
-    _, has, report, _ = build_embeddings(catalog, fake, cache)
-    print(f"  generated vectors: {report.summary()} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    build_embeddings(catalog, ColourEmbedder(), cache)
+    hashes = image_hashes(catalog)
+    items = catalog.items
+    clusters = np.array([int(str(c)[-2:]) for c in items["category"]])
+    image_ident = HybridRecommender(backbone="efficientnet_lite0")._image_embedder("efficientnet_lite0").identity()
+    colour_ident = ColourEmbedder().identity()
+    centroids = np.random.default_rng(1).standard_normal((20, image_ident.feature_dim)).astype(np.float32)
+    store = ArtifactStore(cache)
+    rows = [i for i, h in enumerate(hashes) if h is not None]
+    for ident, noise in ((image_ident, 0.6), (colour_ident, None)):
+        stored = StoredEmbeddings(ident.folder, ident.name, ident.feature_dim, ident.preprocess, ident.weights)
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            rng = np.random.default_rng([2, start])
+            if noise is None:  # a colour histogram: non-negative, unit length
+                v = np.abs(rng.standard_normal((len(part), ident.feature_dim), dtype=np.float32))
+            else:
+                v = centroids[clusters[part] % len(centroids)] + noise * rng.standard_normal(
+                    (len(part), ident.feature_dim), dtype=np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            store.append(stored, [{"sha256": hashes[i], "id": str(items["id"].iat[i]),
+                                   "image": str(items["image"].iat[i])} for i in part], v)
+    print(f"  generated vectors for {len(rows)} images written to {cache} ({time.perf_counter() - t0:.0f} s)",
+          flush=True)
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -128,15 +127,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data: Path, cache: Path, seed: str, image_root: Path, params: str) -> tuple[subprocess.Popen, str]:
+def start_server(data: Path, cache: Path, seed: str, image_root: Path, params: str,
+                 tree: Path = ROOT) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "RECOMMENDER_API_KEY": KEY, "RECOMMENDER_CACHE_DIR": str(cache),
            "RECOMMENDER_BACKBONE": "efficientnet_lite0", "RECOMMENDER_SEED_CATALOG": seed,
            "RECOMMENDER_IMAGE_ROOT": str(image_root), "RECOMMENDER_MODEL_PARAMS": params,
            "RECOMMENDER_MAX_BATCH": "5000"}
     env.pop("RECOMMENDER_DATABASE_URL", None)
+    env["PYTHONPATH"] = str(tree)  # the server runs that tree's recommender (side-by-side comparisons)
     proc = subprocess.Popen([sys.executable, "-m", "recommender", "serve", "--port", str(port), "--data-dir",
-                             str(data)], cwd=ROOT, env=env)
+                             str(data)], cwd=tree, env=env)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -243,22 +244,27 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=15.0, help="seconds per run")
     ap.add_argument("--max-requests", type=int, default=20_000, help="requests per run at most")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--no-demo", action="store_true", help="only the generated catalog")
+    ap.add_argument("--tree", type=Path, default=ROOT,
+                    help="project checkout whose recommender the server runs (e.g. /work/main, to compare)")
     ap.add_argument("--model-params", default='{"dba_k": 0}',
                     help="HybridRecommender parameters for the generated catalog (JSON)")
     args = ap.parse_args()
     from recommender.catalog.loader import DEMO_CATALOG, load_catalog
 
-    print(f"bench_api: {os.cpu_count()} cores, duration {args.duration:g} s / at most {args.max_requests} "
-          "requests per run, loopback", flush=True)
-    demo = args.work / "demo"
-    proc, url = start_server(demo / "data", demo / "cache", str(DEMO_CATALOG), DEMO_CATALOG.parent, "{}")
-    try:
-        wait_ready(proc, url)
-        ids = list(map(str, load_catalog(DEMO_CATALOG).ids))
-        bench_catalog(f"demo ({len(ids)})", url, ids, ["images/laptop.jpg", "images/football.jpg"], args)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+    print(f"bench_api: server tree {args.tree}, {os.cpu_count()} cores, duration {args.duration:g} s / at most "
+          f"{args.max_requests} requests per run, loopback", flush=True)
+    if not args.no_demo:
+        demo = args.work / "demo"
+        proc, url = start_server(demo / "data", demo / "cache", str(DEMO_CATALOG), DEMO_CATALOG.parent, "{}",
+                                 args.tree)
+        try:
+            wait_ready(proc, url)
+            ids = list(map(str, load_catalog(DEMO_CATALOG).ids))
+            bench_catalog(f"demo ({len(ids)})", url, ids, ["images/laptop.jpg", "images/football.jpg"], args)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
     if args.n <= 0:
         return
     work = args.work / f"generated-{args.n}"
@@ -268,9 +274,10 @@ def main() -> None:
     if not (work / "data" / "catalog.db").is_file():
         subprocess.run([sys.executable, "-m", "recommender", "import", "--catalog", str(csv), "--data-dir",
                         str(work / "data")], cwd=ROOT, check=True)
+    if not (work / "cache").is_dir():
         prefill_cache(csv, work / "cache")
     print(f"  generated catalog ready ({time.perf_counter() - t0:.0f} s)", flush=True)
-    proc, url = start_server(work / "data", work / "cache", "", work, args.model_params)
+    proc, url = start_server(work / "data", work / "cache", "", work, args.model_params, args.tree)
     try:
         wait_ready(proc, url)
         ids = [f"p{i:06d}" for i in range(args.n)]

@@ -15,7 +15,9 @@ lock, and swapped in under it. Measured in docs/ranking.md.
 
 from __future__ import annotations
 
+import copy
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ import scipy.sparse as sp
 from recommender.catalog.loader import Catalog, ImageProblem, catalog_from_frame
 from recommender.errors import CatalogError, QueryError
 from recommender.features.embedders import ColourEmbedder
+from recommender.scoring import postings_stale
 from recommender.store.build import build_embeddings, image_hashes
 
 #: Fields ``patch`` may change: metadata only (an image change is an ``upsert``).
@@ -84,6 +87,44 @@ class ReadWriteLock:
             with self._cond:
                 self._writer = False
                 self._cond.notify_all()
+
+
+#: Buffers this module allocated with spare capacity (id -> array): only those are grown in place.
+_OWN_BUFFERS: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
+
+
+def appended(view: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``np.concatenate([view, rows])`` in amortised O(len(rows)), as a view of a buffer with spare room.
+
+    When ``view`` is the prefix of a buffer made here with room left, ``rows`` are written after it
+    and a longer view is returned: ``view`` itself (what an earlier reader holds) still shows only
+    its own rows, which never change. Otherwise a buffer of twice the size is allocated first (the
+    copy that doubling amortises). Never writes into an array this module did not allocate.
+    """
+    n, m = len(view), len(rows)
+    base = view.base
+    own = (base is not None and _OWN_BUFFERS.get(id(base)) is base and view.flags.c_contiguous
+           and base.dtype == view.dtype and base.shape[1:] == view.shape[1:]
+           and view.__array_interface__["data"][0] == base.__array_interface__["data"][0])
+    if not own or len(base) < n + m:
+        base = np.empty((max(n + m, 2 * n, 16), *view.shape[1:]), dtype=view.dtype)
+        base[:n] = view
+        _OWN_BUFFERS[id(base)] = base
+    base[n:n + m] = rows
+    return base[:n + m]
+
+
+def _extended_catalog(catalog: Catalog, items: pd.DataFrame) -> Catalog:
+    """``catalog`` with ``items`` appended as new rows; the id -> row map is extended, not rebuilt from
+    every row (a later row of an id wins, as in :class:`Catalog`)."""
+    start = len(catalog)
+    grown = copy.copy(catalog)  # same root, source and image roots
+    object.__setattr__(grown, "items", pd.concat([catalog.items, items], ignore_index=True))
+    positions = dict(catalog._positions)
+    positions.update({str(pid): start + i for i, pid in enumerate(items["id"])})
+    object.__setattr__(grown, "_positions", positions)
+    object.__setattr__(grown, "_memo", {})
+    return grown
 
 
 @dataclass
@@ -184,6 +225,39 @@ class LiveUpdatesMixin:
 
     def _prepare_rows(self, new: Catalog, report: UpdateReport) -> _NewRows:
         hashes = image_hashes(new)
+        known = self._known_rows(hashes)
+        if known is not None:  # every image is one we hold a vector of: no store read, no model
+            report.reused = len(known)
+            return _NewRows(new.items, self.image_vectors_[known], self.colour_vectors_[known],
+                            np.ones(len(known), dtype=bool), self.metadata_encoder_.transform(new.items))
+        rows = self._embedded_rows(new, hashes, report)
+        image_rows = getattr(self, "_image_rows", None)
+        if image_rows is not None and self._raw_image_vectors():
+            start = len(self.catalog_)  # the rows' slots once applied (writes are serialised)
+            image_rows.update({h: start + i for i, h in enumerate(hashes) if h is not None and rows.has_image[i]})
+        return rows
+
+    def _known_rows(self, hashes: list[str | None]) -> np.ndarray | None:
+        """Rows already holding the raw vectors of these images (by content hash), if every one is known.
+
+        The store would give the same vectors, but reading it costs O(catalog) (it is loaded whole);
+        this is O(changed). Only while catalog vectors are the raw image vectors (no DBA, no label
+        projection, no adapter), and only for a recommender fitted from images (``fit``, which records the hashes).
+        """
+        image_rows = getattr(self, "_image_rows", None)
+        if image_rows is None or not self._raw_image_vectors():
+            return None
+        rows = [image_rows.get(h) if h is not None else None for h in hashes]
+        if not rows or any(r is None or r >= len(self.image_vectors_) for r in rows):
+            return None
+        return np.asarray(rows, dtype=np.int64)
+
+    def _raw_image_vectors(self) -> bool:
+        """Whether catalog rows hold the images' vectors as the store has them (nothing fitted on top)."""
+        return (self.dba_k <= 0 and self.label_projection_ is None
+                and getattr(self, "adapter_", None) is None)  # an adapted space (features/adapter.py) is not raw
+
+    def _embedded_rows(self, new: Catalog, hashes: list[str | None], report: UpdateReport) -> _NewRows:
         embedder = self._embedder or self._image_embedder(self.backbone_)
         vectors, has_image, build, loaded = build_embeddings(new, embedder, self.cache_dir, hashes=hashes)
         if loaded is not None:
@@ -215,19 +289,25 @@ class LiveUpdatesMixin:
         return l2_normalise(out)
 
     def _apply(self, rows: _NewRows, superseded: np.ndarray) -> None:
-        """Append ``rows`` as new slots and tombstone ``superseded`` (under the write lock)."""
+        """Append ``rows`` as new slots and tombstone ``superseded`` (under the write lock).
+
+        O(changed rows), amortised: the vectors grow in buffers with spare capacity (doubling), the
+        id -> row map is copied rather than rebuilt, and the metadata postings (CSC) are rebuilt only
+        once the rows appended after them pass :data:`~recommender.scoring.POSTINGS_TAIL` (queries
+        score that tail from the CSR rows meanwhile).
+        """
         start = len(self.catalog_)
         slots = np.arange(start, start + len(rows.items))
-        items = pd.concat([self.catalog_.items, rows.items], ignore_index=True)
-        self.catalog_ = Catalog(items, self.catalog_.root, self.catalog_.source)  # a live id maps to its last slot
-        self.image_vectors_ = np.concatenate([self.image_vectors_, rows.vectors])
-        self.colour_vectors_ = np.concatenate([self.colour_vectors_, rows.colours])
-        self.has_image_ = np.concatenate([self.has_image_, rows.has_image])
+        self.catalog_ = _extended_catalog(self.catalog_, rows.items)  # a live id maps to its last slot
+        self.image_vectors_ = appended(self.image_vectors_, rows.vectors)
+        self.colour_vectors_ = appended(self.colour_vectors_, rows.colours)
+        self.has_image_ = np.concatenate([self.has_image_, rows.has_image])  # 1 byte a row: copied, never shared
         alive = np.concatenate([self.alive_, np.ones(len(slots), dtype=bool)])
         alive[superseded] = False
         self.alive_ = alive
         self.metadata_matrix_ = sp.vstack([self.metadata_matrix_, rows.metadata], format="csr")
-        self.metadata_postings_ = self.metadata_matrix_.tocsc()
+        if postings_stale(self.metadata_postings_, self.metadata_matrix_):
+            self.metadata_postings_ = self.metadata_matrix_.tocsc()
         self.attributes_ = self.attributes_.appended(rows.items)
         if self.image_index_ is not None:
             self.image_index_.remove(superseded)

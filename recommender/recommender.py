@@ -168,7 +168,9 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
             catalog, self._image_embedder(self.backbone), self.cache_dir, progress=progress, hashes=hashes)
         # Colour histograms need no model: cheap, cached beside the CNN vectors.
         colours, _, _, _ = build_embeddings(catalog, ColourEmbedder(), self.cache_dir, hashes=hashes)
-        return self._fit_vectors(catalog, vectors, colours, has_image, report, embedder)
+        self._fit_vectors(catalog, vectors, colours, has_image, report, embedder)
+        self._image_rows = {h: i for i, h in enumerate(hashes) if h is not None and has_image[i]}  # see live.py
+        return self
 
     def fit_vectors(
         self, catalog: Catalog, image_vectors: np.ndarray, colour_vectors: np.ndarray | None = None,

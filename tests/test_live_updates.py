@@ -161,3 +161,33 @@ def test_pickled_recommender_still_answers(live):
     clone = pickle.loads(pickle.dumps(live))
     assert clone.recommend(item="laptop", k=3).ids == live.recommend(item="laptop", k=3).ids
 
+
+
+def test_appended_rows_grow_in_place_without_touching_what_readers_hold():
+    from recommender.live import appended
+
+    given = np.arange(12, dtype=np.float32).reshape(6, 2)
+    first = given[:3]  # a prefix view of an array this module did not allocate: never written into
+    grown = appended(first, np.full((2, 2), -1, np.float32))
+    assert np.array_equal(given[3:5], np.arange(6, 10, dtype=np.float32).reshape(2, 2))
+    assert np.array_equal(grown, np.concatenate([given[:3], np.full((2, 2), -1, np.float32)]))
+    held = grown  # what a reader holds while the next writes append
+    for i in range(40):  # crosses several capacity doublings
+        grown = appended(grown, np.full((1, 2), i, np.float32))
+    assert len(held) == 5 and np.array_equal(held[3:], np.full((2, 2), -1, np.float32))
+    assert len(grown) == 45 and np.array_equal(grown[5:, 0], np.arange(40, dtype=np.float32))
+
+
+def test_many_upserts_keep_metadata_scores_exact(live, demo_catalog):
+    """The postings are rebuilt only now and then: rows appended since are scored from the CSR rows."""
+    from recommender.scoring import posting_scores
+
+    held = live.image_vectors_
+    for i in range(3):
+        live.upsert(_row(demo_catalog, "tent", id=f"tent-{i}", name=f"Lunar Tent {i}"))
+    assert live.metadata_postings_.shape[0] < live.metadata_matrix_.shape[0]  # a tail not in the postings
+    assert len(held) == 89 and np.array_equal(live.image_vectors_[:89], held)
+    q = live.metadata_matrix_[live.catalog_.position("tent-2")]
+    exact = np.asarray((live.metadata_matrix_ @ q.T).todense()).ravel()
+    assert np.allclose(posting_scores(live.metadata_postings_, q, live.metadata_matrix_), exact, atol=1e-6)
+    assert set(live.recommend(item="tent", k=3).ids) == {"tent-0", "tent-1", "tent-2"}

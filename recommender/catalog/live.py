@@ -298,7 +298,8 @@ class LiveCatalog:
         if rec is None:  # the catalog was empty: nothing to update, fit on what is there now
             self.recommender, _ = self._fit()
             return
-        indexed = set(indexed_products(rec))
+        # Only the changed ids are looked up: a write costs O(changed), not a walk over every product.
+        indexed = {pid for pid in ops if rec._is_live(pid)}
         gone = [pid for pid in ops if pid not in rows and pid in indexed]
         patched = [pid for pid in ops if pid in rows and pid in indexed and ops[pid] == {"patch"}]
         upserted = [pid for pid in ops if pid in rows and pid not in patched]
@@ -307,7 +308,7 @@ class LiveCatalog:
         for pid in patched:
             rec.patch(pid, metadata_fields(rows[pid]))
         if gone:
-            if len(gone) == len(indexed) and not upserted:
+            if len(gone) == int(np.count_nonzero(rec.alive_)) and not upserted:
                 self.recommender = None  # the last product went: nothing left to recommend from
             else:
                 rec.remove(gone)
