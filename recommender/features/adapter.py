@@ -125,9 +125,11 @@ def cross_validate(
     """Choose ``mix`` and ``shrinkage`` by k-fold R@1 over the labelled photos alone.
 
     Each fold's photos are queries against an adapter fitted on the other folds. Returns
-    ``{"best": {"mix", "shrinkage"}, "grid": [{"mix", "shrinkage", "R@1", "R@5"}...]}``.
+    ``{"best": {"mix", "shrinkage"}, "grid": [{"mix", "shrinkage", "R@1", "R@5"}...], "folds",
+    "per_photo": {(shrinkage, mix): out-of-fold hit@1 per photo}}``.
     """
     X, y, C, ids = _check(photo_vectors, photo_labels, catalog_vectors, catalog_ids)
+    folds = max(2, min(folds, len(X)))
     position = {pid: j for j, pid in enumerate(ids)}
     fold_of = np.random.default_rng(seed).permutation(len(X)) % folds
     hits = {(s, m): {"R@1": np.zeros(len(X)), "R@5": np.zeros(len(X))} for s in shrinkages for m in mixes}
@@ -144,4 +146,5 @@ def cross_validate(
     grid = [{"mix": m, "shrinkage": s, "R@1": round(float(h["R@1"].mean()), 4), "R@5": round(float(h["R@5"].mean()), 4)}
             for (s, m), h in hits.items()]
     best = max(grid, key=lambda g: (g["R@1"], g["R@5"]))
-    return {"best": {"mix": best["mix"], "shrinkage": best["shrinkage"]}, "grid": grid, "folds": folds}
+    return {"best": {"mix": best["mix"], "shrinkage": best["shrinkage"]}, "grid": grid, "folds": folds,
+            "per_photo": {(s, m): h["R@1"] for (s, m), h in hits.items()}}
