@@ -145,3 +145,11 @@ def test_bad_photo_tables_and_modes(demo_recommender, small_catalog_dir, demo_ca
         _rec(demo_recommender).fit(small_catalog_dir / "catalog.csv")
     with pytest.raises(RecommenderError, match="adapter must be one of"):
         _rec(demo_recommender, adapter="sometimes").fit(demo_catalog)
+
+
+def test_upload_protocol_never_learns_from_its_own_queries(demo_recommender, demo_catalog):
+    """photo_to_product uploads the catalog's extra shots: even a forced adapter must not see them."""
+    from recommender.evaluation.protocols import photo_to_product
+
+    out = photo_to_product(demo_catalog, DEMO_DIR / "views.csv", (1,), recommender=_rec(demo_recommender, adapter="on"))
+    assert "declares no labelled photos" in out["adapter"] and out["n_queries"] == 15
