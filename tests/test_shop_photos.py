@@ -130,7 +130,7 @@ def test_unreadable_and_escaping_photos_are_skipped(demo_recommender, small_cata
                                      {"id": "orchid", "image": str(outside)},
                                      {"id": "orchid", "image": "../" * 8 + "etc/passwd"},
                                      {"id": "t-shirt", "image": "images/missing.jpg"},
-                                     {"id": "red-wine", "image": "images/red-wine.jpg"}])
+                                     {"id": "red-wine", "image": "images/red-wine.png"}])
     rec = _rec(demo_recommender, adapter="on").fit(csv)
     assert rec.adapter_ is None
     assert "1 usable labelled photo(s)" in rec.adapter_note_ and "4 photo(s) skipped" in rec.adapter_note_
