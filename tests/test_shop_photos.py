@@ -11,6 +11,7 @@ import pytest
 from recommender import HybridRecommender
 from recommender.catalog.loader import DEMO_CATALOG
 from recommender.errors import CatalogError, RecommenderError
+from recommender.features.adapter import ShopPhotoAdapter
 from recommender.features.images import open_image
 from recommender.shop_photos import MIN_PRODUCTS, choose_adapter
 
@@ -153,3 +154,17 @@ def test_upload_protocol_never_learns_from_its_own_queries(demo_recommender, dem
 
     out = photo_to_product(demo_catalog, DEMO_DIR / "views.csv", (1,), recommender=_rec(demo_recommender, adapter="on"))
     assert "declares no labelled photos" in out["adapter"] and out["n_queries"] == 15
+
+
+def test_live_added_products_enter_the_adapted_space(demo_recommender, demo_catalog):
+    rec = _rec(demo_recommender, adapter="on").fit(demo_catalog)
+    # The demo's CV picks the identity (mix 0, no whitening); a real whitening makes the check able to fail.
+    ids = np.asarray(demo_catalog.ids, dtype=object)
+    X, j = _nuisance_photos(demo_recommender.image_vectors_, MIN_PRODUCTS, 3)
+    rec.adapter_ = ShopPhotoAdapter(mix=0.0, shrinkage=1.0).fit(X, ids[j], demo_recommender.image_vectors_, ids)
+    row = demo_catalog.items.set_index("id").loc[["orchid"]].reset_index().assign(id="orchid-again")
+    rec.upsert(row)
+    pos = rec.catalog_.position("orchid-again")
+    raw = demo_recommender.image_vectors_[demo_catalog.position("orchid")][None]  # same image, unadapted
+    np.testing.assert_allclose(rec.image_vectors_[pos], rec.adapter_.transform_queries(raw)[0], atol=1e-5)
+    assert not np.allclose(rec.image_vectors_[pos], raw[0] / np.linalg.norm(raw), atol=1e-3)
