@@ -168,3 +168,11 @@ def test_live_added_products_enter_the_adapted_space(demo_recommender, demo_cata
     raw = demo_recommender.image_vectors_[demo_catalog.position("orchid")][None]  # same image, unadapted
     np.testing.assert_allclose(rec.image_vectors_[pos], rec.adapter_.transform_queries(raw)[0], atol=1e-5)
     assert not np.allclose(rec.image_vectors_[pos], raw[0] / np.linalg.norm(raw), atol=1e-3)
+
+
+def test_cli_build_says_what_the_adapter_decided(demo_recommender, capsys):
+    from recommender.cli import main
+
+    assert main(["build", "--catalog", str(DEMO_DIR / "catalog.csv"), "--cache", str(demo_recommender.cache_dir),
+                 "--backbone", "efficientnet_lite0"]) == 0
+    assert "adapter off: 15 usable labelled photo(s)" in capsys.readouterr().out
