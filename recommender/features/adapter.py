@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator
 
 from recommender.index.exact import l2_normalise
@@ -113,11 +114,11 @@ def _within_product_eig(X, y, C, ids) -> tuple[np.ndarray, np.ndarray]:
     known = np.isin(ids, y)
     rows = np.concatenate([X, C[known]])
     labels = np.concatenate([y, ids[known]])
-    centred = np.empty_like(rows)
-    for lab in np.unique(labels):
-        m = labels == lab
-        centred[m] = rows[m] - rows[m].mean(axis=0)
-    cov = centred.T @ centred / max(1, len(rows) - len(np.unique(labels)))
+    codes, uniques = pd.factorize(labels)  # one pass, not a mask per product (large catalogs)
+    sums = np.zeros((len(uniques), rows.shape[1]), dtype=np.float64)
+    np.add.at(sums, codes, rows)
+    centred = rows - (sums / np.bincount(codes)[:, None]).astype(np.float32)[codes]
+    cov = centred.T @ centred / max(1, len(rows) - len(uniques))
     evals, evecs = np.linalg.eigh(cov.astype(np.float64))
     return evals.astype(np.float32), evecs.astype(np.float32)
 
