@@ -87,7 +87,7 @@ def main() -> None:
     print(f"cross-validation on train (5 folds, {cv_s:.0f} s): best {best}")
     for g in sorted(cv["grid"], key=lambda g: -g["R@1"])[:6]:
         print(f"  mix {g['mix']:<5} shrinkage {g['shrinkage']!s:<5} CV R@1 {g['R@1']:.3f} R@5 {g['R@5']:.3f}")
-    out = {"cv": cv, "fit_seconds": round(fit_s, 2), "val": {}}
+    out = {"cv": {k: v for k, v in cv.items() if k != "per_photo"}, "fit_seconds": round(fit_s, 2), "val": {}}
     for name, r in (("plain", plain), ("adapter", adapted), *parts.items()):
         s1, s5 = summarise(r["R@1"]), summarise(r["R@5"])
         line = f"val {name:<16} R@1 {s1['mean']:.3f} {s1['ci95']}  R@5 {s5['mean']:.3f} {s5['ci95']}  n={s1['n']}"

@@ -33,6 +33,8 @@ BASE = {"backbone": "efficientnet_lite0"}
 # name -> (HybridRecommender params on top of BASE, query side: (image centre crops, colour crop))
 ROWS: dict[str, tuple[dict, tuple[tuple[float, ...], float]]] = {
     "baseline": ({}, ((), 1.0)),
+    "adapter-off": ({"adapter": "off"}, ((), 1.0)),
+    "no-flip-adapter-off": ({"flip_tta": False, "adapter": "off"}, ((), 1.0)),
     "colour0": ({"photo_colour_weight": 0.0}, ((), 1.0)),
     "colour0.1": ({"photo_colour_weight": 0.1}, ((), 1.0)),
     "no-flip": ({"flip_tta": False}, ((), 1.0)),
@@ -72,7 +74,10 @@ def _install_query_side(crops: tuple[float, ...], colour_crop: float, memo: dict
                 memo[image_key] = self.embedder.embed_query(img)
             if colour_key not in memo:
                 memo[colour_key] = self._colour_embedder.embed_query(img)
-        return memo[image_key], memo[colour_key]
+        vec = memo[image_key]
+        if getattr(self, "adapter_", None) is not None:  # as querying._embed_upload does
+            vec = self.adapter_.transform_queries(vec[None])[0]
+        return vec, memo[colour_key]
 
     facade.HybridRecommender._image_embedder = image_embedder
     facade.HybridRecommender._embed_upload = embed_upload

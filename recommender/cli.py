@@ -54,6 +54,7 @@ def cmd_build(args) -> int:
     report = rec.build_report_
     print(f"backbone: {report.backbone} ({report.reason})")
     print(f"image pipeline: {rec.image_pipeline_description()}")
+    print(rec.adapter_note_)
     print(report.summary())
     print(f"cache: {report.cache_dir}")
     for p in report.skipped:
@@ -102,7 +103,7 @@ def cmd_evaluate(args) -> int:
     levers = {"flip_tta": args.flip_tta, "semantic": args.semantic, "dba_k": args.dba_k,
               "colour_weight": args.colour_weight, "photo_colour_weight": args.photo_colour_weight,
               "text_weighting": args.text_weighting, "label_projection": args.label_projection,
-              "projection_mix": args.projection_mix}
+              "projection_mix": args.projection_mix, "adapter": getattr(args, "adapter", None)}
     # Only the levers given on the command line; the rest keep the recommender's defaults.
     params = {"backbone": args.backbone, "cache_dir": args.cache, **{k: v for k, v in levers.items() if v is not None}}
     from recommender.recommender import HybridRecommender
@@ -255,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "catalog-item queries (default 0)")
     p.add_argument("--photo-colour-weight", type=float, help="the same for photo queries (default 0.3)")
     p.add_argument("--text-weighting", choices=["tfidf", "bm25"], help="metadata text weighting (default tfidf)")
+    p.add_argument("--adapter", choices=["auto", "on", "off"], help="shop-photo adapter (default auto)")
     projection(p)
     p.add_argument("--projection-mix", type=float, help="share of the label block in the image vector (default 0.5)")
     p.add_argument("--exclude", nargs="+", help="more metadata fields to leave out")

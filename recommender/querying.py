@@ -227,6 +227,8 @@ class QueryMixin:
         emb, colour = self.embedder, self._colour_embedder
         # embed_query: the whole photo, plus its centre crops where the embedder is set to (opt-in).
         vec = emb.embed_query(img)[None]
+        if getattr(self, "adapter_", None) is not None:  # the space the catalog vectors were adapted into
+            vec = self.adapter_.transform_queries(vec)
         if self.label_projection_ is not None:
             vec = self.label_projection_.transform(vec)
         return vec[0], colour.embed_query(img)

@@ -36,6 +36,7 @@ from recommender.ranking.calibration import (
 from recommender.ranking.filters import AttributeIndex
 from recommender.ranking.hybrid import Filters, HybridRanker
 from recommender.ranking.results import Recommendation, Recommendations
+from recommender.shop_photos import fit_catalog_adapter
 from recommender.store.build import BuildReport, Progress, build_embeddings, default_cache_dir, image_hashes
 
 if TYPE_CHECKING:
@@ -89,6 +90,11 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
     weak_score: a result list whose best calibrated score is below this is flagged ``weak``.
     refit_fraction: live updates re-fit the metadata vocabulary once the rows added or changed since
         the last fit exceed this fraction of the catalog (see :mod:`recommender.live`).
+    adapter: ``"auto"`` | ``"on"`` | ``"off"``: learn from the catalog's own labelled photos (``views.csv``
+        beside it, or ``fit(photos=...)``) how its products look in shop photos; ``auto`` only when there
+        are enough to cross-validate and the out-of-fold score beats the plain pipeline. Photo queries and
+        catalog image vectors then go through it; ``adapter_note_`` says what was decided and why
+        (see :mod:`recommender.shop_photos`).
     """
 
     def __init__(
@@ -117,6 +123,7 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         index_options: Mapping[str, object] | None = None,
         weak_score: float = DEFAULT_WEAK_SCORE,
         refit_fraction: float = 0.2,
+        adapter: str = "auto",
     ) -> None:
         self.backbone = backbone
         self.weight = weight
@@ -142,6 +149,7 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         self.index_options = index_options
         self.weak_score = weak_score
         self.refit_fraction = refit_fraction
+        self.adapter = adapter
 
     def recommend(self, *args, **kwargs) -> Recommendations:
         hint = getattr(getattr(self, "image_index_", None), "filter_hint", None)
@@ -161,14 +169,18 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         return ImageEmbedder(backbone, batch_size=self.batch_size, flip_tta=self.flip_tta, semantic=semantic,
                              features=self.features)
 
-    def fit(self, catalog: Catalog | Path | str, progress: Progress | None = None) -> HybridRecommender:
+    def fit(self, catalog: Catalog | Path | str, progress: Progress | None = None, photos=None) -> HybridRecommender:
+        """Embed (cached) and index the catalog. ``photos``: labelled shop photos for the adapter, an
+        ``id,image`` CSV path or table (default: ``views.csv`` beside the catalog; ``False``: none)."""
         catalog = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
         hashes = image_hashes(catalog)  # read every image file once for both caches
         vectors, has_image, report, embedder = build_embeddings(
             catalog, self._image_embedder(self.backbone), self.cache_dir, progress=progress, hashes=hashes)
         # Colour histograms need no model: cheap, cached beside the CNN vectors.
         colours, _, _, _ = build_embeddings(catalog, ColourEmbedder(), self.cache_dir, hashes=hashes)
-        self._fit_vectors(catalog, vectors, colours, has_image, report, embedder)
+        choice, embedder = fit_catalog_adapter(self.adapter, catalog, vectors, has_image, photos, embedder,
+                                               lambda: self._image_embedder(self.backbone), self.cache_dir)
+        self._fit_vectors(catalog, vectors, colours, has_image, report, embedder, choice)
         self._image_rows = {h: i for i, h in enumerate(hashes) if h is not None and has_image[i]}  # see live.py
         return self
 
@@ -190,7 +202,13 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         report = BuildReport(self.backbone, "vectors given to fit_vectors", False, n, reused=n)
         return self._fit_vectors(catalog, image_vectors, colours, has_image, report, None)
 
-    def _fit_vectors(self, catalog, vectors, colours, has_image, report, embedder) -> HybridRecommender:
+    def _fit_vectors(self, catalog, vectors, colours, has_image, report, embedder,
+                     adapted=None) -> HybridRecommender:
+        self.adapter_ = adapted.adapter if adapted else None
+        self.adapter_note_ = adapted.note if adapted else "adapter off: vectors given to fit_vectors"
+        if self.adapter_ is not None:  # catalog images move into the adapted space photo queries are mapped to
+            vectors = vectors.copy()
+            vectors[has_image] = self.adapter_.catalog_vectors_
         if self.dba_k > 0 and has_image.sum() > 1:
             knn_kind = "auto" if self.index == "milvus" else self.index  # neighbours in-process, not in a collection
             vectors[has_image] = self_dominant_dba(vectors[has_image], k=self.dba_k, alpha=self.dba_alpha,
@@ -228,6 +246,18 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         self.changed_since_metadata_fit_ = 0
         self._lock = ReadWriteLock()
         return self
+
+    def _prepare_rows(self, new, report):
+        """Live-added rows enter the adapted space too (their raw vectors whitened like a photo query).
+        Exact with the defaults; with a label projection or DBA as well the adapter would have to run
+        before them, inside live.py (not done: products are then added unadapted, with a warning)."""
+        rows = super()._prepare_rows(new, report)
+        if getattr(self, "adapter_", None) is not None and rows.has_image.any():
+            if self.label_projection_ is not None or self.dba_k > 0:
+                log.warning("shop-photo adapter with label projection/DBA: live-added images are not adapted")
+            else:
+                rows.vectors[rows.has_image] = self.adapter_.transform_queries(rows.vectors[rows.has_image])
+        return rows
 
     def _fit_metadata(self, catalog: Catalog) -> None:
         """The metadata encoder, matrix (CSR for rows, CSC for postings) and its score reference."""
@@ -372,6 +402,7 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
                  f"DBA k={self.dba_k}" if self.dba_k else None,
                  f"label projection {self.label_projection!r} {self.projection_mix:g}"
                  if self.label_projection else None,
+                 "shop-photo adapter" if getattr(self, "adapter_", None) is not None else None,
                  f"colour {self.colour_weight:g}" if self.colour_weight else None,
                  f"photo colour {self.photo_colour_weight:g}" if self.photo_colour_weight else None]
         return " + ".join(p for p in parts if p)

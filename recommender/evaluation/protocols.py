@@ -320,7 +320,9 @@ def multi_view(
     colour shares; with leave-one-out's ``photo`` method it chose ``photo_colour_weight``.
     """
     gallery, owner = gallery_with_views(catalog, views_csv)
-    rec = (recommender or HybridRecommender(backbone=backbone, cache_dir=cache_dir)).fit(gallery, progress=progress)
+    # The queries are the catalog's own extra shots: the shop-photo adapter must not learn from them.
+    rec = (recommender or HybridRecommender(backbone=backbone, cache_dir=cache_dir)).fit(gallery, progress=progress,
+                                                                                         photos=False)
     counts = pd.Series(owner).value_counts()
     queries = [i for i in range(len(owner)) if counts[owner[i]] > 1]
     if not queries:
@@ -377,6 +379,7 @@ def photo_to_product(
     progress: Progress | None = None,
     recommender: HybridRecommender | None = None,
     per_query: bool = False,
+    photos: Path | str | bool = False,
 ) -> dict:
     """Each extra shot (``views.csv``; not in the catalog) uploaded as a photo: is its product found?
 
@@ -384,11 +387,14 @@ def photo_to_product(
     settings, metadata inferred from the closest images), ``image`` (w = 1) and ``colour0`` (default
     with no colour share) - the last one shows what ``photo_colour_weight`` buys. One relevant
     product per query, so R@k is the hit rate and MAP the mean reciprocal rank (within the top k).
+    ``photos``: labelled shop photos the adapter may learn from (an ``id,image`` CSV of *other* photos,
+    e.g. grocery ``train``); never the queries, so by default none.
     """
     views = read_views(catalog, views_csv)
     if views.empty:
         raise RecommenderError(f"{views_csv}: no extra shots to upload")
-    rec = (recommender or HybridRecommender(backbone=backbone, cache_dir=cache_dir)).fit(catalog, progress=progress)
+    rec = (recommender or HybridRecommender(backbone=backbone, cache_dir=cache_dir)).fit(catalog, progress=progress,
+                                                                                         photos=photos)
     kmax = max(ks)
     variants = {"default": {}, "image": {"weight": 1.0}, "colour0": {"colour_weight": 0.0}}
     ranked: dict[str, list[np.ndarray]] = {m: [] for m in variants}
@@ -408,6 +414,7 @@ def photo_to_product(
         "views": str(views_csv),
         "backbone": rec.backbone_,
         "image_pipeline": rec.image_pipeline_description(),
+        "adapter": rec.adapter_note_,
         "weight": rec.weight,
         "n_products": len(catalog),
         "n_queries": len(views),

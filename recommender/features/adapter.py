@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator
 
 from recommender.index.exact import l2_normalise
@@ -56,17 +57,10 @@ class ShopPhotoAdapter(BaseEstimator):
         self.whitener_ = None
         if self.shrinkage is not None:
             evals, evecs = eig
-            ridge = float(self.shrinkage) * max(float(evals.mean()), 1e-12)
-            scale = (1.0 / np.sqrt(np.clip(evals, 0, None) + ridge)).astype(np.float32)
-            self.whitener_ = (evecs * scale) @ evecs.T
-        adapted_photos = self.transform_queries(X)
-        adapted = self.transform_queries(C)
-        for j, pid in enumerate(ids):
-            m = y == pid
-            if m.any() and self.mix:
-                proto = l2_normalise(adapted_photos[m].mean(axis=0, keepdims=True))[0]
-                adapted[j] = (1 - self.mix) * adapted[j] + self.mix * proto
-        self.catalog_vectors_ = l2_normalise(adapted)
+            # Whitened coordinates in the eigenbasis (no rotation back): a rotation changes no cosine, and
+            # cross_validate can then project once per fold and only rescale per shrinkage.
+            self.whitener_ = evecs * _whitening_scale(evals, self.shrinkage)
+        self.catalog_vectors_ = _with_prototypes(self.transform_queries(X), y, self.transform_queries(C), ids, self.mix)
         self.catalog_ids_ = ids
         self.n_photos_ = len(X)
         return self
@@ -77,6 +71,25 @@ class ShopPhotoAdapter(BaseEstimator):
         if getattr(self, "whitener_", None) is None:
             return l2_normalise(V.copy())
         return l2_normalise((V - self.mean_) @ self.whitener_)
+
+
+def _whitening_scale(evals: np.ndarray, shrinkage: float) -> np.ndarray:
+    ridge = float(shrinkage) * max(float(evals.mean()), 1e-12)
+    return (1.0 / np.sqrt(np.clip(evals, 0, None) + ridge)).astype(np.float32)
+
+
+def _with_prototypes(photos: np.ndarray, labels: np.ndarray, catalog: np.ndarray, ids: np.ndarray,
+                     mix: float) -> np.ndarray:
+    """Catalog vectors moved ``mix`` of the way to the L2-normalised mean of their product's (adapted) photos."""
+    out = catalog.copy()
+    if mix:
+        position = {pid: j for j, pid in enumerate(ids)}
+        rows = np.fromiter((position[p] for p in labels), dtype=np.int64, count=len(labels))
+        sums = np.zeros_like(out)
+        np.add.at(sums, rows, photos)
+        has = np.bincount(rows, minlength=len(out)) > 0
+        out[has] = (1 - mix) * out[has] + mix * l2_normalise(sums[has])
+    return l2_normalise(out)
 
 
 def _check(photo_vectors, photo_labels, catalog_vectors, catalog_ids):
@@ -101,11 +114,11 @@ def _within_product_eig(X, y, C, ids) -> tuple[np.ndarray, np.ndarray]:
     known = np.isin(ids, y)
     rows = np.concatenate([X, C[known]])
     labels = np.concatenate([y, ids[known]])
-    centred = np.empty_like(rows)
-    for lab in np.unique(labels):
-        m = labels == lab
-        centred[m] = rows[m] - rows[m].mean(axis=0)
-    cov = centred.T @ centred / max(1, len(rows) - len(np.unique(labels)))
+    codes, uniques = pd.factorize(labels)  # one pass, not a mask per product (large catalogs)
+    sums = np.zeros((len(uniques), rows.shape[1]), dtype=np.float64)
+    np.add.at(sums, codes, rows)
+    centred = rows - (sums / np.bincount(codes)[:, None]).astype(np.float32)[codes]
+    cov = centred.T @ centred / max(1, len(rows) - len(uniques))
     evals, evecs = np.linalg.eigh(cov.astype(np.float64))
     return evals.astype(np.float32), evecs.astype(np.float32)
 
@@ -125,23 +138,34 @@ def cross_validate(
     """Choose ``mix`` and ``shrinkage`` by k-fold R@1 over the labelled photos alone.
 
     Each fold's photos are queries against an adapter fitted on the other folds. Returns
-    ``{"best": {"mix", "shrinkage"}, "grid": [{"mix", "shrinkage", "R@1", "R@5"}...]}``.
+    ``{"best": {"mix", "shrinkage"}, "grid": [{"mix", "shrinkage", "R@1", "R@5"}...], "folds",
+    "per_photo": {(shrinkage, mix): out-of-fold hit@1 per photo}}``.
     """
     X, y, C, ids = _check(photo_vectors, photo_labels, catalog_vectors, catalog_ids)
+    folds = max(2, min(folds, len(X)))
     position = {pid: j for j, pid in enumerate(ids)}
     fold_of = np.random.default_rng(seed).permutation(len(X)) % folds
     hits = {(s, m): {"R@1": np.zeros(len(X)), "R@5": np.zeros(len(X))} for s in shrinkages for m in mixes}
     for f in range(folds):
         test = fold_of == f
-        eig = _within_product_eig(X[~test], y[~test], C, ids)  # once per fold, shared by the grid
+        evals, evecs = _within_product_eig(X[~test], y[~test], C, ids)  # once per fold, shared by the grid
         truth = np.array([position[p] for p in y[test]])
+        mean = X[~test].mean(axis=0)
+        # As ShopPhotoAdapter._fit / transform_queries, with the projection made once per fold.
+        parts = (X[~test], X[test], C)
+        projected = [(v - mean) @ evecs for v in parts]
         for shrinkage in shrinkages:
+            if shrinkage is None:
+                train, queries, catalog = (l2_normalise(v.copy()) for v in parts)
+            else:
+                scale = _whitening_scale(evals, shrinkage)
+                train, queries, catalog = (l2_normalise(v * scale) for v in projected)
             for mix in mixes:
-                ad = ShopPhotoAdapter(mix=mix, shrinkage=shrinkage)._fit(X[~test], y[~test], C, ids, eig)
-                r = recall_at(ad.transform_queries(X[test]) @ ad.catalog_vectors_.T, truth)
+                r = recall_at(queries @ _with_prototypes(train, y[~test], catalog, ids, mix).T, truth)
                 for k, v in r.items():
                     hits[(shrinkage, mix)][k][test] = v
     grid = [{"mix": m, "shrinkage": s, "R@1": round(float(h["R@1"].mean()), 4), "R@5": round(float(h["R@5"].mean()), 4)}
             for (s, m), h in hits.items()]
     best = max(grid, key=lambda g: (g["R@1"], g["R@5"]))
-    return {"best": {"mix": best["mix"], "shrinkage": best["shrinkage"]}, "grid": grid, "folds": folds}
+    return {"best": {"mix": best["mix"], "shrinkage": best["shrinkage"]}, "grid": grid, "folds": folds,
+            "per_photo": {(s, m): h["R@1"] for (s, m), h in hits.items()}}
