@@ -22,8 +22,7 @@ from recommender.features.embedders import ColourEmbedder, ImageEmbedder, has_cl
 from recommender.features.metadata import MetadataEncoder
 from recommender.features.postprocess import self_dominant_dba
 from recommender.features.projection import LabelProjection, out_of_fold_similarity
-from recommender.index.factory import backend_class, make_index
-from recommender.index.persist import index_content_key, load_index, prune_saved_indexes, save_index
+from recommender.indexing import IndexMixin
 from recommender.live import LiveUpdatesMixin, ReadWriteLock
 from recommender.querying import QueryMixin
 from recommender.ranking.calibration import (
@@ -37,7 +36,7 @@ from recommender.ranking.filters import AttributeIndex
 from recommender.ranking.hybrid import Filters, HybridRanker
 from recommender.ranking.results import Recommendation, Recommendations
 from recommender.shop_photos import fit_catalog_adapter
-from recommender.store.build import BuildReport, Progress, build_embeddings, default_cache_dir, image_hashes
+from recommender.store.build import BuildReport, Progress, build_embeddings, image_hashes
 
 if TYPE_CHECKING:
     from recommender.catalog.interactions import Interactions
@@ -54,7 +53,7 @@ PROJECTION_FOLDS = 5  # folds for out-of-fold similarities when a label projecti
 _EMBEDDER_LOCK = threading.Lock()
 
 
-class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
+class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator):
     """Recommend catalog products by a weighted mix of image and metadata similarity.
 
     Parameters
@@ -151,17 +150,6 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         self.refit_fraction = refit_fraction
         self.adapter = adapter
 
-    def recommend(self, *args, **kwargs) -> Recommendations:
-        hint = getattr(getattr(self, "image_index_", None), "filter_hint", None)
-        if hint is None:
-            return super().recommend(*args, **kwargs)
-        # Milvus: the filters run inside the collection as a boolean expression, not as a list of ids.
-        filters = kwargs.get("filters", args[5] if len(args) > 5 else None)
-        filters = filters if isinstance(filters, Filters) else None  # no hint: still correct (an id expression)
-        with hint(filters, self.attributes_, self.alive_ & self.has_image_):
-            return super().recommend(*args, **kwargs)
-
-    recommend.__doc__ = QueryMixin.recommend.__doc__
 
     # -- fitting -----------------------------------------------------------------------------
     def _image_embedder(self, backbone: str) -> ImageEmbedder:
@@ -273,60 +261,6 @@ class HybridRecommender(QueryMixin, LiveUpdatesMixin, BaseEstimator):
         self.references_ = {**getattr(self, "references_", {}),
                             "metadata": sparse_reference(self.metadata_matrix_, live_rows),
                             "text": self_match_reference(self.metadata_matrix_, names, probes)}
-
-    def _build_index(self, vectors: np.ndarray, has_image: np.ndarray):
-        """The ANN image index, or None where an exact scan of our own vectors is the backend.
-
-        An in-process ANN is saved under the cache folder keyed by its exact content (the vectors' bytes,
-        their rows, the kind), so a warm fit loads the graph instead of rebuilding it (minutes at 1M).
-        """
-        if self.index_options:  # a named backend with its options (Milvus: uri, token, collection)
-            index = backend_class(self.index)(vectors.shape[1], expected_size=len(vectors), **self.index_options)
-        else:
-            index = make_index(self.index, vectors.shape[1], expected_size=len(vectors))
-        if index.kind == "exact":
-            return None  # the exact scan reads image_vectors_ directly: no second copy
-        if hasattr(index, "mirror"):  # a shared, persistent collection (Milvus): catalog and attributes mirrored
-            return index.mirror(self)
-        rows = np.flatnonzero(has_image)
-        folder = None if index.kind == "milvus" else self._index_folder()
-        key = index_content_key(index, vectors, rows) if folder is not None else None
-        if key is not None:
-            loaded = load_index(folder, key, kind=index.kind, dim=index.dim)
-            if loaded is not None:
-                return loaded
-        index.add(rows, vectors[rows])
-        if key is not None:
-            try:
-                save_index(index, folder, key)
-                prune_saved_indexes(folder, keep=key)
-            except OSError as exc:  # a read-only cache still serves: the next fit builds again
-                log.warning("could not save the image index under %s: %s", folder, exc)
-        return index
-
-    def _index_folder(self) -> Path | None:
-        return Path(self.cache_dir) / "index" if self.cache_dir else (
-            default_cache_dir(self.catalog_) / "index" if getattr(self, "catalog_", None) is not None else None)
-
-    def catalog_rows(self, rows: np.ndarray):
-        """Catalog rows (the current catalog, live updates included) by position: a Milvus index's attributes."""
-        return self.catalog_.items.iloc[np.asarray(rows, dtype=np.int64)]
-
-    def metadata_rows(self, rows: np.ndarray):
-        """Metadata rows (sparse, the current vocabulary) by position: a Milvus index's metadata vectors."""
-        return self.metadata_matrix_[np.asarray(rows, dtype=np.int64)]
-
-    def _index_nearest(self, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
-        """Similarity of sampled products to their nearest other product, through the ANN index
-        (None with the exact backend: :func:`dense_reference` scans the probes itself)."""
-        if self.image_index_ is None or len(rows) < 2:
-            return None
-        probes = rows[np.random.default_rng(0).permutation(len(rows))[:DEFAULT_PROBES]]
-        _, ids = self.image_index_.search(vectors[probes], 2)
-        other = np.where(ids[:, 0] == probes, ids[:, 1], ids[:, 0])
-        found = other >= 0
-        # Scored with our own vectors: an index over a reduced copy returns approximate cosines.
-        return np.einsum("ij,ij->i", vectors[probes[found]], vectors[other[found]]).astype(np.float32)
 
     def _projection_labels(self, catalog: Catalog) -> np.ndarray:
         col = self.label_projection
