@@ -131,7 +131,8 @@ class Filters:
             if not wanted:
                 continue
             wanted = sorted({str(w).strip() for w in wanted})
-            out.append((f"{col} in {wanted}", attributes.value_mask(col, wanted)))
+            shown = " or ".join(repr(w) for w in wanted)  # read by people: brand 'nike' or 'adidas'
+            out.append((f"{col.replace('_', ' ')} {shown}", attributes.value_mask(col, wanted)))
         price = attributes.price
         if self.price_min is not None:
             out.append((f"price >= {self.price_min:g}", np.nan_to_num(price, nan=-np.inf) >= self.price_min))
