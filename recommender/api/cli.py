@@ -68,6 +68,12 @@ def cmd_gc(args) -> int:
     garbage = MediaStore(s.media_dir).collect_garbage(repo.referenced_images(), grace_s=args.grace_hours * 3600,
                                                       dry_run=args.dry_run)
     print(garbage.summary())
+    if args.keep_revisions < 1:
+        raise RecommenderError("--keep-revisions must be at least 1")
+    if not args.dry_run:
+        # A worker further behind than this reloads the whole catalog on its next sync: nothing is lost.
+        print(f"change log: {repo.prune_changes(args.keep_revisions)} record(s) older than the newest "
+              f"{args.keep_revisions} revisions removed")
     return 0
 
 
@@ -115,9 +121,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(p)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("gc", help="remove stored images no product uses any more (and files a killed write left)")
+    p = sub.add_parser("gc", help="remove stored images no product uses any more, files a killed write left, "
+                       "and old change-log records")
     p.add_argument("--grace-hours", type=float, default=1.0,
                    help="keep files younger than this, which an in-flight write may still name (default 1)")
+    p.add_argument("--keep-revisions", type=int, default=100_000,
+                   help="change-log revisions to keep (a worker further behind reloads everything; default 100000)")
     p.add_argument("--dry-run", action="store_true", help="only report what would be removed")
     common(p)
     p.set_defaults(func=cmd_gc)

@@ -279,6 +279,12 @@ class LiveCatalog:
             if not self.loaded:
                 return 0
             newest, ops = self.repo.changes_since(self.applied_revision)
+            if ops is None:  # the change log was pruned past this reader: reload everything (never miss one)
+                log.warning("change log pruned past revision %d: reloading the catalog", self.applied_revision)
+                self.recommender, self.applied_revision = self._fit()
+                self._drift_cache = None
+                self.last_update = time.time()
+                return self.repo.count()
             if not ops:
                 self.applied_revision = max(self.applied_revision, newest)
                 return 0

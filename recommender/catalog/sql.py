@@ -261,10 +261,16 @@ class CatalogRepository:
                              .where(Product.image_sha256.is_not(None))).all()
         return {(sha, ext) for sha, ext in rows if sha and ext}
 
-    def changes_since(self, revision: int) -> tuple[int, dict[str, set[str]]]:
-        """``(newest revision, {product id: ops since revision})``."""
+    def changes_since(self, revision: int) -> tuple[int, dict[str, set[str]] | None]:
+        """``(newest revision, {product id: ops since revision})``; ops ``None`` when the change log no longer
+        reaches back to ``revision`` (pruned by ``gc``): the reader must reload everything."""
         with self.session() as s:
             newest = int(s.scalar(select(CatalogState.revision).where(CatalogState.id == 1)) or 0)
+            if revision < newest:
+                # Every committed revision wrote at least one change row, so a gap means pruned history.
+                oldest = s.scalar(select(func.min(Change.revision)))
+                if oldest is None or int(oldest) > revision + 1:
+                    return newest, None
             rows = s.execute(select(Change.product_id, Change.op)
                              .where(Change.revision > revision, Change.revision <= newest)).all()
         ops: dict[str, set[str]] = {}
@@ -341,7 +347,15 @@ class CatalogRepository:
                 s.add(Change(revision=rev, product_id=pid, op="delete"))
         return rev, found
 
-    def prune_changes(self, keep_after: int) -> None:
-        """Forget change records at or before ``keep_after`` (every reader has applied them)."""
+    def prune_changes(self, keep_revisions: int) -> int:
+        """Forget the change log but its newest ``keep_revisions`` revisions; returns the rows deleted.
+
+        A reader further behind than that finds a gap (:meth:`changes_since` answers ``None``) and reloads
+        the whole catalog, so pruning never loses an update, it only makes a very late reader slower.
+        """
+        if keep_revisions < 1:
+            raise CatalogError("keep at least the newest revision of the change log")
         with self.session() as s, s.begin():
-            s.execute(delete(Change).where(Change.revision <= keep_after))
+            newest = int(s.scalar(select(CatalogState.revision).where(CatalogState.id == 1)) or 0)
+            result = s.execute(delete(Change).where(Change.revision <= newest - keep_revisions))
+        return int(result.rowcount or 0)

@@ -141,3 +141,31 @@ def test_gc_keeps_a_young_unreferenced_file_and_refuses_a_negative_grace(env, sm
     assert "removed 0 unreferenced image(s)" in out and "1 unreferenced file(s) younger than the grace" in out
     assert main(["gc", "--data-dir", str(env), "--grace-hours", "-1"]) == 2
     assert "--grace-hours must be >= 0" in capsys.readouterr().err
+
+
+def test_gc_prunes_the_change_log_and_a_late_worker_reloads_without_losing_a_write(env, small_dir, api_cache, capsys):
+    from api_helpers import settings_for
+
+    from recommender.api.deps import Service
+    from recommender.catalog.sql import ProductRow
+
+    assert main(["import", "--catalog", str(small_dir / "catalog.csv"), "--data-dir", str(env)]) == 0
+    s = settings_for(env, api_cache, seed_catalog="")
+    late = Service(s).open()  # a worker that stops syncing for a while
+    repo = CatalogRepository.from_url(s.url)
+    keep = repo.get("laptop")
+    victim = next(p.id for p in repo.all() if p.id != "laptop")
+    repo.delete([victim])
+    repo.upsert([ProductRow(id="laptop-2", name="Second laptop", image=keep.image, image_sha256=keep.image_sha256,
+                            image_ext=keep.image_ext)])
+    for _ in range(3):
+        repo.patch("laptop", {"price": 999.0})
+    assert main(["gc", "--data-dir", str(env), "--keep-revisions", "1"]) == 0
+    assert "change log:" in capsys.readouterr().out
+    late.live.sync()  # the log no longer reaches its revision: it reloads, and misses nothing
+    rec = late.live.recommender
+    assert rec._is_live("laptop-2") and not rec._is_live(victim)
+    assert rec.recommend(item="laptop-2", k=3).items
+    assert late.live.drift().in_sync
+    late.close()
+    assert main(["gc", "--data-dir", str(env), "--keep-revisions", "0"]) == 2

@@ -121,3 +121,18 @@ def test_check_id_accepts_ordinary_ids(good):
 def test_unreachable_database_is_one_clear_error(tmp_path):
     with pytest.raises(CatalogError, match="cannot open the catalog database"):
         CatalogRepository.from_url(f"sqlite:///{tmp_path / 'missing-folder' / 'x.db'}")
+
+
+def test_a_pruned_change_log_tells_a_late_reader_to_reload(repo):
+    repo.upsert([row("a"), row("b")])
+    early = repo.revision()
+    repo.patch("a", {"price": 3.0})
+    repo.delete(["b"])
+    latest = repo.revision()
+    assert repo.changes_since(early)[1] == {"a": {"patch"}, "b": {"delete"}}
+    assert repo.prune_changes(1) >= 2  # only the newest revision's records are kept
+    assert repo.changes_since(early) == (latest, None)  # the log no longer reaches back: reload everything
+    assert repo.changes_since(latest - 1)[1] == {"b": {"delete"}}  # a reader just one behind still catches up
+    assert repo.changes_since(latest)[1] == {}
+    with pytest.raises(CatalogError, match="keep at least"):
+        repo.prune_changes(0)
