@@ -7,31 +7,18 @@ import json
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
-from api_helpers import AUTH, settings_for
+from api_helpers import AUTH, SMALL_CF, settings_for, write_retail_slice
 from fastapi.testclient import TestClient
 
 from recommender.api.app import create_app
 from recommender.api.deps import Service
 
-RETAIL = Path(__file__).resolve().parents[2] / "data" / "online-retail"
-SMALL_CF = {"factors": 16, "iterations": 3}  # as tests/test_cf.py's small_cf()
-
 
 @pytest.fixture(scope="module")
 def retail_slice(tmp_path_factory) -> tuple[Path, list[str], list[str]]:
     """The 120 best-selling products and the 60 customers who bought most of them (catalog + interactions)."""
-    out = tmp_path_factory.mktemp("retail-slice")
-    inter = pd.read_parquet(RETAIL / "interactions.parquet")
-    items = list(inter["item_id"].value_counts().index[:120])
-    inter = inter[inter["item_id"].isin(items)]
-    users = list(inter["user_id"].value_counts().index[:60])
-    inter = inter[inter["user_id"].isin(users)]
-    catalog = pd.read_parquet(RETAIL / "catalog.parquet")
-    catalog[catalog["id"].isin(items)].to_parquet(out / "catalog.parquet")
-    inter.to_parquet(out / "interactions.parquet")
-    return out, [str(u) for u in users], [str(i) for i in items]
+    return write_retail_slice(tmp_path_factory.mktemp("retail-slice"), 120, 60)
 
 
 def _client(root: Path, data: Path, **overrides) -> TestClient:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from alembic import command
 from alembic.config import Config
-from api_helpers import AUTH, settings_for
+from api_helpers import AUTH, SMALL_CF, settings_for, write_retail_slice
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 
@@ -23,8 +23,6 @@ from recommender.catalog.events_sql import EventLog
 from recommender.catalog.interactions import Interactions
 from recommender.catalog.sql import MIGRATIONS, CatalogRepository, ProductRow, make_engine, migrate, schema_revision
 
-RETAIL = Path(__file__).resolve().parents[2] / "data" / "online-retail"
-SMALL_CF = {"factors": 16, "iterations": 3}
 PG_URL = os.environ.get("RECOMMENDER_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
     not PG_URL, reason="RECOMMENDER_TEST_POSTGRES_URL not set (source scripts/ci_postgres.sh starts one)"))]
@@ -51,16 +49,7 @@ def db_url(request, tmp_path) -> str:
 @pytest.fixture(scope="module")
 def retail_slice(tmp_path_factory) -> tuple[Path, list[str], list[str]]:
     """The 80 best-selling Online Retail products and the 40 customers who bought most of them."""
-    out = tmp_path_factory.mktemp("retail-events")
-    inter = pd.read_parquet(RETAIL / "interactions.parquet")
-    items = list(inter["item_id"].value_counts().index[:80])
-    inter = inter[inter["item_id"].isin(items)]
-    users = list(inter["user_id"].value_counts().index[:40])
-    inter = inter[inter["user_id"].isin(users)]
-    catalog = pd.read_parquet(RETAIL / "catalog.parquet")
-    catalog[catalog["id"].isin(items)].to_parquet(out / "catalog.parquet")
-    inter.to_parquet(out / "interactions.parquet")
-    return out, [str(u) for u in users], [str(i) for i in items]
+    return write_retail_slice(tmp_path_factory.mktemp("retail-events"), 80, 40)
 
 
 def service(root: Path, data: Path, url: str, **overrides) -> Service:
