@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from recommender.api.deps import Service
+from recommender.api.deps import Service, limit_kernel_threads
 from recommender.api.settings import ApiSettings, load_settings
 from recommender.errors import CatalogError, ImageError, QueryError, RecommenderError
 
@@ -114,6 +114,7 @@ def create_app(settings: ApiSettings | None = None, service: Service | None = No
         import anyio.to_thread
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = 2 * settings.max_concurrent_queries + 2
+        limit_kernel_threads(settings.kernel_threads)
         if service.live is None or not service.live.loaded:
             service.open_in_background()
         elif service._thread is None:

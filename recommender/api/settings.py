@@ -52,6 +52,8 @@ class ApiSettings(BaseSettings):
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS ('*' = any); '' = no CORS")
     max_concurrent_queries: int = Field(os.cpu_count() or 2, ge=1, description="recommendation queries computed "
                                         "at once per worker (more wait their turn: no thrashing of the cores)")
+    kernel_threads: int = Field(1, ge=1, description="BLAS / OpenMP threads a query's numeric kernels use "
+                                "(concurrency comes from the query slots and the workers instead)")
     sync_interval_s: float = Field(0.5, gt=0, description="how often a worker applies writes other workers took")
     interactions: str = Field("", description="customer interactions file (.csv/.parquet) fitted at start for "
                               "/v1/users/{id}/recommendations and /v1/events, plus the events stored in the "

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from recommender.api.deps import LiveDep, ServiceDep, require_read_key, require_write_key
+from recommender.api.deps import LiveDep, ServiceDep, freeze_long_lived, require_read_key, require_write_key
 from recommender.api.schemas import Stats
 from recommender.catalog.live import indexed_products
 from recommender.errors import RecommenderError
@@ -96,4 +96,6 @@ def stats(live: LiveDep, service: ServiceDep) -> ServiceStats:
              responses={401: {}, 403: {}})
 def reindex(live: LiveDep) -> dict:
     """Refit the recommender on the database (cached vectors reused, missing ones embedded); returns the drift."""
-    return live.reindex().to_dict()
+    drift = live.reindex().to_dict()
+    freeze_long_lived()
+    return drift
