@@ -258,10 +258,34 @@ class QueryMixin:
     # -- explaining ----------------------------------------------------------------------------
     def _cells(self, positions: np.ndarray, columns) -> dict[str, list]:
         """The cells of ``columns`` (those the catalog has) at rows ``positions``: one vectorised take per
-        column, so a query touches only the rows it returns (per-row pandas access cost ~0.1 ms a cell)."""
-        items = self.catalog_.items
+        column, so a query touches only the rows it returns (per-row pandas access cost ~0.1 ms a cell).
+        Arrow-backed columns are taken in pyarrow (a missing value read back as the column's own NA):
+        at 100k, 6 columns x 10 rows cost 0.42 ms through pandas, 0.07 ms so (docs/api.md, "Measured")."""
         pos = np.asarray(positions, dtype=np.int64)
-        return {c: items[c].array.take(pos).tolist() for c in columns if c in items.columns}
+        out = {}
+        for c, (arrow, array, na) in self._column_arrays().items():
+            if c not in columns:
+                continue
+            if arrow is None:
+                out[c] = array.take(pos).tolist()
+            else:
+                out[c] = [na if v is None else v for v in arrow.take(pos).to_pylist()]
+        return out
+
+    def _column_arrays(self) -> dict[str, tuple]:
+        """Per column: its pyarrow ChunkedArray (None if not Arrow-backed), its pandas array and NA value;
+        built once per catalog frame (a live update makes a new frame, never edits one in place)."""
+        items = self.catalog_.items
+        cached = getattr(self, "_column_cache", None)
+        if cached is None or cached[0] is not items:
+            arrays = {}
+            for c in items.columns:
+                array = items[c].array
+                arrow = array.__arrow_array__() if getattr(array.dtype, "storage", None) == "pyarrow" else None
+                arrays[c] = (arrow, array, getattr(array.dtype, "na_value", None))
+            cached = (items, arrays)
+            self._column_cache = cached  # one tuple assignment: a concurrent reader sees the old or the new
+        return cached[1]
 
     def _items(self, ranking: Ranking, query_attrs: Mapping[str, list[str]], text: str | None) -> list[Recommendation]:
         positions = np.asarray(ranking.positions, dtype=np.int64)

@@ -286,6 +286,7 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state.pop("_lock", None)  # a lock does not pickle; a fresh one is made on load
+        state.pop("_column_cache", None)  # views of catalog_.items, rebuilt on the first query
         return state
 
     def __setstate__(self, state: dict) -> None:

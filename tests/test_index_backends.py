@@ -98,6 +98,23 @@ def test_hnsw_filter_inside_the_graph_walk_keeps_recall(clustered):
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
+@pytest.mark.parametrize("n_denied", [1, 16, 17])
+def test_allow_mask_denying_a_few_ids_drops_them_and_keeps_recall(kind, n_denied, clustered):
+    # "More like this" denies only the query item: HNSW searches unfiltered for k + denied and drops them
+    # (up to FEW_DENIED = 16 ids); 17 takes the bitmap path. Each query's own nearest rows are the denied ones.
+    x, q = clustered
+    index = built(kind, x)
+    nearest = exact_ids(x, q, k=n_denied)
+    for row in range(len(q)):
+        allow = np.ones(len(x), bool)
+        allow[nearest[row]] = False
+        scores, ids = index.search(q[row:row + 1], K, allow)
+        assert not set(ids[0]) & set(nearest[row]), "a denied id was returned"
+        assert (ids[0] >= 0).all() and np.all(np.diff(scores[0]) <= 1e-6)
+        assert recall(ids, exact_ids(x, q[row:row + 1], allow)) >= (1.0 if kind == "exact" else 0.9)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
 def test_allow_mask_shorter_than_the_ids_disallows_the_rest(kind, clustered):
     x, q = clustered
     _, ids = built(kind, x).search(q, K, np.ones(100, bool))
