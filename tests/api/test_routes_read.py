@@ -7,6 +7,16 @@ import io
 from api_helpers import DEMO_DIR
 from PIL import Image
 
+from recommender.api.schemas import RecommendationsOut
+
+
+def strictly_declared(body: dict) -> RecommendationsOut:
+    """The routes build their JSON by hand (no pydantic per request): it must match the declared model
+    exactly, in strict mode (no coercion) and with no field the model lacks."""
+    model = RecommendationsOut.model_validate(body, strict=True)
+    assert model.model_dump(mode="json") == body
+    return model
+
 
 def test_health_and_ready_report_a_loaded_catalog_in_sync(demo_client):
     assert demo_client.get("/health").json() == {"status": "ok"}
@@ -67,6 +77,7 @@ def test_similar_explains_every_hit(demo_client):
     r = demo_client.get("/v1/products/laptop/similar", params={"limit": 5})
     assert r.status_code == 200
     body = r.json()
+    strictly_declared(body)
     assert len(body["results"]) == 5 and "laptop" not in [h["id"] for h in body["results"]]
     top = body["results"][0]
     assert set(top) >= {"rank", "id", "score", "scores", "contributions", "shared", "why", "image_url"}
@@ -83,11 +94,13 @@ def test_similar_applies_filters_and_knobs(demo_client):
                         params={"limit": 10, "category": "Sports & Outdoor", "price_max": 60, "weight": 1.0})
     body = r.json()
     assert r.status_code == 200 and body["weight"] == 1.0 and body["results"]
+    strictly_declared(body)
     for hit in body["results"]:
         p = demo_client.get(f"/v1/products/{hit['id']}").json()
         assert p["category"] == "Sports & Outdoor" and p["price"] <= 60
     r = demo_client.get("/v1/products/laptop/similar", params={"brand": "NoSuchBrand"})
     assert r.status_code == 200 and r.json()["results"] == [] and "NoSuchBrand" in r.json()["empty_reason"]
+    strictly_declared(r.json())
 
 
 def test_similar_errors(demo_client):
@@ -102,6 +115,7 @@ def test_search_by_text_explains_what_it_recognised(demo_client):
     assert r.status_code == 200
     body = r.json()
     assert body["results"] and body["query"].startswith("text")
+    strictly_declared(body)
     assert any("shoe" in h["name"].lower() for h in body["results"][:3])
 
 
@@ -110,6 +124,7 @@ def test_search_by_photo_finds_that_product_first(demo_client):
     r = demo_client.post("/v1/search", files={"image": ("my photo.jpg", data, "image/jpeg")}, data={"limit": 3})
     assert r.status_code == 200, r.text
     assert r.json()["results"][0]["id"] == "tennis-ball"
+    strictly_declared(r.json())
     assert r.json()["results"][0]["scores"]["image"] > 0.9
 
 

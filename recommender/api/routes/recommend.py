@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
+from fastapi.responses import JSONResponse
 
 from recommender.api.deps import LiveDep, Service, ServiceDep, require_read_key
-from recommender.api.schemas import Hit, RecommendationsOut, Scores
+from recommender.api.schemas import RecommendationsOut
 from recommender.catalog.live import LiveCatalog
 from recommender.catalog.media import check_decodes
 from recommender.errors import ImageError
@@ -22,16 +23,22 @@ def _none_if_nan(x: float) -> float | None:
     return None if x != x else round(float(x), 6)
 
 
-def recommendations_out(result) -> RecommendationsOut:
-    hits = [Hit(rank=k, id=r.id, name=r.name, score=_none_if_nan(r.score),
-                scores=Scores(image=_none_if_nan(r.image_score), metadata=_none_if_nan(r.metadata_score)),
-                contributions=Scores(image=_none_if_nan(r.image_contribution),
-                                     metadata=_none_if_nan(r.metadata_contribution)),
-                shared=r.shared, why=r.why(), image_url=f"/v1/products/{r.id}/image")
+def recommendations_out(result) -> JSONResponse:
+    """The :class:`RecommendationsOut` body, built as plain JSON.
+
+    The route still declares ``response_model=RecommendationsOut`` (OpenAPI, and the tests validate every
+    answer against it), but returning a response skips building ~30 pydantic objects per request and
+    validating them again on the way out: at 100k products, 1.3 of ~8 ms of CPU per request
+    (docs/api.md, "Measured")."""
+    hits = [{"rank": k, "id": r.id, "name": r.name, "score": _none_if_nan(r.score),
+             "scores": {"image": _none_if_nan(r.image_score), "metadata": _none_if_nan(r.metadata_score)},
+             "contributions": {"image": _none_if_nan(r.image_contribution),
+                               "metadata": _none_if_nan(r.metadata_contribution)},
+             "shared": r.shared, "why": r.why(), "image_url": f"/v1/products/{r.id}/image"}
             for k, r in enumerate(result.items, 1)]
-    return RecommendationsOut(query=result.query, weight=result.weight, n_candidates=result.n_candidates,
-                              query_attributes=result.query_attributes, notes=result.notes,
-                              empty_reason=result.empty_reason, results=hits)
+    return JSONResponse({"query": result.query, "weight": float(result.weight),
+                         "n_candidates": int(result.n_candidates), "query_attributes": result.query_attributes,
+                         "notes": list(result.notes), "empty_reason": result.empty_reason, "results": hits})
 
 
 def _filters(category, sub_category, brand, colour, price_min, price_max) -> Filters:
@@ -64,7 +71,7 @@ def similar(
     brand: Annotated[list[str] | None, Query()] = None, colour: Annotated[list[str] | None, Query()] = None,
     price_min: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
     price_max: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
-) -> RecommendationsOut:
+) -> JSONResponse:
     """Products like this one ("more like this"), each with its score parts and shared attributes."""
     _check_limit(limit, service)
     filters = _filters(category, sub_category, brand, colour, price_min, price_max)
@@ -85,7 +92,7 @@ def search(
     brand: Annotated[list[str] | None, Form()] = None, colour: Annotated[list[str] | None, Form()] = None,
     price_min: Annotated[float | None, Form(ge=0, allow_inf_nan=False)] = None,
     price_max: Annotated[float | None, Form(ge=0, allow_inf_nan=False)] = None,
-) -> RecommendationsOut:
+) -> JSONResponse:
     """Products like an uploaded photo and/or a text (multipart form), each explained."""
     _check_limit(limit, service)
     filters = _filters(category, sub_category, brand, colour, price_min, price_max)
