@@ -11,6 +11,12 @@ client and server share the machine's cores, as they would on one box. Every run
 latency with bootstrap 95% intervals, errors (non-2xx or transport), and for the mixed run the
 write latency and whether each write was visible to the very next read.
 
+``--generator wrk`` (Debian's ``wrk``, a C load generator) drives the "similar" runs instead: the Python
+generator costs ~1-3 ms of CPU per request on the same two cores (printed as "generator CPU"), which
+is CPU the server cannot use. wrk dumps its latency histogram (µs) at the end; the intervals are
+bootstrapped from it as from Python's own samples. The mixed run stays in Python (it checks that each
+write is visible to the next read). ``--workers N`` serves with N uvicorn worker processes.
+
 The generated catalog (``--n`` products) has real metadata-shaped rows (20 categories, 300 brands,
 15 colours, prices) and a distinct tiny PNG per product; its image vectors are *generated* (cluster
 centroid + noise, in the real backbone's dimension) and written straight into the real embedding
@@ -25,6 +31,9 @@ import asyncio
 import io
 import os
 import random
+import re
+import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -128,7 +137,7 @@ def free_port() -> int:
 
 
 def start_server(data: Path, cache: Path, seed: str, image_root: Path, params: str,
-                 tree: Path = ROOT) -> tuple[subprocess.Popen, str]:
+                 tree: Path = ROOT, workers: int = 1) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "RECOMMENDER_API_KEY": KEY, "RECOMMENDER_CACHE_DIR": str(cache),
            "RECOMMENDER_BACKBONE": "efficientnet_lite0", "RECOMMENDER_SEED_CATALOG": seed,
@@ -137,7 +146,7 @@ def start_server(data: Path, cache: Path, seed: str, image_root: Path, params: s
     env.pop("RECOMMENDER_DATABASE_URL", None)
     env["PYTHONPATH"] = str(tree)  # the server runs that tree's recommender (side-by-side comparisons)
     proc = subprocess.Popen([sys.executable, "-m", "recommender", "serve", "--port", str(port), "--data-dir",
-                             str(data)], cwd=tree, env=env)
+                             str(data), *(["--workers", str(workers)] if workers > 1 else [])], cwd=tree, env=env)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -206,20 +215,61 @@ async def run_load(url: str, ids: list[str], clients: int, duration: float, max_
                     errors += 1
                 lat.append((time.perf_counter() - t) * 1000)
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker(w) for w in range(clients)))
     elapsed = time.perf_counter() - t0
     return {"lat": np.array(lat), "write_lat": np.array(write_lat), "elapsed": elapsed, "errors": errors,
-            "visible": visible}
+            "visible": visible, "generator_cpu": time.process_time() - cpu0}
+
+
+WRK_SCRIPT = """-- bench_api.py: GET similar for random ids; dump the latency histogram at the end
+local ids = {%s}
+request = function()
+  return wrk.format("GET", "/v1/products/" .. ids[math.random(#ids)] .. "/similar?limit=10")
+end
+done = function(summary, latency, requests)
+  io.write(string.format("errors %%d %%d %%d %%d %%d\\n", summary.errors.status, summary.errors.connect,
+    summary.errors.read, summary.errors.write, summary.errors.timeout))
+  for i = 1, #latency do
+    local v, c = latency(i)
+    io.write(string.format("lat %%d %%d\\n", v, c))
+  end
+end
+"""
+
+
+def run_wrk(url: str, ids: list[str], clients: int, duration: float, work: Path) -> dict:
+    """The same "similar" load from Debian's wrk (one thread, one connection per client)."""
+    script = work / "bench_api_similar.lua"
+    script.write_text(WRK_SCRIPT % ", ".join(f'"{i}"' for i in ids), encoding="utf-8")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(duration))}s", "--timeout", "30s",
+                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    values, counts, errors = [], [], 0
+    for line in out.splitlines():
+        if line.startswith("lat "):
+            _, v, c = line.split()
+            values.append(float(v) / 1000)
+            counts.append(int(c))
+        elif line.startswith("errors "):
+            errors = sum(map(int, line.split()[1:]))
+    lat = np.repeat(np.array(values), np.array(counts, dtype=np.int64))
+    done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)  # "2221 requests in 15.00s, 8.6MB read"
+    elapsed = float(done.group(2)) / (1000 if done.group(3) == "ms" else 1)
+    return {"lat": lat, "n": int(done.group(1)), "write_lat": np.array([]), "elapsed": elapsed, "errors": errors,
+            "visible": [0, 0],
+            "generator_cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)}
 
 
 def report(label: str, res: dict, rng: np.random.Generator) -> None:
     lat = res["lat"]
-    n = len(lat) + len(res["write_lat"])
+    n = res.get("n", len(lat) + len(res["write_lat"]))
     p50 = interval(lat, 50, rng)
     p99 = interval(lat, 99, rng)
     line = (f"{label:<34} n={n:6d}  {n / res['elapsed']:7.1f} req/s  p50 {p50[0]:6.1f} ms [{p50[1]:.1f}, {p50[2]:.1f}]"
-            f"  p99 {p99[0]:6.1f} ms [{p99[1]:.1f}, {p99[2]:.1f}]  errors {res['errors']}")
+            f"  p99 {p99[0]:6.1f} ms [{p99[1]:.1f}, {p99[2]:.1f}]  errors {res['errors']}"
+            f"  generator CPU {1000 * res['generator_cpu'] / max(n, 1):.2f} ms/req  load {os.getloadavg()[0]:.1f}")
     if len(res["write_lat"]):
         w = res["write_lat"]
         line += (f"\n{'':<34} writes n={len(w)} p50 {np.percentile(w, 50):.1f} ms p99 {np.percentile(w, 99):.1f} ms; "
@@ -231,8 +281,11 @@ def bench_catalog(name: str, url: str, ids: list[str], images: list[str], args) 
     rng = np.random.default_rng(0)
     asyncio.run(run_load(url, ids, 4, 3, 200))  # warm-up: connections, lazy imports, caches
     for clients in args.clients:
-        report(f"{name}: similar, {clients} clients", asyncio.run(
-            run_load(url, ids, clients, args.duration, args.max_requests)), rng)
+        if args.generator == "wrk":
+            res = run_wrk(url, ids, clients, args.duration, args.work)
+        else:
+            res = asyncio.run(run_load(url, ids, clients, args.duration, args.max_requests))
+        report(f"{name}: similar, {clients} clients{' (wrk)' if args.generator == 'wrk' else ''}", res, rng)
     report(f"{name}: mixed 5% writes, 8 clients", asyncio.run(
         run_load(url, ids, 8, args.duration, args.max_requests, write_share=0.05, images=images)), rng)
 
@@ -247,9 +300,17 @@ def main() -> None:
     ap.add_argument("--no-demo", action="store_true", help="only the generated catalog")
     ap.add_argument("--tree", type=Path, default=ROOT,
                     help="project checkout whose recommender the server runs (e.g. /work/main, to compare)")
+    ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the server")
+    ap.add_argument("--generator", choices=("python", "wrk"), default="python",
+                    help="load generator of the 'similar' runs (wrk: Debian's C generator; the mixed run stays Python)")
     ap.add_argument("--model-params", default='{"dba_k": 0}',
                     help="HybridRecommender parameters for the generated catalog (JSON)")
     args = ap.parse_args()
+    if args.generator == "wrk" and shutil.which("wrk") is None:
+        raise SystemExit("--generator wrk: no 'wrk' on PATH (Debian: apt-get install wrk)")
+    if args.workers < 1:
+        raise SystemExit("--workers must be at least 1")
+    args.work.mkdir(parents=True, exist_ok=True)
     from recommender.catalog.loader import DEMO_CATALOG, load_catalog
 
     print(f"bench_api: server tree {args.tree}, {os.cpu_count()} cores, duration {args.duration:g} s / at most "
@@ -257,7 +318,7 @@ def main() -> None:
     if not args.no_demo:
         demo = args.work / "demo"
         proc, url = start_server(demo / "data", demo / "cache", str(DEMO_CATALOG), DEMO_CATALOG.parent, "{}",
-                                 args.tree)
+                                 args.tree, args.workers)
         try:
             wait_ready(proc, url)
             ids = list(map(str, load_catalog(DEMO_CATALOG).ids))
@@ -277,7 +338,7 @@ def main() -> None:
     if not (work / "cache").is_dir():
         prefill_cache(csv, work / "cache")
     print(f"  generated catalog ready ({time.perf_counter() - t0:.0f} s)", flush=True)
-    proc, url = start_server(work / "data", work / "cache", "", work, args.model_params, args.tree)
+    proc, url = start_server(work / "data", work / "cache", "", work, args.model_params, args.tree, args.workers)
     try:
         wait_ready(proc, url)
         ids = [f"p{i:06d}" for i in range(args.n)]
