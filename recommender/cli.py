@@ -84,6 +84,8 @@ def cmd_recommend(args) -> int:
     if not result.items:
         print(f"no results: {result.empty_reason}")
         return 0
+    if result.weak:  # the app's "No good match" state, in words a terminal user sees first
+        print(f"no good match: even the best result scores below {rec.weak_score:g}")
     frame = result.to_frame(rec.catalog_)
     cols = ["rank", "id", "name", "score", "image_score", "metadata_score", "why"]
     import pandas as pd
@@ -251,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embed images also mirrored and average (default on)")
     p.add_argument("--semantic", type=float, help="share of ImageNet class probabilities in the image vector "
                    "(default 0.5; 0 = pooled features only)")
-    p.add_argument("--dba-k", type=int, help="database-side augmentation neighbours (default 2; 0 = off)")
+    p.add_argument("--dba-k", type=int, help="database-side augmentation neighbours, self-dominant "
+                   "(default 0 = off)")
     p.add_argument("--colour-weight", type=float, help="share of colour similarity in the image side of "
                    "catalog-item queries (default 0)")
     p.add_argument("--photo-colour-weight", type=float, help="the same for photo queries (default 0.3)")

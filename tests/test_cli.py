@@ -49,6 +49,17 @@ def test_recommend_text_with_filters_prints_a_table(small_catalog_dir, tmp_path,
     assert "red-wine" in out and "laptop" not in out
 
 
+def test_recommend_says_when_even_the_best_match_is_weak(demo_recommender, capsys):
+    """Issue 9.3: the 'no good match' state reaches the terminal, not only the app and --json."""
+    common = ["recommend", "--cache", str(demo_recommender.cache_dir), "--backbone", "efficientnet_lite0"]
+    assert main([*common, "--text", "cheap nike shoes under 50"]) == 0
+    weak = capsys.readouterr().out
+    assert "no good match: even the best result scores below 0.25" in weak and "runx-running-shoe" in weak
+    assert main([*common, "--text", "wireless mouse"]) == 0
+    strong = capsys.readouterr().out
+    assert "cordless-mouse" in strong and "no good match" not in strong
+
+
 def test_evaluate_passes_the_opt_in_levers(demo_recommender, tmp_path, capsys):
     """--label-projection and --text-weighting reach the recommender the evaluation fits."""
     out_json = tmp_path / "eval.json"

@@ -38,7 +38,8 @@ def recommendations_out(result) -> JSONResponse:
             for k, r in enumerate(result.items, 1)]
     return JSONResponse({"query": result.query, "weight": float(result.weight),
                          "n_candidates": int(result.n_candidates), "query_attributes": result.query_attributes,
-                         "notes": list(result.notes), "empty_reason": result.empty_reason, "results": hits})
+                         "notes": list(result.notes), "empty_reason": result.empty_reason, "weak": bool(result.weak),
+                         "results": hits})
 
 
 def _filters(category, sub_category, brand, colour, price_min, price_max) -> Filters:
