@@ -295,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     # for developers: shown with -v, otherwise kept off the one-line errors and the results.
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.WARNING if args.verbose else logging.ERROR)
+    # Pillow logs a decoder's complaint about one file ("More samples per pixel than can be
+    # decoded") at ERROR before raising; the file's own ImageError already says it is unusable.
+    logging.getLogger("PIL").setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
     try:
         return args.func(args)
     except RecommenderError as exc:

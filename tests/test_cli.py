@@ -167,21 +167,29 @@ def _lzw_tiff_with_garbage_codes() -> bytes:
     return data[:100] + b"\xff" * 100 + data[200:]
 
 
-def _tiff_with_a_tag_past_the_end() -> bytes:
-    """BitsPerSample's value offset points past the file: Pillow warned "Truncated File Read" (twice)."""
+def _tiff_with_tag(tag: int, value: int) -> bytes:
+    """A plain TIFF with one inline SHORT/LONG tag of its IFD (Pillow writes it at offset 8) set to ``value``."""
     data = bytearray(_tiff())
-    for entry in range(struct.unpack_from("<H", data, 8)[0]):  # the IFD Pillow writes at offset 8
-        if struct.unpack_from("<H", data, 10 + 12 * entry)[0] == 258:
-            struct.pack_into("<I", data, 10 + 12 * entry + 8, 0x7FFFFF00)
+    for entry in range(struct.unpack_from("<H", data, 8)[0]):
+        if struct.unpack_from("<H", data, 10 + 12 * entry)[0] == tag:
+            struct.pack_into("<I", data, 10 + 12 * entry + 8, value)
     return bytes(data)
 
 
-@pytest.mark.parametrize("case", ["lzw codes libtiff rejects", "tag offset past the end", "nan price bound"])
+BROKEN_TIFFS = {
+    "lzw codes libtiff rejects": _lzw_tiff_with_garbage_codes,  # libtiff printed a line on fd 2
+    "tag offset past the end": lambda: _tiff_with_tag(258, 0x7FFFFF00),  # Pillow warned "Truncated File Read"
+    "8 samples per pixel": lambda: _tiff_with_tag(277, 8),  # Pillow logged an ERROR line
+}
+
+
+@pytest.mark.parametrize("case", [*BROKEN_TIFFS, "nan price bound"])
 def test_bad_query_input_is_one_stderr_line_and_fails_before_the_fit(small_catalog_dir, tmp_path, case):
-    """Issue 8's promise, exit 2 and exactly one line: no libtiff line, no Python warning, no embedding first."""
+    """Issue 8's promise, exit 2 and exactly one line: no libtiff, Pillow warning or log line; no embedding first."""
     photo = tmp_path / "photo.tif"
-    photo.write_bytes(_lzw_tiff_with_garbage_codes() if case.startswith("lzw") else _tiff_with_a_tag_past_the_end())
-    query = ["--price-min", "nan", "--item", "laptop"] if case == "nan price bound" else ["--image", str(photo)]
+    if case in BROKEN_TIFFS:
+        photo.write_bytes(BROKEN_TIFFS[case]())
+    query = ["--image", str(photo)] if case in BROKEN_TIFFS else ["--price-min", "nan", "--item", "laptop"]
     cache = tmp_path / "cache"
     run = subprocess.run([sys.executable, "-m", "recommender", "recommend", "--catalog",
                           str(small_catalog_dir / "catalog.csv"), "--cache", str(cache), *query],
