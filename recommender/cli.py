@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from recommender.errors import RecommenderError
 
@@ -191,10 +192,21 @@ def cmd_info(args) -> int:
     return 0
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (exit 2), like every other bad input.
+
+    argparse's default prints the whole usage block first; for a command with twenty options that buries
+    the one line that says what is wrong. Subcommand parsers inherit this class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from recommender.catalog.loader import DEMO_CATALOG
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m recommender",
         description="Hybrid product recommender: image (CNN) + metadata (TF-IDF/one-hot) similarity.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")

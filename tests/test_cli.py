@@ -207,3 +207,14 @@ def test_bad_query_input_is_one_stderr_line_and_fails_before_the_fit(small_catal
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and run.stderr.startswith("error: "), run.stderr
     assert not cache.exists()  # refused before the fit embedded the catalog
+
+
+@pytest.mark.parametrize("argv", [["recommend", "--k", "abc"], ["recommend", "--item", "x", "--image", "y"],
+                                  ["no-such-command"], ["evaluate", "--protocol", "nope"]])
+def test_a_usage_mistake_is_one_line_not_the_usage_block(argv, capsys):
+    """argparse's default prints a 20-line usage block before the error; the promise is one line, exit 2."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.count("\n") == 1 and "error: " in err and "--help" in err, err
