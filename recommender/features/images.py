@@ -68,6 +68,13 @@ def _is_file(path: Path) -> bool:
         return False
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> Image.Image:
     """Open an image as 8-bit RGB: EXIF orientation applied, transparency flattened onto white.
 
@@ -87,7 +94,7 @@ def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int 
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         if not _is_file(path):
-            raise ImageError(f"{what}: file not found")
+            raise ImageError(f"{what}: {'a folder, not an image file' if _is_dir(path) else 'file not found'}")
         try:
             fp = open(path, "rb")  # noqa: SIM115 - closed in the finally below
         except OSError as exc:
