@@ -27,6 +27,8 @@ _BACKENDS: dict[str, type[VectorIndex]] = {"exact": ExactIndex}
 #: kind -> "module:Class", imported on first use (keeps hnswlib out of a small catalog's process).
 _LAZY: dict[str, str] = {"hnsw": "recommender.index.hnsw:HNSWIndex"}
 _LAZY["hnsw_pca"] = "recommender.index.reduced:ReducedHNSWIndex"
+_LAZY["ivf"] = "recommender.index.ivf:IVFIndex"
+_LAZY["ivf_pca"] = "recommender.index.reduced:ReducedIVFIndex"
 _LAZY["milvus"] = "recommender.index.milvus:MilvusIndex"  # optional extra: requirements-milvus.txt
 
 
