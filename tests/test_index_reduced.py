@@ -158,17 +158,22 @@ def test_auto_reduces_wide_vectors_only_at_ann_sizes():
     assert isinstance(make_index("auto", 64, AUTO_EXACT_MAX), HNSWIndex)
 
 
+@pytest.mark.parametrize("kind", ["hnsw_pca", "ivf_pca"])
 def test_facade_candidate_path_over_the_reduced_index_matches_the_exact_facade(demo_catalog, demo_recommender,
-                                                                              monkeypatch):
-    """The façade's large-catalog path (ANN image top-K ∪ metadata top-K, re-scored exactly) forced on the demo:
-    the same top-10 as the exact scan of every row, for item, text and filtered queries."""
+                                                                              monkeypatch, kind):
+    """The façade's large-catalog path (ANN image top-K ∪ metadata top-K, re-scored exactly with the float16
+    vectors memory-mapped from the cache) forced on the demo: the same top-10 as the exact scan of every row,
+    for item, text and filtered queries."""
     monkeypatch.setattr(reduced, "MIN_FIT_ROWS", 20)  # let 89 products estimate a (32-d) subspace
     monkeypatch.setattr(querying, "EXACT_SCAN_LIMIT", 0)  # always take the candidate path
+    monkeypatch.setattr(querying, "MAPPED_SCAN_LIMIT", 0)
     monkeypatch.setattr(querying, "CANDIDATES_PER_SIDE", 40)
     params = {k: v for k, v in demo_recommender.get_params().items() if k != "index"}
     monkeypatch.setattr(reduced, "DEFAULT_COMPONENTS", 32)
-    ann = HybridRecommender(**params, index="hnsw_pca").fit(demo_catalog)
-    assert ann.image_index_.kind == "hnsw_pca" and ann.image_index_.reduced_dim == 32
+    ann = HybridRecommender(**params, index=kind).fit(demo_catalog)
+    assert ann.image_index_.kind == kind and ann.image_index_.reduced_dim == 32
+    assert isinstance(ann.image_vectors_, np.memmap) and ann.image_vectors_.dtype == np.float16
+    assert not ann.image_vectors_.flags.writeable
     ids = list(demo_catalog.ids)
     agree = []
     for item in ids[::4]:
