@@ -13,7 +13,7 @@ from recommender.index import reduced
 from recommender.index.factory import AUTO_EXACT_MAX, make_index, resolve_kind
 from recommender.index.hnsw import HNSWIndex
 from recommender.index.persist import load_index, save_index
-from recommender.index.reduced import ReducedHNSWIndex
+from recommender.index.reduced import ReducedHNSWIndex, ReducedIVFIndex
 from recommender.ranking.filters import Filters
 
 K = 10
@@ -152,9 +152,9 @@ def test_save_load_round_trip_and_a_corrupt_projection_is_a_miss(real_tiled, sav
 
 def test_auto_reduces_wide_vectors_only_at_ann_sizes():
     assert resolve_kind("auto", AUTO_EXACT_MAX - 1, 2280) == "exact"
-    assert resolve_kind("auto", AUTO_EXACT_MAX, 2280) == "hnsw_pca"
+    assert resolve_kind("auto", AUTO_EXACT_MAX, 2280) == "ivf_pca"
     assert resolve_kind("auto", AUTO_EXACT_MAX, 256) == "hnsw"
-    assert isinstance(make_index("auto", 2280, AUTO_EXACT_MAX), ReducedHNSWIndex)
+    assert isinstance(make_index("auto", 2280, AUTO_EXACT_MAX), ReducedIVFIndex)
     assert isinstance(make_index("auto", 64, AUTO_EXACT_MAX), HNSWIndex)
 
 
