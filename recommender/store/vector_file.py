@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recommender.store.artifacts import _FILE_MODE
+
 log = logging.getLogger(__name__)
 PREFIX = "vectors-f16-"
 ROW_BLOCK = 65_536  # rows converted at a time: bounded temporaries on a million-row catalog
@@ -56,6 +58,7 @@ def _verified(path: Path, shape: tuple[int, ...], digest: str) -> np.ndarray | N
 
 def _write(path: Path, vectors: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; a cache is shared like any file the user writes
     os.close(fd)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=vectors.shape)
