@@ -215,3 +215,28 @@ def test_a_warm_fit_loads_the_saved_graph_and_a_changed_catalog_builds_its_own(d
         (saved_dir / "manifest.json").write_text("{broken")
     HybridRecommender(**params).fit(demo_catalog)
     assert len(builds) == 3
+
+
+def test_live_updates_on_mapped_float16_vectors(demo_catalog, demo_recommender, monkeypatch):
+    """A façade over ``ivf_pca`` serves from the read-only float16 file; upsert, patch and remove still work
+    (new rows go to an in-memory buffer, the file is never written) and match the exact façade's answers."""
+    monkeypatch.setattr(reduced, "MIN_FIT_ROWS", 20)
+    monkeypatch.setattr(reduced, "DEFAULT_COMPONENTS", 32)
+    monkeypatch.setattr(querying, "EXACT_SCAN_LIMIT", 0)
+    monkeypatch.setattr(querying, "MAPPED_SCAN_LIMIT", 0)
+    monkeypatch.setattr(querying, "CANDIDATES_PER_SIDE", 40)
+    params = {k: v for k, v in demo_recommender.get_params().items() if k != "index"}
+    ann = HybridRecommender(**params, index="ivf_pca").fit(demo_catalog)
+    exact = HybridRecommender(**params, index="exact").fit(demo_catalog)
+    mapped = np.asarray(ann.image_vectors_).copy()
+    row = demo_catalog.items[demo_catalog.items["id"] == "tent"].assign(name="Lunar Tent", brand="Lunar")
+    for rec in (ann, exact):
+        assert rec.upsert(row).replaced == ["tent"]
+        rec.patch("basketball", {"brand": "Lunar"})
+        assert rec.remove(["road-bike"]) == 1
+    assert ann.image_vectors_.dtype == np.float16 and len(ann.image_vectors_) == len(demo_catalog) + 2
+    (vector_file,) = (ann._index_folder().parent / "vectors").glob("*.npy")
+    np.testing.assert_array_equal(np.load(vector_file), mapped)  # the file itself is never written
+    assert ann.recommend(text="lunar", k=5).ids == exact.recommend(text="lunar", k=5).ids
+    assert set(ann.recommend(item="tent", k=K).ids) == set(exact.recommend(item="tent", k=K).ids)
+    assert "road-bike" not in ann.recommend(item="basketball", k=88).ids
