@@ -35,6 +35,7 @@ from recommender.ranking.calibration import (
 from recommender.ranking.filters import AttributeIndex
 from recommender.ranking.hybrid import Filters, HybridRanker
 from recommender.ranking.results import Recommendation, Recommendations
+from recommender.scoring import rows_against_all
 from recommender.shop_photos import fit_catalog_adapter
 from recommender.store.build import BuildReport, Progress, build_embeddings, image_hashes
 
@@ -254,12 +255,10 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
         """The metadata encoder, matrix (CSR for rows, CSC for postings) and its score reference."""
         encoder = MetadataEncoder(self.text_fields, self.categorical_fields, exclude=self.exclude_fields,
                                   text_weighting=self.text_weighting)
-        if hasattr(self, "alive_") and not self.alive_.all():  # fitted on the live rows, applied to every row
-            self.metadata_encoder_ = encoder.fit(catalog.items[self.alive_])
-            self.metadata_matrix_ = encoder.transform(catalog.items)
-        else:  # every row live (a fresh fit): one tokenising pass
-            self.metadata_encoder_ = encoder
-            self.metadata_matrix_ = encoder.fit_transform(catalog.items)
+        partial = hasattr(self, "alive_") and not self.alive_.all()  # then fitted on the live rows only
+        self.metadata_matrix_ = (encoder.fit(catalog.items[self.alive_]).transform(catalog.items) if partial
+                                 else encoder.fit_transform(catalog.items))  # a fresh fit: one tokenising pass
+        self.metadata_encoder_ = encoder
         self.metadata_postings_ = self.metadata_matrix_.tocsc()
         live_rows = np.flatnonzero(self.alive_)
         probes = live_rows[np.random.default_rng(0).permutation(len(live_rows))[:DEFAULT_PROBES]]
@@ -324,7 +323,7 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
             sim = out_of_fold_similarity(self.label_projection_, base, labels, base, base,
                                          folds=min(PROJECTION_FOLDS, len(labels)))[rows]
         else:
-            sim = self.image_vectors_[rows] @ self.image_vectors_.T
+            sim = rows_against_all(self.image_vectors_, rows)
         return sim if not c else (1 - c) * sim + c * (self.colour_vectors_[rows] @ self.colour_vectors_.T)
 
     def image_similarity_matrix(
