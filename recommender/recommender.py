@@ -35,6 +35,7 @@ from recommender.ranking.calibration import (
 from recommender.ranking.filters import AttributeIndex
 from recommender.ranking.hybrid import Filters, HybridRanker
 from recommender.ranking.results import Recommendation, Recommendations
+from recommender.scoring import rows_against_all
 from recommender.shop_photos import fit_catalog_adapter
 from recommender.store.build import BuildReport, Progress, build_embeddings, image_hashes
 
@@ -182,7 +183,9 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
         image model of ``backbone``. ``colour_vectors`` default to zeros (no colour side).
         """
         n = len(catalog)
-        image_vectors = np.asarray(image_vectors, dtype=np.float32)
+        image_vectors = np.asarray(image_vectors)
+        if image_vectors.dtype not in (np.float16, np.float32):  # float16 is kept: no 2x copy of a large catalog
+            image_vectors = image_vectors.astype(np.float32)
         if image_vectors.ndim != 2 or len(image_vectors) != n:
             raise RecommenderError(f"need one image vector per product ({n}), got shape {image_vectors.shape}")
         colours = np.zeros((n, 1), np.float32) if colour_vectors is None else np.asarray(colour_vectors, np.float32)
@@ -218,6 +221,7 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
         self.backbone_ = report.backbone if report.backbone != "auto" else resolve_backbone("auto").name
         self.backbone_reason_ = report.reason
         self.backbone_fallback_ = report.fallback
+        vectors = self._serving_vectors(vectors)  # float16, memory-mapped, when an ANN index serves
         self.image_vectors_ = vectors  # the one copy: item and photo queries both score against it
         self.colour_vectors_ = colours
         self.has_image_ = has_image
@@ -249,11 +253,12 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
 
     def _fit_metadata(self, catalog: Catalog) -> None:
         """The metadata encoder, matrix (CSR for rows, CSC for postings) and its score reference."""
-        live = catalog.items[self.alive_] if hasattr(self, "alive_") else catalog.items
-        self.metadata_encoder_ = MetadataEncoder(
-            self.text_fields, self.categorical_fields, exclude=self.exclude_fields,
-            text_weighting=self.text_weighting).fit(live)
-        self.metadata_matrix_ = self.metadata_encoder_.transform(catalog.items)
+        encoder = MetadataEncoder(self.text_fields, self.categorical_fields, exclude=self.exclude_fields,
+                                  text_weighting=self.text_weighting)
+        partial = hasattr(self, "alive_") and not self.alive_.all()  # then fitted on the live rows only
+        self.metadata_matrix_ = (encoder.fit(catalog.items[self.alive_]).transform(catalog.items) if partial
+                                 else encoder.fit_transform(catalog.items))  # a fresh fit: one tokenising pass
+        self.metadata_encoder_ = encoder
         self.metadata_postings_ = self.metadata_matrix_.tocsc()
         live_rows = np.flatnonzero(self.alive_)
         probes = live_rows[np.random.default_rng(0).permutation(len(live_rows))[:DEFAULT_PROBES]]
@@ -319,7 +324,7 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
             sim = out_of_fold_similarity(self.label_projection_, base, labels, base, base,
                                          folds=min(PROJECTION_FOLDS, len(labels)))[rows]
         else:
-            sim = self.image_vectors_[rows] @ self.image_vectors_.T
+            sim = rows_against_all(self.image_vectors_, rows)
         return sim if not c else (1 - c) * sim + c * (self.colour_vectors_[rows] @ self.colour_vectors_.T)
 
     def image_similarity_matrix(
