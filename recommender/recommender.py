@@ -22,6 +22,7 @@ from recommender.features.embedders import ColourEmbedder, ImageEmbedder, has_cl
 from recommender.features.metadata import MetadataEncoder
 from recommender.features.postprocess import self_dominant_dba
 from recommender.features.projection import LabelProjection, out_of_fold_similarity
+from recommender.features.text_embedder import TextEmbedder, resolve_text_embedding
 from recommender.indexing import IndexMixin
 from recommender.live import LiveUpdatesMixin, ReadWriteLock
 from recommender.querying import QueryMixin
@@ -45,6 +46,9 @@ __all__ = ["Filters", "HybridRecommender", "Recommendation", "Recommendations"]
 log = logging.getLogger(__name__)
 DEFAULT_WEIGHT = 0.7
 DEFAULT_PHOTO_COLOUR_WEIGHT = 0.3
+#: The sentence embedding's share of the metadata side: the plain mean of the two cosines, chosen before
+#: measuring (bench/bench_minilm.py's "mean of both"), not tuned on the suite (docs/evaluation.md).
+DEFAULT_TEXT_EMBEDDING_WEIGHT = 0.5
 #: A result list whose best score is below this is flagged ``weak`` ("no good match"), on the calibrated
 #: [0, 1] score where 0.8 is a typical best match and 0 a random pair. Set by that scale and checked on
 #: the demo queries of docs/ranking.md; not yet tuned on a labelled set of "no good match" queries.
@@ -94,6 +98,12 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
         are enough to cross-validate and the out-of-fold score beats the plain pipeline. Photo queries and
         catalog image vectors then go through it; ``adapter_note_`` says what was decided and why
         (see :mod:`recommender.shop_photos`).
+    text_embedding: ``"auto"`` | ``"minilm"`` | ``"off"``: add a sentence embedding (all-MiniLM-L6-v2) of the
+        text fields to the metadata side, so "sneakers" finds a running shoe; ``auto`` = on when the model
+        is installed (``requirements-text.txt``) and the catalog has at most
+        :data:`~recommender.features.text_embedder.AUTO_MAX_PRODUCTS` products (``text_embedding_note_`` says
+        which and why); ``minilm`` without the model installed is a one-line error.
+    text_embedding_weight: the embedding's share of the metadata similarity (the rest is TF-IDF/BM25 words).
     """
 
     def __init__(
@@ -123,6 +133,8 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
         weak_score: float = DEFAULT_WEAK_SCORE,
         refit_fraction: float = 0.2,
         adapter: str = "auto",
+        text_embedding: str = "auto",
+        text_embedding_weight: float = DEFAULT_TEXT_EMBEDDING_WEIGHT,
     ) -> None:
         self.backbone = backbone
         self.weight = weight
@@ -149,7 +161,8 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
         self.weak_score = weak_score
         self.refit_fraction = refit_fraction
         self.adapter = adapter
-
+        self.text_embedding = text_embedding
+        self.text_embedding_weight = text_embedding_weight
 
     # -- fitting -----------------------------------------------------------------------------
     def _image_embedder(self, backbone: str) -> ImageEmbedder:
@@ -247,12 +260,30 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
                 rows.vectors[rows.has_image] = self.adapter_.transform_queries(rows.vectors[rows.has_image])
         return rows
 
+    def _new_metadata_encoder(self) -> MetadataEncoder:
+        """An unfitted encoder with this recommender's settings (and its text embedder, if one was chosen)."""
+        embedder = getattr(self, "text_embedder_", None)
+        return MetadataEncoder(self.text_fields, self.categorical_fields, exclude=self.exclude_fields,
+                               text_weighting=self.text_weighting, text_embedder=embedder,
+                               semantic_weight=self.text_embedding_weight if embedder is not None else 0.0)
+
+    def _choose_text_embedder(self, catalog: Catalog) -> None:
+        """``text_embedder_`` (None: words only) and ``text_embedding_note_`` by ``text_embedding``."""
+        from recommender.store.build import default_cache_dir
+
+        on, self.text_embedding_note_ = resolve_text_embedding(self.text_embedding, len(catalog))
+        if not on:
+            self.text_embedder_ = None
+            return
+        cache = Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir(catalog)
+        previous = getattr(self, "text_embedder_", None)  # a refit keeps the loaded model and its memory
+        self.text_embedder_ = previous if previous is not None and previous.cache_dir == cache else TextEmbedder(cache)
+
     def _fit_metadata(self, catalog: Catalog) -> None:
         """The metadata encoder, matrix (CSR for rows, CSC for postings) and its score reference."""
         live = catalog.items[self.alive_] if hasattr(self, "alive_") else catalog.items
-        self.metadata_encoder_ = MetadataEncoder(
-            self.text_fields, self.categorical_fields, exclude=self.exclude_fields,
-            text_weighting=self.text_weighting).fit(live)
+        self._choose_text_embedder(catalog)
+        self.metadata_encoder_ = self._new_metadata_encoder().fit(live)
         self.metadata_matrix_ = self.metadata_encoder_.transform(catalog.items)
         self.metadata_postings_ = self.metadata_matrix_.tocsc()
         live_rows = np.flatnonzero(self.alive_)
