@@ -288,7 +288,8 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
         self.metadata_postings_ = self.metadata_matrix_.tocsc()
         live_rows = np.flatnonzero(self.alive_)
         probes = live_rows[np.random.default_rng(0).permutation(len(live_rows))[:DEFAULT_PROBES]]
-        names = self.metadata_encoder_.transform_text_fields(catalog.items["name"].iloc[probes].astype(str).tolist())
+        names = self.metadata_encoder_.transform_text_fields(
+            catalog.items["name"].iloc[probes].astype(str).tolist(), catalog=True)  # product names: cached
         self.references_ = {**getattr(self, "references_", {}),
                             "metadata": sparse_reference(self.metadata_matrix_, live_rows),
                             "text": self_match_reference(self.metadata_matrix_, names, probes)}

@@ -64,6 +64,21 @@ def test_patch_changes_metadata_and_filters_see_it(live, demo_catalog):
     assert live.products().set_index("id").loc["tent", "price"] == 99.5  # a refused patch changes nothing
 
 
+def test_patch_re_embeds_the_text(live):
+    """A patched description reaches the sentence-embedding side too: "sneakers" shares no word with the
+    new text, only its meaning."""
+    if live.text_embedder_ is None:
+        pytest.skip(live.text_embedding_note_)
+    assert "tent" not in live.recommend(text="sneakers", k=10).ids
+    live.patch("tent", {"name": "Trail Trainers", "description": "Lightweight trainers for jogging on forest paths."})
+    assert "tent" in live.recommend(text="sneakers", k=10).ids
+    pos = live.catalog_.position("tent")
+    enc = live.metadata_encoder_
+    block = live.metadata_matrix_[pos, enc.semantic_offset_:].toarray().ravel()
+    expected = live.text_embedder_.encode(["Trail Trainers. Lightweight trainers for jogging on forest paths."])[0]
+    assert block @ expected / np.linalg.norm(block) > 0.999
+
+
 def test_products_without_a_price_can_be_upserted_and_patched(live, demo_catalog):
     live.upsert(_row(demo_catalog, "tent", price=float("nan")))
     live.patch("tent", {"name": "Dome Tent"})

@@ -249,12 +249,13 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
                 known.update(t for t in analyse(text) if t in vocab and " " not in t)
         return sorted(known)
 
-    def transform_text_fields(self, text: str | Sequence[str], semantic: bool = True) -> sp.csr_matrix:
+    def transform_text_fields(self, text: str | Sequence[str], semantic: bool = True,
+                              catalog: bool = False) -> sp.csr_matrix:
         """Text(s) in the text fields only (no categorical block); ``semantic=False``: the words alone
-        (a query's word evidence)."""
+        (a query's word evidence); ``catalog``: texts from the catalog (embeddings cached by content)."""
         texts = [text] if isinstance(text, str) else list(text)
         rows = {name: texts if kind == "text" else [""] * len(texts) for name, kind in self.field_kinds_.items()}
-        return self.transform(pd.DataFrame(rows), catalog=False, semantic=semantic)
+        return self.transform(pd.DataFrame(rows), catalog=catalog, semantic=semantic)
 
     def transform_attributes(self, attributes: Mapping[str, Sequence[str]]) -> sp.csr_matrix:
         """Encode attribute values alone (used for an uploaded photo's inferred attributes)."""
