@@ -292,7 +292,8 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
             catalog.items["name"].iloc[probes].astype(str).tolist(), catalog=True)  # product names: cached
         self.references_ = {**getattr(self, "references_", {}),
                             "metadata": sparse_reference(self.metadata_matrix_, live_rows),
-                            "text": self_match_reference(self.metadata_matrix_, names, probes)}
+                            "text": self_match_reference(self.metadata_matrix_, names, probes,
+                                                     random_floor=self.metadata_encoder_.semantic_)}
 
     def _projection_labels(self, catalog: Catalog) -> np.ndarray:
         col = self.label_projection
