@@ -19,19 +19,15 @@ from sklearn.base import BaseEstimator
 from recommender.catalog.loader import Catalog, load_catalog, split_values
 from recommender.errors import QueryError, RecommenderError
 from recommender.features.embedders import ColourEmbedder, ImageEmbedder, has_classifier_head, resolve_backbone
-from recommender.features.metadata import MetadataEncoder
 from recommender.features.postprocess import self_dominant_dba
 from recommender.features.projection import LabelProjection, out_of_fold_similarity
-from recommender.features.text_embedder import TextEmbedder, resolve_text_embedding
 from recommender.indexing import IndexMixin
 from recommender.live import LiveUpdatesMixin, ReadWriteLock
+from recommender.metadata_side import MetadataSideMixin
 from recommender.querying import QueryMixin
 from recommender.ranking.calibration import (
-    DEFAULT_PROBES,
     SideReference,
     dense_reference,
-    self_match_reference,
-    sparse_reference,
 )
 from recommender.ranking.filters import AttributeIndex
 from recommender.ranking.hybrid import Filters, HybridRanker
@@ -57,7 +53,7 @@ PROJECTION_FOLDS = 5  # folds for out-of-fold similarities when a label projecti
 _EMBEDDER_LOCK = threading.Lock()
 
 
-class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator):
+class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator):
     """Recommend catalog products by a weighted mix of image and metadata similarity.
 
     Parameters
@@ -259,41 +255,6 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
             else:
                 rows.vectors[rows.has_image] = self.adapter_.transform_queries(rows.vectors[rows.has_image])
         return rows
-
-    def _new_metadata_encoder(self) -> MetadataEncoder:
-        """An unfitted encoder with this recommender's settings (and its text embedder, if one was chosen)."""
-        embedder = getattr(self, "text_embedder_", None)
-        return MetadataEncoder(self.text_fields, self.categorical_fields, exclude=self.exclude_fields,
-                               text_weighting=self.text_weighting, text_embedder=embedder,
-                               semantic_weight=self.text_embedding_weight if embedder is not None else 0.0)
-
-    def _choose_text_embedder(self, catalog: Catalog) -> None:
-        """``text_embedder_`` (None: words only) and ``text_embedding_note_`` by ``text_embedding``."""
-        from recommender.store.build import default_cache_dir
-
-        on, self.text_embedding_note_ = resolve_text_embedding(self.text_embedding, len(catalog))
-        if not on:
-            self.text_embedder_ = None
-            return
-        cache = Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir(catalog)
-        previous = getattr(self, "text_embedder_", None)  # a refit keeps the loaded model and its memory
-        self.text_embedder_ = previous if previous is not None and previous.cache_dir == cache else TextEmbedder(cache)
-
-    def _fit_metadata(self, catalog: Catalog) -> None:
-        """The metadata encoder, matrix (CSR for rows, CSC for postings) and its score reference."""
-        live = catalog.items[self.alive_] if hasattr(self, "alive_") else catalog.items
-        self._choose_text_embedder(catalog)
-        self.metadata_encoder_ = self._new_metadata_encoder().fit(live)
-        self.metadata_matrix_ = self.metadata_encoder_.transform(catalog.items)
-        self.metadata_postings_ = self.metadata_matrix_.tocsc()
-        live_rows = np.flatnonzero(self.alive_)
-        probes = live_rows[np.random.default_rng(0).permutation(len(live_rows))[:DEFAULT_PROBES]]
-        names = self.metadata_encoder_.transform_text_fields(
-            catalog.items["name"].iloc[probes].astype(str).tolist(), catalog=True)  # product names: cached
-        self.references_ = {**getattr(self, "references_", {}),
-                            "metadata": sparse_reference(self.metadata_matrix_, live_rows),
-                            "text": self_match_reference(self.metadata_matrix_, names, probes,
-                                                     random_floor=self.metadata_encoder_.semantic_)}
 
     def _projection_labels(self, catalog: Catalog) -> np.ndarray:
         col = self.label_projection
