@@ -31,7 +31,7 @@ class MetadataSideMixin:
         """``text_embedder_`` (None: words only) and ``text_embedding_note_`` by ``text_embedding``."""
         from recommender.store.build import default_cache_dir
 
-        on, self.text_embedding_note_ = resolve_text_embedding(self.text_embedding, len(catalog))
+        on, self.text_embedding_note_ = resolve_text_embedding(self.text_embedding, len(catalog), self.index)
         if not on:
             self.text_embedder_ = None
             return

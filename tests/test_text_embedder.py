@@ -93,3 +93,8 @@ def test_auto_is_off_above_the_size_limit(monkeypatch):
     assert not on and "89 products > 50" in note
     with pytest.raises(te.RecommenderError, match="text_embedding must be one of"):
         te.resolve_text_embedding("bert", 89)
+    # Milvus's sparse metadata field takes non-negative weights only: words only there.
+    on, note = te.resolve_text_embedding("auto", 89, index="milvus")
+    assert not on and "Milvus" in note
+    with pytest.raises(te.RecommenderError, match="does not work with index='milvus'"):
+        te.resolve_text_embedding("minilm", 89, index="milvus")

@@ -64,12 +64,21 @@ def text_model_dir() -> Path | None:
     return folder if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file() else None
 
 
-def resolve_text_embedding(setting: str, n_products: int) -> tuple[bool, str]:
-    """Whether a catalog of ``n_products`` gets the sentence embedding under ``setting``, and why."""
+def resolve_text_embedding(setting: str, n_products: int, index: str = "auto") -> tuple[bool, str]:
+    """Whether a catalog of ``n_products`` gets the sentence embedding under ``setting``, and why.
+
+    Not with ``index="milvus"``: the collection's metadata field is a sparse vector of non-negative
+    weights (term scores), and an embedding has negative components; it would need a dense field of its own.
+    """
     if setting not in TEXT_EMBEDDING_CHOICES:
         raise RecommenderError(f"text_embedding must be one of {', '.join(TEXT_EMBEDDING_CHOICES)}, got {setting!r}")
     if setting == "off":
         return False, "text embedding off (asked)"
+    if index == "milvus":
+        if setting == "minilm":
+            raise RecommenderError("text_embedding='minilm' does not work with index='milvus' yet (the collection's "
+                                   "sparse metadata field takes non-negative weights only): use 'auto' or 'off'")
+        return False, "text embedding off (auto): the Milvus metadata field holds non-negative term weights only"
     installed = text_model_dir() is not None
     if setting == "minilm":
         if not installed:
