@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from recommender.errors import RecommenderError
 
@@ -67,11 +68,16 @@ def cmd_recommend(args) -> int:
     from recommender.ranking.hybrid import Filters
     from recommender.recommender import HybridRecommender
 
-    rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache, label_projection=args.label_projection).fit(
-        _catalog(args), progress=_progress_bar("embedding"))
+    # Bad filters or an unreadable photo fail before the fit, which can embed a whole catalog first.
     filters = Filters(category=args.category, sub_category=args.sub_category, brand=args.brand,
                       colour=args.colour, price_min=args.price_min, price_max=args.price_max)
     image = Path(args.image) if args.image else None
+    if image is not None:
+        from recommender.features.images import open_image
+
+        open_image(image)  # ImageError now; recommend decodes it again (one photo: under 1 s at the pixel limit)
+    rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache, label_projection=args.label_projection).fit(
+        _catalog(args), progress=_progress_bar("embedding"))
     result = rec.recommend(item=args.item, image=image, text=args.text, k=args.k, weight=args.weight,
                            filters=filters, colour_weight=args.colour_weight, diversity=args.diversity)
     if args.json:
@@ -84,6 +90,8 @@ def cmd_recommend(args) -> int:
     if not result.items:
         print(f"no results: {result.empty_reason}")
         return 0
+    if result.weak:  # the app's "No good match" state, in words a terminal user sees first
+        print(f"no good match: even the best result scores below {rec.weak_score:g}")
     frame = result.to_frame(rec.catalog_)
     cols = ["rank", "id", "name", "score", "image_score", "metadata_score", "why"]
     import pandas as pd
@@ -185,10 +193,21 @@ def cmd_info(args) -> int:
     return 0
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (exit 2), like every other bad input.
+
+    argparse's default prints the whole usage block first; for a command with twenty options that buries
+    the one line that says what is wrong. Subcommand parsers inherit this class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from recommender.catalog.loader import DEMO_CATALOG
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m recommender",
         description="Hybrid product recommender: image (CNN) + metadata (TF-IDF/one-hot) similarity.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
@@ -252,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embed images also mirrored and average (default on)")
     p.add_argument("--semantic", type=float, help="share of ImageNet class probabilities in the image vector "
                    "(default 0.5; 0 = pooled features only)")
-    p.add_argument("--dba-k", type=int, help="database-side augmentation neighbours (default 2; 0 = off)")
+    p.add_argument("--dba-k", type=int, help="database-side augmentation neighbours, self-dominant "
+                   "(default 0 = off)")
     p.add_argument("--colour-weight", type=float, help="share of colour similarity in the image side of "
                    "catalog-item queries (default 0)")
     p.add_argument("--photo-colour-weight", type=float, help="the same for photo queries (default 0.3)")
@@ -289,6 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s: %(message)s")
+    # Python warnings (Pillow's "Truncated File Read" on a broken TIFF, library deprecations) are
+    # for developers: shown with -v, otherwise kept off the one-line errors and the results.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.WARNING if args.verbose else logging.ERROR)
+    # Pillow logs a decoder's complaint about one file ("More samples per pixel than can be
+    # decoded") at ERROR before raising; the file's own ImageError already says it is unusable.
+    logging.getLogger("PIL").setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
     try:
         return args.func(args)
     except RecommenderError as exc:

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.index.factory import backend_class, make_index
+from recommender.index.factory import backend_class, make_index, resolve_kind
 from recommender.index.persist import index_content_key, load_index, prune_saved_indexes, save_index
 from recommender.querying import QueryMixin
 from recommender.ranking.calibration import DEFAULT_PROBES
 from recommender.ranking.filters import Filters
 from recommender.ranking.results import Recommendations
 from recommender.store.build import default_cache_dir
+from recommender.store.vector_file import mapped_float16
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,22 @@ class IndexMixin:
                 log.warning("could not save the image index under %s: %s", folder, exc)
         return index
 
+    def _serving_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        """The copy of the image vectors queries re-score candidates with: with an in-process ANN index, float16
+        memory-mapped from the cache (a query reads only its candidates' rows; the process's anonymous
+        memory no longer holds 9 KB per product); with the exact scan (every row, every query) or a remote
+        collection, ``vectors`` themselves. A cache that cannot be written keeps them in memory, with a warning."""
+        kind = self.index if self.index_options else resolve_kind(self.index, len(vectors), vectors.shape[1])
+        folder = self._index_folder()
+        if kind in ("exact", "milvus") or self.index_options or folder is None:
+            return vectors
+        try:
+            return mapped_float16(vectors, folder.parent / "vectors")
+        except OSError as exc:
+            log.warning("could not write the float16 vector file under %s (%s): vectors kept in memory",
+                        folder.parent, exc)
+            return vectors
+
     def _index_folder(self) -> Path | None:
         return Path(self.cache_dir) / "index" if self.cache_dir else (
             default_cache_dir(self.catalog_) / "index" if getattr(self, "catalog_", None) is not None else None)
@@ -91,4 +108,5 @@ class IndexMixin:
         other = np.where(ids[:, 0] == probes, ids[:, 1], ids[:, 0])
         found = other >= 0
         # Scored with our own vectors: an index over a reduced copy returns approximate cosines.
-        return np.einsum("ij,ij->i", vectors[probes[found]], vectors[other[found]]).astype(np.float32)
+        return np.einsum("ij,ij->i", vectors[probes[found]].astype(np.float32),
+                         vectors[other[found]].astype(np.float32))

@@ -41,10 +41,12 @@ class MetadataSideMixin:
 
     def _fit_metadata(self, catalog: Catalog) -> None:
         """The metadata encoder, matrix (CSR for rows, CSC for postings) and its score reference."""
-        live = catalog.items[self.alive_] if hasattr(self, "alive_") else catalog.items
         self._choose_text_embedder(catalog)
-        self.metadata_encoder_ = self._new_metadata_encoder().fit(live)
-        self.metadata_matrix_ = self.metadata_encoder_.transform(catalog.items)
+        encoder = self._new_metadata_encoder()
+        partial = hasattr(self, "alive_") and not self.alive_.all()  # then fitted on the live rows only
+        self.metadata_matrix_ = (encoder.fit(catalog.items[self.alive_]).transform(catalog.items) if partial
+                                 else encoder.fit_transform(catalog.items))  # a fresh fit: one tokenising pass
+        self.metadata_encoder_ = encoder
         self.metadata_postings_ = self.metadata_matrix_.tocsc()
         live_rows = np.flatnonzero(self.alive_)
         probes = live_rows[np.random.default_rng(0).permutation(len(live_rows))[:DEFAULT_PROBES]]

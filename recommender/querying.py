@@ -26,6 +26,11 @@ from recommender.scoring import dense_scores, index_top, posting_scores, sparse_
 #: Above this many allowed rows (and with an ANN index) a query re-scores a candidate set instead of
 #: every allowed row; below it the exact scan is cheap and the candidate set *is* the allowed set.
 EXACT_SCAN_LIMIT = 20_000
+#: The same for float16 vectors memory-mapped from the cache (the façade's vectors beside an in-process ANN):
+#: a scan converts every allowed row to float32 (20k rows: ~200-300 ms on these cores against ~50 ms for
+#: float32 in memory; bench_scale at 20k), so the index's filtered search (exact in its reduced space for
+#: a selective filter) gives the candidates from far fewer allowed rows on.
+MAPPED_SCAN_LIMIT = 2_000
 CANDIDATES_PER_SIDE = 512  # image top-K from the index and metadata top-K from the postings
 MMR_POOL = 200  # diversity re-ranks the best this-many results (at least 10 x k), not the catalog
 #: Words recognised in a text query that become filters (and stop being words to match).
@@ -34,6 +39,25 @@ TEXT_FILTER_COLUMNS = ("category", "sub_category", "brand", "colour")
 #: sentence-embedding cosine of at least this much: on the demo the 90th percentile of product-pair cosines
 #: is .27 and "sneakers"~running shoes .41-.50, nonsense words ("xyzzy") and "cheap" top out at .27-.30.
 SEMANTIC_EVIDENCE = 0.35
+
+
+_BLAS = None  # threadpoolctl's controller, made on the first query
+
+
+def one_blas_thread():
+    """A query's BLAS calls (matrix-vector products over a few thousand rows) on one thread.
+
+    They are too small to gain from a second thread, and on 2 shared cores OpenBLAS's threads spin waiting for
+    each other: a 1000 x 2280 float32 product measured 45 ms with 2 threads against 4 ms with one (load ~10),
+    and a whole item query 31 against 13 ms CPU at 20k products. The limit is process-wide while a query runs
+    (threadpoolctl), so a fit running at the same time in another thread may get one BLAS thread meanwhile.
+    """
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 class QueryMixin:
@@ -83,7 +107,7 @@ class QueryMixin:
         q_image = None
         if image is not None:  # embed outside the lock: the slow part, and it reads no fitted state
             q_image = self._embed_upload(image)
-        with self._lock.reading():
+        with self._lock.reading(), one_blas_thread():
             return self._recommend(item, q_image, text, k, w, filters or Filters(), c, d, weight)
 
     def _recommend(self, item, q_image, text, k, w, filters, c, d, weight_given) -> Recommendations:
@@ -171,7 +195,8 @@ class QueryMixin:
         otherwise the image top-K (filter applied in the index) and the metadata top-K (postings).
         Also the metadata scores of every row when the postings were walked for them (else None)."""
         n_allowed = int(allowed.sum())
-        if self.image_index_ is None or n_allowed <= EXACT_SCAN_LIMIT:
+        limit = MAPPED_SCAN_LIMIT if self.image_vectors_.dtype == np.float16 else EXACT_SCAN_LIMIT
+        if self.image_index_ is None or n_allowed <= limit:
             return np.flatnonzero(allowed), None
         parts, hits = [], None
         if q_img is not None:

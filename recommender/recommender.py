@@ -32,6 +32,7 @@ from recommender.ranking.calibration import (
 from recommender.ranking.filters import AttributeIndex
 from recommender.ranking.hybrid import Filters, HybridRanker
 from recommender.ranking.results import Recommendation, Recommendations
+from recommender.scoring import rows_against_all
 from recommender.shop_photos import fit_catalog_adapter
 from recommender.store.build import BuildReport, Progress, build_embeddings, image_hashes
 
@@ -191,7 +192,9 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         image model of ``backbone``. ``colour_vectors`` default to zeros (no colour side).
         """
         n = len(catalog)
-        image_vectors = np.asarray(image_vectors, dtype=np.float32)
+        image_vectors = np.asarray(image_vectors)
+        if image_vectors.dtype not in (np.float16, np.float32):  # float16 is kept: no 2x copy of a large catalog
+            image_vectors = image_vectors.astype(np.float32)
         if image_vectors.ndim != 2 or len(image_vectors) != n:
             raise RecommenderError(f"need one image vector per product ({n}), got shape {image_vectors.shape}")
         colours = np.zeros((n, 1), np.float32) if colour_vectors is None else np.asarray(colour_vectors, np.float32)
@@ -227,6 +230,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         self.backbone_ = report.backbone if report.backbone != "auto" else resolve_backbone("auto").name
         self.backbone_reason_ = report.reason
         self.backbone_fallback_ = report.fallback
+        vectors = self._serving_vectors(vectors)  # float16, memory-mapped, when an ANN index serves
         self.image_vectors_ = vectors  # the one copy: item and photo queries both score against it
         self.colour_vectors_ = colours
         self.has_image_ = has_image
@@ -312,7 +316,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
             sim = out_of_fold_similarity(self.label_projection_, base, labels, base, base,
                                          folds=min(PROJECTION_FOLDS, len(labels)))[rows]
         else:
-            sim = self.image_vectors_[rows] @ self.image_vectors_.T
+            sim = rows_against_all(self.image_vectors_, rows)
         return sim if not c else (1 - c) * sim + c * (self.colour_vectors_[rows] @ self.colour_vectors_.T)
 
     def image_similarity_matrix(

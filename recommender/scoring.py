@@ -35,6 +35,16 @@ def dense_scores(vectors: np.ndarray, q: np.ndarray, rows: np.ndarray | None = N
     return out
 
 
+def rows_against_all(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Inner products of ``vectors[rows]`` with every row, ``(len(rows), n)`` float32, blockwise: float16 vectors
+    (the façade's file map beside an ANN index) are converted a block at a time, never multiplied in float16."""
+    q = np.asarray(vectors[rows], dtype=np.float32)
+    out = np.empty((len(q), len(vectors)), np.float32)
+    for s in range(0, len(vectors), ROW_BLOCK):
+        out[:, s:s + ROW_BLOCK] = q @ vectors[s:s + ROW_BLOCK].astype(np.float32, copy=False).T
+    return out
+
+
 def sparse_scores(matrix: sp.csr_matrix, qrow: sp.csr_matrix, rows: np.ndarray | None = None,
                   postings: sp.csc_matrix | None = None) -> np.ndarray:
     """Cosine of the sparse query row with ``matrix[rows]`` (all rows when None), as dense float32.

@@ -1,9 +1,12 @@
+import io
 import json
 import os
+import struct
 import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from recommender.catalog.loader import DEMO_CATALOG
 from recommender.cli import main
@@ -47,6 +50,18 @@ def test_recommend_text_with_filters_prints_a_table(small_catalog_dir, tmp_path,
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "red-wine" in out and "laptop" not in out
+
+
+def test_recommend_says_when_even_the_best_match_is_weak(demo_recommender, capsys):
+    """Issue 9.3: the 'no good match' state reaches the terminal, not only the app and --json."""
+    common = ["recommend", "--cache", str(demo_recommender.cache_dir), "--backbone", "efficientnet_lite0"]
+    # (Was "cheap nike shoes under 50": with the text embedding its best match scores .36, not poor.)
+    assert main([*common, "--text", "nike garden hose under 50"]) == 0
+    weak = capsys.readouterr().out
+    assert "no good match: even the best result scores below 0.25" in weak and "hand-trowel" in weak
+    assert main([*common, "--text", "wireless mouse"]) == 0
+    strong = capsys.readouterr().out
+    assert "cordless-mouse" in strong and "no good match" not in strong
 
 
 def test_evaluate_passes_the_opt_in_levers(demo_recommender, tmp_path, capsys):
@@ -152,3 +167,58 @@ def test_quiet_tensorflow_filter_keeps_real_errors(capfd):
         for line in noise + real:
             os.write(2, line.encode())
     assert capfd.readouterr().err == "".join(real)
+
+
+def _tiff(**save_args) -> bytes:
+    buf = io.BytesIO()
+    Image.open(DEMO_CATALOG.parent / "images" / "laptop.jpg").convert("RGB").resize((48, 36)).save(
+        buf, "TIFF", **save_args)
+    return buf.getvalue()
+
+
+def _lzw_tiff_with_garbage_codes() -> bytes:
+    """An LZW TIFF whose strip holds codes libtiff rejects: its error handler printed a line on fd 2."""
+    data = _tiff(compression="tiff_lzw")
+    return data[:100] + b"\xff" * 100 + data[200:]
+
+
+def _tiff_with_tag(tag: int, value: int) -> bytes:
+    """A plain TIFF with one inline SHORT/LONG tag of its IFD (Pillow writes it at offset 8) set to ``value``."""
+    data = bytearray(_tiff())
+    for entry in range(struct.unpack_from("<H", data, 8)[0]):
+        if struct.unpack_from("<H", data, 10 + 12 * entry)[0] == tag:
+            struct.pack_into("<I", data, 10 + 12 * entry + 8, value)
+    return bytes(data)
+
+
+BROKEN_TIFFS = {
+    "lzw codes libtiff rejects": _lzw_tiff_with_garbage_codes,  # libtiff printed a line on fd 2
+    "tag offset past the end": lambda: _tiff_with_tag(258, 0x7FFFFF00),  # Pillow warned "Truncated File Read"
+    "8 samples per pixel": lambda: _tiff_with_tag(277, 8),  # Pillow logged an ERROR line
+}
+
+
+@pytest.mark.parametrize("case", [*BROKEN_TIFFS, "nan price bound"])
+def test_bad_query_input_is_one_stderr_line_and_fails_before_the_fit(small_catalog_dir, tmp_path, case):
+    """Issue 8's promise, exit 2 and exactly one line: no libtiff, Pillow warning or log line; no embedding first."""
+    photo = tmp_path / "photo.tif"
+    if case in BROKEN_TIFFS:
+        photo.write_bytes(BROKEN_TIFFS[case]())
+    query = ["--image", str(photo)] if case in BROKEN_TIFFS else ["--price-min", "nan", "--item", "laptop"]
+    cache = tmp_path / "cache"
+    run = subprocess.run([sys.executable, "-m", "recommender", "recommend", "--catalog",
+                          str(small_catalog_dir / "catalog.csv"), "--cache", str(cache), *query],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and run.stderr.startswith("error: "), run.stderr
+    assert not cache.exists()  # refused before the fit embedded the catalog
+
+
+@pytest.mark.parametrize("argv", [["recommend", "--k", "abc"], ["recommend", "--item", "x", "--image", "y"],
+                                  ["no-such-command"], ["evaluate", "--protocol", "nope"]])
+def test_a_usage_mistake_is_one_line_not_the_usage_block(argv, capsys):
+    """argparse's default prints a 20-line usage block before the error; the promise is one line, exit 2."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.count("\n") == 1 and "error: " in err and "--help" in err, err

@@ -82,6 +82,13 @@ def test_decompression_bomb_is_refused_before_decoding():
 def test_missing_file(tmp_path):
     with pytest.raises(ImageError, match="file not found"):
         open_image(tmp_path / "gone.png")
+    with pytest.raises(ImageError, match="file not found"):
+        open_image(tmp_path / ("n" * 300 + ".png"))  # ENAMETOOLONG is a missing file, not a crash
+
+
+def test_a_folder_is_named_as_a_folder(tmp_path):
+    with pytest.raises(ImageError, match="a folder, not an image file"):
+        open_image(tmp_path)
 
 
 def test_pad_to_square_keeps_aspect_ratio_on_white():

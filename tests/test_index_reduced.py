@@ -13,7 +13,7 @@ from recommender.index import reduced
 from recommender.index.factory import AUTO_EXACT_MAX, make_index, resolve_kind
 from recommender.index.hnsw import HNSWIndex
 from recommender.index.persist import load_index, save_index
-from recommender.index.reduced import ReducedHNSWIndex
+from recommender.index.reduced import ReducedHNSWIndex, ReducedIVFIndex
 from recommender.ranking.filters import Filters
 
 K = 10
@@ -152,23 +152,28 @@ def test_save_load_round_trip_and_a_corrupt_projection_is_a_miss(real_tiled, sav
 
 def test_auto_reduces_wide_vectors_only_at_ann_sizes():
     assert resolve_kind("auto", AUTO_EXACT_MAX - 1, 2280) == "exact"
-    assert resolve_kind("auto", AUTO_EXACT_MAX, 2280) == "hnsw_pca"
+    assert resolve_kind("auto", AUTO_EXACT_MAX, 2280) == "ivf_pca"
     assert resolve_kind("auto", AUTO_EXACT_MAX, 256) == "hnsw"
-    assert isinstance(make_index("auto", 2280, AUTO_EXACT_MAX), ReducedHNSWIndex)
+    assert isinstance(make_index("auto", 2280, AUTO_EXACT_MAX), ReducedIVFIndex)
     assert isinstance(make_index("auto", 64, AUTO_EXACT_MAX), HNSWIndex)
 
 
+@pytest.mark.parametrize("kind", ["hnsw_pca", "ivf_pca"])
 def test_facade_candidate_path_over_the_reduced_index_matches_the_exact_facade(demo_catalog, demo_recommender,
-                                                                              monkeypatch):
-    """The façade's large-catalog path (ANN image top-K ∪ metadata top-K, re-scored exactly) forced on the demo:
-    the same top-10 as the exact scan of every row, for item, text and filtered queries."""
+                                                                              monkeypatch, kind):
+    """The façade's large-catalog path (ANN image top-K ∪ metadata top-K, re-scored exactly with the float16
+    vectors memory-mapped from the cache) forced on the demo: the same top-10 as the exact scan of every row,
+    for item, text and filtered queries."""
     monkeypatch.setattr(reduced, "MIN_FIT_ROWS", 20)  # let 89 products estimate a (32-d) subspace
     monkeypatch.setattr(querying, "EXACT_SCAN_LIMIT", 0)  # always take the candidate path
+    monkeypatch.setattr(querying, "MAPPED_SCAN_LIMIT", 0)
     monkeypatch.setattr(querying, "CANDIDATES_PER_SIDE", 40)
     params = {k: v for k, v in demo_recommender.get_params().items() if k != "index"}
     monkeypatch.setattr(reduced, "DEFAULT_COMPONENTS", 32)
-    ann = HybridRecommender(**params, index="hnsw_pca").fit(demo_catalog)
-    assert ann.image_index_.kind == "hnsw_pca" and ann.image_index_.reduced_dim == 32
+    ann = HybridRecommender(**params, index=kind).fit(demo_catalog)
+    assert ann.image_index_.kind == kind and ann.image_index_.reduced_dim == 32
+    assert isinstance(ann.image_vectors_, np.memmap) and ann.image_vectors_.dtype == np.float16
+    assert not ann.image_vectors_.flags.writeable
     ids = list(demo_catalog.ids)
     agree = []
     for item in ids[::4]:
@@ -210,3 +215,28 @@ def test_a_warm_fit_loads_the_saved_graph_and_a_changed_catalog_builds_its_own(d
         (saved_dir / "manifest.json").write_text("{broken")
     HybridRecommender(**params).fit(demo_catalog)
     assert len(builds) == 3
+
+
+def test_live_updates_on_mapped_float16_vectors(demo_catalog, demo_recommender, monkeypatch):
+    """A façade over ``ivf_pca`` serves from the read-only float16 file; upsert, patch and remove still work
+    (new rows go to an in-memory buffer, the file is never written) and match the exact façade's answers."""
+    monkeypatch.setattr(reduced, "MIN_FIT_ROWS", 20)
+    monkeypatch.setattr(reduced, "DEFAULT_COMPONENTS", 32)
+    monkeypatch.setattr(querying, "EXACT_SCAN_LIMIT", 0)
+    monkeypatch.setattr(querying, "MAPPED_SCAN_LIMIT", 0)
+    monkeypatch.setattr(querying, "CANDIDATES_PER_SIDE", 40)
+    params = {k: v for k, v in demo_recommender.get_params().items() if k != "index"}
+    ann = HybridRecommender(**params, index="ivf_pca").fit(demo_catalog)
+    exact = HybridRecommender(**params, index="exact").fit(demo_catalog)
+    mapped = np.asarray(ann.image_vectors_).copy()
+    row = demo_catalog.items[demo_catalog.items["id"] == "tent"].assign(name="Lunar Tent", brand="Lunar")
+    for rec in (ann, exact):
+        assert rec.upsert(row).replaced == ["tent"]
+        rec.patch("basketball", {"brand": "Lunar"})
+        assert rec.remove(["road-bike"]) == 1
+    assert ann.image_vectors_.dtype == np.float16 and len(ann.image_vectors_) == len(demo_catalog) + 2
+    (vector_file,) = (ann._index_folder().parent / "vectors").glob("*.npy")
+    np.testing.assert_array_equal(np.load(vector_file), mapped)  # the file itself is never written
+    assert ann.recommend(text="lunar", k=5).ids == exact.recommend(text="lunar", k=5).ids
+    assert set(ann.recommend(item="tent", k=K).ids) == set(exact.recommend(item="tent", k=K).ids)
+    assert "road-bike" not in ann.recommend(item="basketball", k=88).ids

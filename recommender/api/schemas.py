@@ -113,6 +113,7 @@ class RecommendationsOut(BaseModel):
     query_attributes: dict[str, list[str]]
     notes: list[str]
     empty_reason: str | None
+    weak: bool = Field(description="no good match: even the best result scores below the recommender's weak_score")
     results: list[Hit]
 
 

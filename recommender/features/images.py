@@ -6,6 +6,7 @@ odd colour modes and decompression bombs right) and :func:`pad_to_square`.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
 import warnings
@@ -26,6 +27,31 @@ WHITE = (255, 255, 255)
 ImageSource = str | os.PathLike | bytes | BinaryIO
 
 
+def _silence_libtiff_errors() -> None:
+    """Stop libtiff printing its decode errors on the process's stderr (file descriptor 2).
+
+    Pillow hands compressed TIFFs to libtiff, whose default error handler writes lines such as
+    ``tempfile.tif: Using code not yet in table.`` straight to fd 2, beside the one-line error the
+    CLI promises. Pillow still sees the failure (a decoder error code, which :func:`open_image`
+    turns into that file's ``ImageError``), so the printed line adds nothing. Pillow installs its
+    own warning handler but leaves the error handler alone; we clear it in the libtiff Pillow has
+    loaded (Linux: found in ``/proc/self/maps``). Anything unexpected leaves libtiff as it was.
+    """
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            paths = {line.split()[-1] for line in maps if "libtiff" in line.rsplit("/", 1)[-1]}
+        for path in paths:
+            lib = ctypes.CDLL(path)
+            lib.TIFFSetErrorHandler.restype = ctypes.c_void_p
+            lib.TIFFSetErrorHandler.argtypes = [ctypes.c_void_p]
+            lib.TIFFSetErrorHandler(None)
+    except (OSError, AttributeError, IndexError):  # not Linux, no libtiff, a libtiff without the call
+        pass
+
+
+_silence_libtiff_errors()  # PIL.Image (imported above) has loaded libtiff with Pillow's C core
+
+
 def _describe(source: ImageSource) -> str:
     if isinstance(source, bytes):
         return "uploaded image"
@@ -39,6 +65,13 @@ def _is_file(path: Path) -> bool:
     try:
         return path.is_file()
     except (OSError, ValueError):  # ENAMETOOLONG, EACCES, an embedded NUL byte
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
         return False
 
 
@@ -61,7 +94,7 @@ def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int 
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         if not _is_file(path):
-            raise ImageError(f"{what}: file not found")
+            raise ImageError(f"{what}: {'a folder, not an image file' if _is_dir(path) else 'file not found'}")
         try:
             fp = open(path, "rb")  # noqa: SIM115 - closed in the finally below
         except OSError as exc:

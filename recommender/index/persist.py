@@ -95,11 +95,13 @@ def index_content_key(index: VectorIndex, vectors, rows) -> str:
     params = {k: v for k, v in sorted(vars(index).items())
               if not k.startswith("_") and not k.endswith("_") and isinstance(v, int | float | str | bool)}
     h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps({"format": FORMAT, "kind": index.kind, "params": params}, sort_keys=True).encode())
+    dtype = np.float16 if np.asarray(vectors[:0]).dtype == np.float16 else np.float32
+    h.update(json.dumps({"format": FORMAT, "kind": index.kind, "params": params, "dtype": np.dtype(dtype).name},
+                        sort_keys=True).encode())
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     h.update(rows.tobytes())
     for start in range(0, len(rows), 65_536):  # bounded temporaries: a gather of 64k rows at a time
-        h.update(np.ascontiguousarray(vectors[rows[start:start + 65_536]], dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(vectors[rows[start:start + 65_536]], dtype=dtype).tobytes())
     return f"{index.kind}-{h.hexdigest()}"
 
 

@@ -62,8 +62,14 @@ class PCAReducer(BaseEstimator):
             self.explained_ = float(values[top].sum() / max(values.clip(min=0).sum(), 1e-30))
         else:
             # The eigenvectors of the dim x dim second-moment matrix: cheaper than an SVD of x for n >> dim.
-            gram = (x.T.astype(np.float64) @ x) / len(x)
-            values, vectors = np.linalg.eigh(gram)
+            # float32 product (BLAS sgemm; 4x faster than the mixed float64 one, entries agree to 4e-9 at 10k
+            # unit rows), eigenvectors in float64 on one BLAS thread: on these 2 shared cores a 2-thread eigh
+            # of 2280 x 2280 took 45 s against 4 s single-threaded (OpenBLAS threads spin under load).
+            from threadpoolctl import threadpool_limits
+
+            gram = ((x.T @ x) / np.float32(len(x))).astype(np.float64)
+            with threadpool_limits(1):
+                values, vectors = np.linalg.eigh(gram)
             top = np.argsort(values)[::-1][: self.n_components]
             self.components_ = np.ascontiguousarray(vectors[:, top].T, dtype=np.float32)
             self.explained_ = float(values[top].sum() / max(values.sum(), 1e-30))

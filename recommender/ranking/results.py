@@ -46,7 +46,9 @@ class Recommendation:
         if parts:
             return "; ".join(parts)
         text_only = np.isnan(self.image_score)  # a text query uses no image: never "looks similar"
-        if text_only or self.metadata_contribution > self.image_contribution:
+        # Nor does a result whose image is no closer than a random pair (contribution 0): it was kept
+        # for a word in common (small catalogs, where the calibrated sides are often both 0).
+        if text_only or self.image_contribution <= 0 or self.metadata_contribution > self.image_contribution:
             return "similar text"
         return "looks similar"
 

@@ -103,6 +103,16 @@ def test_search_by_text_explains_what_it_recognised(demo_client):
     body = r.json()
     assert body["results"] and body["query"].startswith("text")
     assert any("shoe" in h["name"].lower() for h in body["results"][:3])
+    assert body["weak"] is False
+
+
+def test_search_by_text_says_when_nothing_or_nothing_good_matches(demo_client):
+    """Issue 9.3 over HTTP: no filler for a nonsense query, and the 'no good match' flag."""
+    nothing = demo_client.post("/v1/search", data={"text": "zzqx blorf"}).json()
+    assert nothing["results"] == [] and nothing["empty_reason"] == "no product matches 'zzqx blorf'"
+    # (Was "cheap nike shoes under 50": with the text embedding its best match scores .36, not poor.)
+    weak = demo_client.post("/v1/search", data={"text": "nike garden hose under 50"}).json()
+    assert weak["results"] and weak["weak"] is True and weak["results"][0]["score"] < 0.25
 
 
 def test_search_by_photo_finds_that_product_first(demo_client):

@@ -31,7 +31,7 @@ def recommendations_out(result) -> RecommendationsOut:
             for k, r in enumerate(result.items, 1)]
     return RecommendationsOut(query=result.query, weight=result.weight, n_candidates=result.n_candidates,
                               query_attributes=result.query_attributes, notes=result.notes,
-                              empty_reason=result.empty_reason, results=hits)
+                              empty_reason=result.empty_reason, weak=result.weak, results=hits)
 
 
 def _filters(category, sub_category, brand, colour, price_min, price_max) -> Filters:
