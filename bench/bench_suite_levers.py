@@ -51,6 +51,8 @@ ROWS: dict[str, tuple[dict, tuple[tuple[float, ...], float]]] = {
     "crop0.7": ({}, ((0.7,), 1.0)),
     "crops0.5+0.75": ({}, ((0.5, 0.75), 1.0)),
     "colour-crop0.6": ({}, ((), 0.6)),
+    "text-off": ({"text_embedding": "off"}, ((), 1.0)),
+    "text-minilm": ({"text_embedding": "minilm"}, ((), 1.0)),
 }
 
 

@@ -111,7 +111,8 @@ def cmd_evaluate(args) -> int:
     levers = {"flip_tta": args.flip_tta, "semantic": args.semantic, "dba_k": args.dba_k,
               "colour_weight": args.colour_weight, "photo_colour_weight": args.photo_colour_weight,
               "text_weighting": args.text_weighting, "label_projection": args.label_projection,
-              "projection_mix": args.projection_mix, "adapter": getattr(args, "adapter", None)}
+              "projection_mix": args.projection_mix, "adapter": getattr(args, "adapter", None),
+              "text_embedding": getattr(args, "text_embedding", None)}
     # Only the levers given on the command line; the rest keep the recommender's defaults.
     params = {"backbone": args.backbone, "cache_dir": args.cache, **{k: v for k, v in levers.items() if v is not None}}
     from recommender.recommender import HybridRecommender
@@ -277,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--photo-colour-weight", type=float, help="the same for photo queries (default 0.3)")
     p.add_argument("--text-weighting", choices=["tfidf", "bm25"], help="metadata text weighting (default tfidf)")
     p.add_argument("--adapter", choices=["auto", "on", "off"], help="shop-photo adapter (default auto)")
+    p.add_argument("--text-embedding", choices=["auto", "minilm", "off"],
+                   help="sentence embedding on the metadata side (default auto: on when installed, <= 20k products)")
     projection(p)
     p.add_argument("--projection-mix", type=float, help="share of the label block in the image vector (default 0.5)")
     p.add_argument("--exclude", nargs="+", help="more metadata fields to leave out")

@@ -185,7 +185,8 @@ class LiveUpdatesMixin:
         return report
 
     def patch(self, product_id: str, fields: dict) -> None:
-        """Change a product's metadata (no re-embedding); filters and scores see it at once."""
+        """Change a product's metadata (its image is not re-embedded; its text is, when the metadata side
+        has a text embedding); filters and scores see it at once."""
         unknown = sorted(set(fields) - set(PATCHABLE))
         if unknown:
             raise QueryError(f"cannot patch {', '.join(map(repr, unknown))}: patchable fields are "
@@ -318,12 +319,10 @@ class LiveUpdatesMixin:
         """Re-fit the metadata vocabulary past the drift threshold (outside the write lock, then swap)."""
         if self.changed_since_metadata_fit_ <= self.refit_fraction * max(int(self.alive_.sum()), 1):
             return False
-        from recommender.features.metadata import MetadataEncoder
         from recommender.ranking.calibration import sparse_reference
 
         items, alive = self.catalog_.items, self.alive_  # stable: we hold the update lock
-        encoder = MetadataEncoder(self.text_fields, self.categorical_fields, exclude=self.exclude_fields,
-                                  text_weighting=self.text_weighting).fit(items[alive])
+        encoder = self._new_metadata_encoder().fit(items[alive])  # text vectors: cached by content
         matrix = encoder.transform(items)
         postings = matrix.tocsc()
         reference = sparse_reference(matrix, np.flatnonzero(alive))

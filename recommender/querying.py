@@ -35,6 +35,10 @@ CANDIDATES_PER_SIDE = 512  # image top-K from the index and metadata top-K from 
 MMR_POOL = 200  # diversity re-ranks the best this-many results (at least 10 x k), not the catalog
 #: Words recognised in a text query that become filters (and stop being words to match).
 TEXT_FILTER_COLUMNS = ("category", "sub_category", "brand", "colour")
+#: A text query's result needs a word or attribute in common with it, or (with a text embedding) a
+#: sentence-embedding cosine of at least this much: on the demo the 90th percentile of product-pair cosines
+#: is .27 and "sneakers"~running shoes .41-.50, nonsense words ("xyzzy") and "cheap" top out at .27-.30.
+SEMANTIC_EVIDENCE = 0.35
 
 
 _BLAS = None  # threadpoolctl's controller, made on the first query
@@ -155,7 +159,7 @@ class QueryMixin:
                              + ", ".join(f"{k}: {v}" for k, v in describe_attributes(named).items()))
             words = _without_phrases(parsed.text, [v for vals in named.values() for v in vals])
             if self.metadata_encoder_.text_words(words):
-                evidence_row = self.metadata_encoder_.transform_text_fields(words)
+                evidence_row = self.metadata_encoder_.transform_text_fields(words, semantic=False)
             if weight_given is not None and weight_given > 0:
                 notes.append("text-only query: ranked by metadata alone")
 
@@ -226,25 +230,47 @@ class QueryMixin:
             meta = None
         if img is not None and np.isnan(img).any():
             img = np.nan_to_num(img, nan=self.references_["image"].unrelated)
+        encoder = self.metadata_encoder_
+        semantic = q_meta is not None and getattr(encoder, "semantic_", False)
         if evidence_row is not None and hits is not None:  # the postings path: a few words' inverted lists
             keep = posting_scores(self.metadata_postings_, evidence_row, self.metadata_matrix_)[rows] > 0
         elif evidence_row is not None:
             keep = sparse_scores(self.metadata_matrix_, evidence_row, rows, self.metadata_postings_) > 0
+        elif q_img is None and semantic:  # some attribute in common (the embedding block left out)
+            keep = sparse_scores(self.metadata_matrix_, encoder.without_semantic(q_meta), rows) > 0
         elif q_img is None:
             keep = meta > 0  # a text query's evidence: some word or attribute in common
         else:
             keep = np.ones(len(rows), dtype=bool)
+        if q_img is None and semantic:  # ... or a meaning close enough ("sneakers" ~ "running shoe")
+            keep |= self._semantic_cosines(q_meta, rows) >= SEMANTIC_EVIDENCE
         rows, img, meta = rows[keep], None if img is None else img[keep], None if meta is None else meta[keep]
         pool = k if d <= 0 else max(MMR_POOL, 10 * k)
         ranking = rank_candidates(rows, img, meta, pool, w, self.image_reference(c) if img is not None else None,
                                   meta_ref, n_candidates)
-        # Evidence: closer than a random pair of this catalog on some side, or a word / attribute in common.
-        ranking = ranking.take(np.flatnonzero((ranking.final > 0) | (np.nan_to_num(ranking.metadata_raw) > 0)))
+        # Evidence: closer than a random pair of this catalog on some side, or a word / attribute in common
+        # (the embedding block is left out of "in common": nearly every pair has a positive cosine there).
+        words_raw = np.nan_to_num(ranking.metadata_raw)
+        if semantic and q_img is not None and len(ranking.positions):
+            words_raw = sparse_scores(self.metadata_matrix_, encoder.without_semantic(q_meta), ranking.positions)
+        if q_img is None and semantic:
+            words_raw = np.ones(len(ranking.positions), np.float32)  # text evidence was required above
+        ranking = ranking.take(np.flatnonzero((ranking.final > 0) | (words_raw > 0)))
         if d > 0 and len(ranking.positions) > 1:
             emb = self.image_vectors_[ranking.positions].astype(np.float32, copy=False)  # the pool only
             picked = mmr_rerank(ranking.final, k=k, lam=1.0 - d, embeddings=emb)
             ranking = ranking.take(picked)
         return ranking.take(np.arange(min(k, len(ranking.positions))))
+
+    def _semantic_cosines(self, q_meta, rows: np.ndarray) -> np.ndarray:
+        """Sentence-embedding cosine of a query row with catalog ``rows``, from the embedding blocks of the
+        metadata rows (a product row's block has norm sqrt(m), the query's is measured)."""
+        q_sem = self.metadata_encoder_.semantic_only(q_meta)
+        q_norm = float(np.sqrt(q_sem.multiply(q_sem).sum())) if q_sem is not None else 0.0
+        if not q_norm:
+            return np.zeros(len(rows), np.float32)
+        dots = sparse_scores(self.metadata_matrix_, q_sem, rows, self.metadata_postings_)
+        return dots / (q_norm * np.float32(np.sqrt(self.metadata_encoder_.semantic_weight)))
 
     def _embed_upload(self, image: ImageSource) -> tuple[np.ndarray, np.ndarray]:
         """CNN and colour vectors of an uploaded photo, decoded once."""

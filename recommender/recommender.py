@@ -19,18 +19,15 @@ from sklearn.base import BaseEstimator
 from recommender.catalog.loader import Catalog, load_catalog, split_values
 from recommender.errors import QueryError, RecommenderError
 from recommender.features.embedders import ColourEmbedder, ImageEmbedder, has_classifier_head, resolve_backbone
-from recommender.features.metadata import MetadataEncoder
 from recommender.features.postprocess import self_dominant_dba
 from recommender.features.projection import LabelProjection, out_of_fold_similarity
 from recommender.indexing import IndexMixin
 from recommender.live import LiveUpdatesMixin, ReadWriteLock
+from recommender.metadata_side import MetadataSideMixin
 from recommender.querying import QueryMixin
 from recommender.ranking.calibration import (
-    DEFAULT_PROBES,
     SideReference,
     dense_reference,
-    self_match_reference,
-    sparse_reference,
 )
 from recommender.ranking.filters import AttributeIndex
 from recommender.ranking.hybrid import Filters, HybridRanker
@@ -46,6 +43,9 @@ __all__ = ["Filters", "HybridRecommender", "Recommendation", "Recommendations"]
 log = logging.getLogger(__name__)
 DEFAULT_WEIGHT = 0.7
 DEFAULT_PHOTO_COLOUR_WEIGHT = 0.3
+#: The sentence embedding's share of the metadata side: the plain mean of the two cosines, chosen before
+#: measuring (bench/bench_minilm.py's "mean of both"), not tuned on the suite (docs/evaluation.md).
+DEFAULT_TEXT_EMBEDDING_WEIGHT = 0.5
 #: A result list whose best score is below this is flagged ``weak`` ("no good match"), on the calibrated
 #: [0, 1] score where 0.8 is a typical best match and 0 a random pair. Set by that scale and checked on
 #: the demo queries of docs/ranking.md; not yet tuned on a labelled set of "no good match" queries.
@@ -54,7 +54,7 @@ PROJECTION_FOLDS = 5  # folds for out-of-fold similarities when a label projecti
 _EMBEDDER_LOCK = threading.Lock()
 
 
-class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator):
+class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator):
     """Recommend catalog products by a weighted mix of image and metadata similarity.
 
     Parameters
@@ -95,6 +95,12 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
         are enough to cross-validate and the out-of-fold score beats the plain pipeline. Photo queries and
         catalog image vectors then go through it; ``adapter_note_`` says what was decided and why
         (see :mod:`recommender.shop_photos`).
+    text_embedding: ``"auto"`` | ``"minilm"`` | ``"off"``: add a sentence embedding (all-MiniLM-L6-v2) of the
+        text fields to the metadata side, so "sneakers" finds a running shoe; ``auto`` = on when the model
+        is installed (``requirements-text.txt``) and the catalog has at most
+        :data:`~recommender.features.text_embedder.AUTO_MAX_PRODUCTS` products (``text_embedding_note_`` says
+        which and why); ``minilm`` without the model installed is a one-line error.
+    text_embedding_weight: the embedding's share of the metadata similarity (the rest is TF-IDF/BM25 words).
     """
 
     def __init__(
@@ -124,6 +130,8 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
         weak_score: float = DEFAULT_WEAK_SCORE,
         refit_fraction: float = 0.2,
         adapter: str = "auto",
+        text_embedding: str = "auto",
+        text_embedding_weight: float = DEFAULT_TEXT_EMBEDDING_WEIGHT,
     ) -> None:
         self.backbone = backbone
         self.weight = weight
@@ -150,7 +158,8 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
         self.weak_score = weak_score
         self.refit_fraction = refit_fraction
         self.adapter = adapter
-
+        self.text_embedding = text_embedding
+        self.text_embedding_weight = text_embedding_weight
 
     # -- fitting -----------------------------------------------------------------------------
     def _image_embedder(self, backbone: str) -> ImageEmbedder:
@@ -250,22 +259,6 @@ class HybridRecommender(IndexMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator)
             else:
                 rows.vectors[rows.has_image] = self.adapter_.transform_queries(rows.vectors[rows.has_image])
         return rows
-
-    def _fit_metadata(self, catalog: Catalog) -> None:
-        """The metadata encoder, matrix (CSR for rows, CSC for postings) and its score reference."""
-        encoder = MetadataEncoder(self.text_fields, self.categorical_fields, exclude=self.exclude_fields,
-                                  text_weighting=self.text_weighting)
-        partial = hasattr(self, "alive_") and not self.alive_.all()  # then fitted on the live rows only
-        self.metadata_matrix_ = (encoder.fit(catalog.items[self.alive_]).transform(catalog.items) if partial
-                                 else encoder.fit_transform(catalog.items))  # a fresh fit: one tokenising pass
-        self.metadata_encoder_ = encoder
-        self.metadata_postings_ = self.metadata_matrix_.tocsc()
-        live_rows = np.flatnonzero(self.alive_)
-        probes = live_rows[np.random.default_rng(0).permutation(len(live_rows))[:DEFAULT_PROBES]]
-        names = self.metadata_encoder_.transform_text_fields(catalog.items["name"].iloc[probes].astype(str).tolist())
-        self.references_ = {**getattr(self, "references_", {}),
-                            "metadata": sparse_reference(self.metadata_matrix_, live_rows),
-                            "text": self_match_reference(self.metadata_matrix_, names, probes)}
 
     def _projection_labels(self, catalog: Catalog) -> np.ndarray:
         col = self.label_projection

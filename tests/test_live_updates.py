@@ -64,6 +64,21 @@ def test_patch_changes_metadata_and_filters_see_it(live, demo_catalog):
     assert live.products().set_index("id").loc["tent", "price"] == 99.5  # a refused patch changes nothing
 
 
+def test_patch_re_embeds_the_text(live):
+    """A patched description reaches the sentence-embedding side too: "sneakers" shares no word with the
+    new text, only its meaning."""
+    if live.text_embedder_ is None:
+        pytest.skip(live.text_embedding_note_)
+    assert "tent" not in live.recommend(text="sneakers", k=10).ids
+    live.patch("tent", {"name": "Trail Trainers", "description": "Lightweight trainers for jogging on forest paths."})
+    assert "tent" in live.recommend(text="sneakers", k=10).ids
+    pos = live.catalog_.position("tent")
+    enc = live.metadata_encoder_
+    block = live.metadata_matrix_[pos, enc.semantic_offset_:].toarray().ravel()
+    expected = live.text_embedder_.encode(["Trail Trainers. Lightweight trainers for jogging on forest paths."])[0]
+    assert block @ expected / np.linalg.norm(block) > 0.999
+
+
 def test_products_without_a_price_can_be_upserted_and_patched(live, demo_catalog):
     live.upsert(_row(demo_catalog, "tent", price=float("nan")))
     live.patch("tent", {"name": "Dome Tent"})
@@ -136,7 +151,10 @@ def test_readers_never_see_a_half_applied_update(live, demo_catalog):
     assert len(live.products()) == 89
 
 
-def test_vocabulary_drift_refits_the_metadata_past_the_threshold(live, demo_catalog):
+def test_vocabulary_drift_refits_the_metadata_past_the_threshold(demo_recommender, demo_catalog):
+    # Words only: with the text embedding, new words are found by meaning before any refit (next test).
+    live = HybridRecommender(backbone="efficientnet_lite0", cache_dir=demo_recommender.cache_dir,
+                             text_embedding="off").fit(demo_catalog)
     rows = demo_catalog.items.iloc[:10].copy()
     rows["id"] = [f"zebra-{i}" for i in range(10)]
     rows["name"] = [f"Zebra Print {n}" for n in rows["name"]]
@@ -148,6 +166,17 @@ def test_vocabulary_drift_refits_the_metadata_past_the_threshold(live, demo_cata
     more["name"] = [f"Zebra Print {n}" for n in more["name"]]
     assert live.upsert(more).metadata_refitted  # 25 of 114 > 20%
     assert len(live.recommend(text="zebra", k=50)) == 25
+
+
+def test_text_embedding_finds_new_words_before_the_vocabulary_refit(live, demo_catalog):
+    if live.text_embedder_ is None:
+        pytest.skip(live.text_embedding_note_)
+    rows = demo_catalog.items.iloc[:10].copy()
+    rows["id"] = [f"zebra-{i}" for i in range(10)]
+    rows["name"] = [f"Zebra Print {n}" for n in rows["name"]]
+    assert not live.upsert(rows).metadata_refitted  # 'zebra' is still not in the fitted vocabulary
+    found = live.recommend(text="zebra", k=10)
+    assert found.ids and all(i.startswith("zebra-") for i in found.ids[:5])
 
 
 def test_update_report_serialises(live, demo_catalog):

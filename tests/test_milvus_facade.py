@@ -40,6 +40,14 @@ FILTERS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def demo_recommender(demo_recommender):
+    """The exact-scan reference, words-only like the Milvus backend (whose sparse metadata field takes no
+    sentence embedding: ``text_embedding`` stays off with ``index="milvus"``); the session's image cache."""
+    return HybridRecommender(backbone="efficientnet_lite0", cache_dir=demo_recommender.cache_dir,
+                             text_embedding="off").fit(demo_recommender.catalog_)
+
+
 def milvus_recommender(demo_recommender, uri) -> HybridRecommender:
     return HybridRecommender(backbone="efficientnet_lite0", cache_dir=demo_recommender.cache_dir, index="milvus",
                              index_options={"uri": str(uri)}).fit(demo_recommender.catalog_)

@@ -239,7 +239,9 @@ def test_a_result_with_no_image_evidence_never_looks_similar(demo_catalog, tmp_p
 def test_weak_flags_a_list_whose_best_match_is_poor(demo_recommender):
     strong = demo_recommender.recommend(text="wireless mouse")
     assert not strong.weak and strong.items[0].score >= demo_recommender.weak_score
-    weak = demo_recommender.recommend(text="cheap nike shoes under 50")
+    # (Was "cheap nike shoes under 50": with the text embedding its best match - a $44.95 running shoe -
+    # scores .36, no longer "poor". A hand trowel for a garden hose is poor either way: .14 / .16 without.)
+    weak = demo_recommender.recommend(text="garden hose")
     assert weak.weak and 0 < weak.items[0].score < demo_recommender.weak_score
 
 
@@ -248,7 +250,10 @@ def test_black_running_shoe(demo_recommender, demo_catalog):
     res = demo_recommender.recommend(text="black running shoe", k=6)
     rows = demo_catalog.items.set_index("id").loc[res.ids]
     assert len(res) >= 3 and all("black" in c for c in rows["colour"])
-    assert all("Running Shoe" in n for n in rows["name"]) and "black-eaves-chair" not in res.ids
+    assert all("Running Shoe" in n for n in rows["name"][:3]) and "black-eaves-chair" not in res.ids
+    # Word matches first; after them (text embedding on) only black footwear close in meaning (sneakers).
+    assert set(rows["sub_category"]) == {"Footwear"}
+    assert all(r.matched for r in res.items[:3])
     assert res.query_attributes == {"colour": ["black"]}
 
 

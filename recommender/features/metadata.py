@@ -3,6 +3,11 @@
 Each field becomes its own block, L2-normalised and scaled by ``sqrt(weight / total weight)``;
 the concatenated row is L2-normalised again. So the cosine of two rows is the weighted mean of the
 per-field cosines over the fields both products have - which is what "field weights" should mean.
+
+With a ``text_embedder`` (a sentence-embedding model, :mod:`recommender.features.text_embedder`) and
+``semantic_weight`` m > 0, the row gets a dense block too: ``[sqrt(1 - m) * words, sqrt(m) * embedding]``
+(the embedding of the text fields joined), so the cosine of two rows is ``(1 - m)`` times the word cosine
+plus ``m`` times the embedding cosine. The matrix stays one sparse CSR matrix for every consumer.
 """
 
 from __future__ import annotations
@@ -67,6 +72,9 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
         repeated words and discount long descriptions; ``bm25_k1``, ``bm25_b``).
     fold_plurals:
         Fold English plurals in text fields and in attribute matching ("shoes" finds "Shoe").
+    text_embedder, semantic_weight:
+        An object with ``encode(texts)`` and ``encode_catalog(texts)`` returning unit rows (or zeros for an
+        empty text) and the share ``m`` of the similarity it gives (0 = words only).
     """
 
     def __init__(
@@ -79,6 +87,8 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
         bm25_k1: float = 1.2,
         bm25_b: float = 0.75,
         fold_plurals: bool = True,
+        text_embedder: object | None = None,
+        semantic_weight: float = 0.0,
     ) -> None:
         self.text_fields = text_fields
         self.categorical_fields = categorical_fields
@@ -88,6 +98,8 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
         self.bm25_k1 = bm25_k1
         self.bm25_b = bm25_b
         self.fold_plurals = fold_plurals
+        self.text_embedder = text_embedder
+        self.semantic_weight = semantic_weight
 
     def fit(self, X: pd.DataFrame, y: object = None) -> MetadataEncoder:
         self._fit(X, None)
@@ -124,7 +136,16 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
             raise ValueError("no usable metadata field: every configured field is missing or empty")
         total = sum(self.field_weights_.values())
         self.block_scale_ = {f: float(np.sqrt(w / total)) for f, w in self.field_weights_.items()}
-        self.n_features_out_ = sum(len(v.vocabulary_) for v in self.vectorizers_.values())
+        self.semantic_offset_ = sum(len(v.vocabulary_) for v in self.vectorizers_.values())
+        if not 0.0 <= self.semantic_weight < 1.0:
+            raise ValueError(f"semantic_weight must be in [0, 1), got {self.semantic_weight!r}")
+        self.semantic_ = (self.text_embedder is not None and self.semantic_weight > 0
+                          and any(kind == "text" for kind in self.field_kinds_.values()))
+        self.n_features_out_ = self.semantic_offset_ + (self.semantic_dim if self.semantic_ else 0)
+
+    @property
+    def semantic_dim(self) -> int:
+        return int(getattr(self.text_embedder, "dim", 384))
 
     def _make_vectorizer(self, kind: str) -> CountVectorizer | BM25Vectorizer:
         if kind == "text" and self.text_weighting == "bm25":
@@ -138,11 +159,14 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
         return CountVectorizer(tokenizer=_split_lower, token_pattern=None, lowercase=False,
                                binary=True, dtype=np.float32)
 
-    def transform(self, X: pd.DataFrame) -> sp.csr_matrix:
-        """Rows of ``X`` as L2-normalised sparse float32 vectors (missing fields count as empty)."""
-        return self._stacked(X, {})
+    def transform(self, X: pd.DataFrame, catalog: bool = True, semantic: bool = True) -> sp.csr_matrix:
+        """Rows of ``X`` as L2-normalised sparse float32 vectors (missing fields count as empty).
 
-    def _stacked(self, X: pd.DataFrame, done: dict) -> sp.csr_matrix:
+        ``catalog``: the rows are products (their text embeddings are cached by content), not a query.
+        ``semantic=False``: the word/attribute block alone (a query's word evidence)."""
+        return self._stacked(X, {}, catalog, semantic)
+
+    def _stacked(self, X: pd.DataFrame, done: dict, catalog: bool = True, semantic: bool = True) -> sp.csr_matrix:
         blocks = []
         for name, vec in self.vectorizers_.items():
             raw = done.get(name)
@@ -154,7 +178,38 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
                 raw = vec.transform(col)
             block = normalize(sp.csr_matrix(raw, dtype=np.float32))
             blocks.append(block * self.block_scale_[name])
-        return normalize(sp.hstack(blocks, format="csr", dtype=np.float32))
+        words = normalize(sp.hstack(blocks, format="csr", dtype=np.float32))
+        if not getattr(self, "semantic_", False):
+            return words
+        m = float(self.semantic_weight)
+        if not semantic:
+            dense = sp.csr_matrix((len(X), self.semantic_dim), dtype=np.float32)
+        else:
+            texts = self.semantic_texts(X)
+            encode = self.text_embedder.encode_catalog if catalog else self.text_embedder.encode
+            dense = sp.csr_matrix(encode(texts), dtype=np.float32)
+        # Rows with only one side (no known word, or no text) come out unit after the final normalise.
+        return normalize(sp.hstack([words * np.float32(np.sqrt(1 - m)), dense * np.float32(np.sqrt(m))],
+                                   format="csr", dtype=np.float32))
+
+    def semantic_texts(self, X: pd.DataFrame) -> list[str]:
+        """What the sentence embedding reads of each row: its text fields joined (excluded ones are not
+        fields here), e.g. ``"Running Shoe. Built for speed ..."``."""
+        cols = [X[name].fillna("").astype(str).str.strip() if name in X.columns else pd.Series([""] * len(X))
+                for name, kind in self.field_kinds_.items() if kind == "text"]
+        return [". ".join(p for p in parts if p) for parts in zip(*[c.tolist() for c in cols], strict=True)]
+
+    def without_semantic(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+        """``rows`` with the embedding block dropped (their word/attribute evidence); unchanged without one."""
+        if not getattr(self, "semantic_", False):
+            return rows
+        return _masked_columns(rows, lambda cols: cols < self.semantic_offset_)
+
+    def semantic_only(self, rows: sp.csr_matrix) -> sp.csr_matrix | None:
+        """``rows`` with the word/attribute blocks dropped; None without an embedding block."""
+        if not getattr(self, "semantic_", False):
+            return None
+        return _masked_columns(rows, lambda cols: cols >= self.semantic_offset_)
 
     def fit_transform(self, X: pd.DataFrame, y: object = None) -> sp.csr_matrix:
         """``fit(X).transform(X)`` with each field tokenised once."""
@@ -172,7 +227,7 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
         row: dict[str, str] = {}
         for name, kind in self.field_kinds_.items():
             row[name] = text if kind == "text" else MULTI_VALUE_SEP.join(recognised.get(name, []))
-        return self.transform(pd.DataFrame([row])), recognised
+        return self.transform(pd.DataFrame([row]), catalog=False), recognised
 
     def recognise(self, text: str) -> dict[str, list[str]]:
         """Categorical values named in ``text`` as whole phrases (plurals folded): ``{field: values}``.
@@ -216,16 +271,18 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
                 known.update(t for t in analyse(text) if t in vocab and " " not in t)
         return sorted(known)
 
-    def transform_text_fields(self, text: str | Sequence[str]) -> sp.csr_matrix:
-        """Text(s) in the text fields only (no categorical block): a query's word evidence."""
+    def transform_text_fields(self, text: str | Sequence[str], semantic: bool = True,
+                              catalog: bool = False) -> sp.csr_matrix:
+        """Text(s) in the text fields only (no categorical block); ``semantic=False``: the words alone
+        (a query's word evidence); ``catalog``: texts from the catalog (embeddings cached by content)."""
         texts = [text] if isinstance(text, str) else list(text)
         rows = {name: texts if kind == "text" else [""] * len(texts) for name, kind in self.field_kinds_.items()}
-        return self.transform(pd.DataFrame(rows))
+        return self.transform(pd.DataFrame(rows), catalog=catalog, semantic=semantic)
 
     def transform_attributes(self, attributes: Mapping[str, Sequence[str]]) -> sp.csr_matrix:
         """Encode attribute values alone (used for an uploaded photo's inferred attributes)."""
         row = {name: MULTI_VALUE_SEP.join(attributes.get(name, [])) for name in self.vectorizers_}
-        return self.transform(pd.DataFrame([row]))
+        return self.transform(pd.DataFrame([row]), catalog=False)
 
 
 class BM25Vectorizer(BaseEstimator):
@@ -271,3 +328,10 @@ class BM25Vectorizer(BaseEstimator):
 def _normalise_words(text: str, fold_plurals: bool = False) -> str:
     words = re.findall(r"\w+", text.lower())
     return " ".join(singular(w) for w in words) if fold_plurals else " ".join(words)
+
+
+def _masked_columns(rows: sp.csr_matrix, keep) -> sp.csr_matrix:
+    out = sp.csr_matrix(rows, dtype=np.float32, copy=True)
+    out.data = out.data * keep(out.indices)
+    out.eliminate_zeros()
+    return out

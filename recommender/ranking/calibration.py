@@ -110,11 +110,20 @@ def sparse_reference(matrix: sp.csr_matrix, rows: np.ndarray, n_pairs: int = DEF
     return SideReference(float(np.median(sims)), float(np.median(nearest)))
 
 
-def self_match_reference(matrix: sp.csr_matrix, queries: sp.csr_matrix, rows: np.ndarray) -> SideReference:
+def self_match_reference(matrix: sp.csr_matrix, queries: sp.csr_matrix, rows: np.ndarray,
+                         random_floor: bool = False) -> SideReference:
     """Reference for text queries: ``unrelated`` 0 (no word in common) and ``close`` the median
-    similarity of a product to a query made of its own name (``queries[i]`` for ``rows[i]``)."""
+    similarity of a product to a query made of its own name (``queries[i]`` for ``rows[i]``).
+
+    ``random_floor``: ``unrelated`` is instead the median similarity of each name query to another
+    (random) product - for a metadata side with a sentence embedding, where texts with no word in common
+    still have a positive cosine (~.1 on the demo), which would otherwise count as evidence of a match."""
     if not len(rows):
         return SideReference()
     own = np.asarray(matrix[rows].multiply(queries).sum(axis=1)).ravel()
     own = own[own > 0]
-    return SideReference(0.0, float(np.median(own))) if len(own) else SideReference()
+    unrelated = 0.0
+    if random_floor and len(rows) > 1:  # rows are a random sample: each query against its neighbour's row
+        other = np.asarray(matrix[np.roll(rows, 1)].multiply(queries).sum(axis=1)).ravel()
+        unrelated = float(np.median(other))
+    return SideReference(unrelated, float(np.median(own))) if len(own) else SideReference()
