@@ -36,6 +36,12 @@ def check_ids(ids: np.ndarray, n_vectors: int) -> np.ndarray:
     return out
 
 
+def last_occurrences(ids: np.ndarray) -> np.ndarray:
+    """Ascending positions of each id's last occurrence: in an upsert batch a repeated id's last row wins."""
+    _, last = np.unique(ids[::-1], return_index=True)
+    return np.sort(len(ids) - 1 - last)
+
+
 class VectorIndex(ABC):
     """Cosine-similarity search over vectors labelled by caller-chosen int64 ids."""
 

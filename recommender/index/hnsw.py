@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.index.base import VectorIndex, check_ids
+from recommender.index.base import VectorIndex, check_ids, last_occurrences
 from recommender.index.exact import l2_normalise, top_k_among
 
 #: Defaults measured on Fashion-MNIST CNN vectors tiled to 100k and 1M (docs/index.md).
@@ -125,8 +125,7 @@ class HNSWIndex(VectorIndex):
         ids = check_ids(ids, len(x))
         if not len(ids):
             return
-        _, last = np.unique(ids[::-1], return_index=True)  # the last vector of a repeated id wins
-        keep = np.sort(len(ids) - 1 - last)
+        keep = last_occurrences(ids)  # the last vector of a repeated id wins
         ids, x = ids[keep], x[keep]
         if self._graph is None:
             self._graph = self._new_graph()
@@ -207,14 +206,18 @@ class HNSWIndex(VectorIndex):
         mask[self._slot[allowed]] = True
         return self._graph_search(q, k, ef, np.packbits(mask, bitorder="little"))
 
-    def _count_allowed(self, allow: np.ndarray) -> int:
+    def _allowed_live(self, allow: np.ndarray) -> np.ndarray:
+        """``allow`` (a boolean mask by id) and-ed with the live ids, over the ids both cover."""
         allow = np.asarray(allow)
         if allow.dtype != bool or allow.ndim != 1:
             raise ValueError(f"allow must be a 1-d boolean mask by id, got {allow.dtype} {allow.shape}")
         if self._live_ids is None:
             self._live_ids = self._slot >= 0
         n = min(len(allow), len(self._slot))
-        return int(np.count_nonzero(allow[:n] & self._live_ids[:n]))
+        return allow[:n] & self._live_ids[:n]
+
+    def _count_allowed(self, allow: np.ndarray) -> int:
+        return int(np.count_nonzero(self._allowed_live(allow)))
 
     def _search_all_but(self, q: np.ndarray, k: int, allow: np.ndarray, denied: int):
         """An allow-set missing only ``denied`` live ids (e.g. "more like this" leaves out the item itself):
@@ -239,13 +242,7 @@ class HNSWIndex(VectorIndex):
 
     def allowed_ids(self, allow: np.ndarray) -> np.ndarray:
         """The live ids that ``allow`` (a boolean mask by id) permits, ascending."""
-        allow = np.asarray(allow)
-        if allow.dtype != bool or allow.ndim != 1:
-            raise ValueError(f"allow must be a 1-d boolean mask by id, got {allow.dtype} {allow.shape}")
-        if self._live_ids is None:
-            self._live_ids = self._slot >= 0
-        n = min(len(allow), len(self._slot))
-        return np.flatnonzero(allow[:n] & self._live_ids[:n])
+        return np.flatnonzero(self._allowed_live(allow))
 
     # -- search paths ------------------------------------------------------------------------
     def _stored(self) -> np.ndarray:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.index.base import VectorIndex, check_ids
+from recommender.index.base import VectorIndex, check_ids, last_occurrences
 from recommender.index.exact import l2_normalise
 
 #: Rows of k-means training per list (faiss warns below 39); the sample is at most :data:`MAX_TRAIN_ROWS`.
@@ -103,8 +103,7 @@ class IVFIndex(VectorIndex):
         ids = check_ids(ids, len(x))
         if not len(ids):
             return
-        _, last = np.unique(ids[::-1], return_index=True)  # the last vector of a repeated id wins
-        keep = np.sort(len(ids) - 1 - last)
+        keep = last_occurrences(ids)  # the last vector of a repeated id wins
         ids, x = ids[keep], x[keep]
         if self._ivf is None:
             self._ivf = self._trained(x)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recommender.index.base import check_ids
+from recommender.index.base import check_ids, last_occurrences
 from recommender.index.exact import top_k
 
 
@@ -94,8 +94,7 @@ class SparseIndex:
         ids = check_ids(ids, m.shape[0])
         if not len(ids):
             return
-        _, last = np.unique(ids[::-1], return_index=True)
-        keep = np.sort(len(ids) - 1 - last)
+        keep = last_occurrences(ids)  # the last vector of a repeated id wins
         ids, m = ids[keep], m[keep]
         self._grow(int(ids.max()) + 1)
         # Replaced rows already in the delta are dropped from it; main-part postings are masked via _where.
