@@ -36,10 +36,16 @@ def check_ids(ids: np.ndarray, n_vectors: int) -> np.ndarray:
     return out
 
 
-def last_occurrences(ids: np.ndarray) -> np.ndarray:
-    """Ascending positions of each id's last occurrence: in an upsert batch a repeated id's last row wins."""
+def upsert_batch(ids: np.ndarray, rows):
+    """``(ids, rows)`` of an add/upsert, checked (``check_ids``) and with a repeated id's last row winning.
+
+    ``rows`` is anything indexable by a position array with ``shape[0]`` rows (dense or CSR)."""
+    ids = check_ids(ids, rows.shape[0])
+    if len(ids) == 0:
+        return ids, rows
     _, last = np.unique(ids[::-1], return_index=True)
-    return np.sort(len(ids) - 1 - last)
+    keep = np.sort(len(ids) - 1 - last)
+    return ids[keep], rows[keep]
 
 
 class VectorIndex(ABC):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.index.base import VectorIndex, check_ids, last_occurrences
+from recommender.index.base import VectorIndex, upsert_batch
 from recommender.index.exact import l2_normalise, top_k_among
 
 #: Defaults measured on Fashion-MNIST CNN vectors tiled to 100k and 1M (docs/index.md).
@@ -122,11 +122,9 @@ class HNSWIndex(VectorIndex):
     # -- VectorIndex -------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         x = l2_normalise(self._check(vectors))
-        ids = check_ids(ids, len(x))
+        ids, x = upsert_batch(ids, x)
         if not len(ids):
             return
-        keep = last_occurrences(ids)  # the last vector of a repeated id wins
-        ids, x = ids[keep], x[keep]
         if self._graph is None:
             self._graph = self._new_graph()
             if self.storage == "float16":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.index.base import VectorIndex, check_ids, last_occurrences
+from recommender.index.base import VectorIndex, upsert_batch
 from recommender.index.exact import l2_normalise
 
 #: Rows of k-means training per list (faiss warns below 39); the sample is at most :data:`MAX_TRAIN_ROWS`.
@@ -100,11 +100,9 @@ class IVFIndex(VectorIndex):
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         x = l2_normalise(self._check(vectors))
-        ids = check_ids(ids, len(x))
+        ids, x = upsert_batch(ids, x)
         if not len(ids):
             return
-        keep = last_occurrences(ids)  # the last vector of a repeated id wins
-        ids, x = ids[keep], x[keep]
         if self._ivf is None:
             self._ivf = self._trained(x)
         self._drop(ids)  # upsert: the old vector of a present id goes first

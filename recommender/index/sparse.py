@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recommender.index.base import check_ids, last_occurrences
+from recommender.index.base import check_ids, upsert_batch
 from recommender.index.exact import top_k
 
 
@@ -91,11 +91,9 @@ class SparseIndex:
     def add(self, ids: np.ndarray, X) -> None:
         """Insert or replace rows (an id already present gets the new row)."""
         m = self._rows(X)
-        ids = check_ids(ids, m.shape[0])
+        ids, m = upsert_batch(ids, m)
         if not len(ids):
             return
-        keep = last_occurrences(ids)  # the last vector of a repeated id wins
-        ids, m = ids[keep], m[keep]
         self._grow(int(ids.max()) + 1)
         # Replaced rows already in the delta are dropped from it; main-part postings are masked via _where.
         old = np.isin(self._delta_ids, ids)
