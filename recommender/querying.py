@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy.sparse import csr_matrix
 
+from recommender.blas import one_blas_thread
 from recommender.catalog.loader import ATTRIBUTE_COLUMNS, split_values
 from recommender.errors import QueryError
 from recommender.features.images import ImageSource, open_image
@@ -39,25 +40,6 @@ TEXT_FILTER_COLUMNS = ("category", "sub_category", "brand", "colour")
 #: sentence-embedding cosine of at least this much: on the demo the 90th percentile of product-pair cosines
 #: is .27 and "sneakers"~running shoes .41-.50, nonsense words ("xyzzy") and "cheap" top out at .27-.30.
 SEMANTIC_EVIDENCE = 0.35
-
-
-_BLAS = None  # threadpoolctl's controller, made on the first query
-
-
-def one_blas_thread():
-    """A query's BLAS calls (matrix-vector products over a few thousand rows) on one thread.
-
-    They are too small to gain from a second thread, and on 2 shared cores OpenBLAS's threads spin waiting for
-    each other: a 1000 x 2280 float32 product measured 45 ms with 2 threads against 4 ms with one (load ~10),
-    and a whole item query 31 against 13 ms CPU at 20k products. The limit is process-wide while a query runs
-    (threadpoolctl), so a fit running at the same time in another thread may get one BLAS thread meanwhile.
-    """
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
 
 
 class QueryMixin:

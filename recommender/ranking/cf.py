@@ -29,6 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
+from recommender.blas import one_blas_thread
 from recommender.catalog.interactions import Interactions
 from recommender.errors import QueryError, RecommenderError
 
@@ -154,7 +155,7 @@ class CollaborativeFilter(BaseEstimator):
     def _fit_model(self, user_items: sp.csr_matrix):
         if self.algorithm == "popularity":
             return None
-        with _one_blas_thread(), warnings.catch_warnings():
+        with one_blas_thread(), warnings.catch_warnings():
             # implicit's item-kNN normalises into COO and then warns that it converts it back.
             warnings.simplefilter("ignore")
             model = self._make_model()
@@ -203,7 +204,7 @@ class CollaborativeFilter(BaseEstimator):
         self._item_users = None
         rows = np.unique(added.nonzero()[0])
         if self.algorithm == "als" and len(rows):
-            with _one_blas_thread():
+            with one_blas_thread():
                 self.model_.partial_fit_users(rows, self.user_items_[rows])
         elif self.algorithm == "bpr" and len(rows):
             log.info("BPR has no incremental update: %d customer(s) wait for the next fit", len(rows))
@@ -330,17 +331,3 @@ def _binary(m: sp.csr_matrix) -> sp.csr_matrix:
     m.data[:] = 1.0
     m.sort_indices()
     return m
-
-
-class _one_blas_thread:
-    """implicit's ALS wants BLAS single-threaded (it parallelises itself); restore afterwards."""
-
-    def __enter__(self):
-        from threadpoolctl import threadpool_limits
-
-        self._limits = threadpool_limits(1, "blas")
-        return self
-
-    def __exit__(self, *exc):
-        self._limits.restore_original_limits()
-        return False
