@@ -33,6 +33,9 @@ EXACT_SCAN_LIMIT = 20_000
 #: a selective filter) gives the candidates from far fewer allowed rows on.
 MAPPED_SCAN_LIMIT = 2_000
 CANDIDATES_PER_SIDE = 512  # image top-K from the index and metadata top-K from the postings
+#: Candidates ranked by the index's own image scores whose image side is then computed exactly (at least,
+#: and twice the pool the ranking keeps); the rest are dropped. bench/bench_candidates.py measures the effect.
+EXACT_RESCORE = 128
 MMR_POOL = 200  # diversity re-ranks the best this-many results (at least 10 x k), not the catalog
 #: Words recognised in a text query that become filters (and stop being words to match).
 TEXT_FILTER_COLUMNS = ("category", "sub_category", "brand", "colour")
@@ -172,28 +175,37 @@ class QueryMixin:
         return pos
 
     # -- scoring -----------------------------------------------------------------------------
-    def _candidates(self, q_img, q_meta, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _candidates(self, q_img, q_meta, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray | None,
+                                                                       np.ndarray | None]:
         """Rows to score exactly: every allowed row on a small catalog or under a selective filter;
         otherwise the image top-K (filter applied in the index) and the metadata top-K (postings).
-        Also the metadata scores of every row when the postings were walked for them (else None)."""
+        Also the metadata scores of every row when the postings were walked for them (else None), and the
+        index's own image cosines of the rows (in its reduced space) when it keeps them (else None)."""
         n_allowed = int(allowed.sum())
         limit = MAPPED_SCAN_LIMIT if self.image_vectors_.dtype == np.float16 else EXACT_SCAN_LIMIT
         if self.image_index_ is None or n_allowed <= limit:
-            return np.flatnonzero(allowed), None
+            return np.flatnonzero(allowed), None, None
         parts, hits = [], None
         if q_img is not None:
-            parts.append(index_top(self.image_index_, q_img, CANDIDATES_PER_SIDE, allowed))
+            parts.append(index_top(self.image_index_, q_img, CANDIDATES_PER_SIDE, allowed)[0])
         if q_meta is not None:
             top = getattr(self.image_index_, "metadata_top", None)  # Milvus: the collection holds metadata too
             if top is not None:
                 parts.append(top(q_meta, CANDIDATES_PER_SIDE, allowed))
+            elif getattr(self, "metadata_champions_", None) is not None and not self.metadata_encoder_.semantic_:
+                parts.append(self.metadata_champions_.top(q_meta, CANDIDATES_PER_SIDE, allowed, self.metadata_matrix_,
+                                                          n_allowed))
             else:
                 hits = posting_scores(self.metadata_postings_, q_meta, self.metadata_matrix_)
                 parts.append(sparse_top(self.metadata_postings_, q_meta, CANDIDATES_PER_SIDE, allowed, hits))
-        return (np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)), hits
+        rows = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        reduced = getattr(self.image_index_, "reduced_scores", None)  # a PCA index's own cosines: cheap
+        proxy = reduced(q_img, rows) if q_img is not None and reduced is not None and len(rows) else None
+        return rows, hits, proxy
 
-    def _image_raw(self, q_img, q_col, c: float, rows: np.ndarray) -> np.ndarray:
-        scores = dense_scores(self.image_vectors_, q_img, rows)
+    def _image_raw(self, q_img, q_col, c: float, rows: np.ndarray, proxy: np.ndarray | None = None) -> np.ndarray:
+        """Image scores of ``rows``: exact from the vectors, or from the index's ``proxy`` scores when given."""
+        scores = dense_scores(self.image_vectors_, q_img, rows) if proxy is None else proxy
         if c:
             scores = (1 - c) * scores + c * dense_scores(self.colour_vectors_, q_col, rows)
         # A product without a readable image has a zero vector: no image evidence, not "unrelated".
@@ -201,17 +213,14 @@ class QueryMixin:
 
     def _ranked(self, q_img, q_col, q_meta, allowed, w, c, meta_ref, evidence_row, k, d) -> Ranking:
         """Exact hybrid ranking of the candidates, results without evidence cut, MMR if asked."""
-        rows, hits = self._candidates(q_img, q_meta, allowed)
+        rows, hits, proxy = self._candidates(q_img, q_meta, allowed)
         n_candidates = int(allowed.sum())
-        img = None if q_img is None else self._image_raw(q_img, q_col, c, rows)
         if hits is not None:
             meta = hits[rows]
         elif q_meta is not None:
             meta = sparse_scores(self.metadata_matrix_, q_meta, rows, self.metadata_postings_)
         else:
             meta = None
-        if img is not None and np.isnan(img).any():
-            img = np.nan_to_num(img, nan=self.references_["image"].unrelated)
         encoder = self.metadata_encoder_
         semantic = q_meta is not None and getattr(encoder, "semantic_", False)
         if evidence_row is not None and hits is not None:  # the postings path: a few words' inverted lists
@@ -226,10 +235,19 @@ class QueryMixin:
             keep = np.ones(len(rows), dtype=bool)
         if q_img is None and semantic:  # ... or a meaning close enough ("sneakers" ~ "running shoe")
             keep |= self._semantic_cosines(q_meta, rows) >= SEMANTIC_EVIDENCE
-        rows, img, meta = rows[keep], None if img is None else img[keep], None if meta is None else meta[keep]
+        rows, meta = rows[keep], None if meta is None else meta[keep]
         pool = k if d <= 0 else max(MMR_POOL, 10 * k)
-        ranking = rank_candidates(rows, img, meta, pool, w, self.image_reference(c) if img is not None else None,
-                                  meta_ref, n_candidates)
+        img_ref = self.image_reference(c) if q_img is not None else None
+        exact_rows = max(EXACT_RESCORE, 2 * pool)
+        if q_img is not None and proxy is not None and len(rows) > exact_rows:
+            # Two stages: rank every candidate with the index's scores (reduced space, cheap), then score the
+            # best exact_rows exactly (converting ~1,000 float16 rows was the largest cost of a 100k query).
+            rough = rank_candidates(rows, self._known(self._image_raw(q_img, q_col, c, rows, proxy[keep])), meta,
+                                    exact_rows, w, img_ref, meta_ref, n_candidates)
+            picked = np.searchsorted(rows, np.sort(rough.positions))
+            rows, meta = rows[picked], None if meta is None else meta[picked]
+        img = None if q_img is None else self._known(self._image_raw(q_img, q_col, c, rows))
+        ranking = rank_candidates(rows, img, meta, pool, w, img_ref, meta_ref, n_candidates)
         # Evidence: closer than a random pair of this catalog on some side, or a word / attribute in common
         # (the embedding block is left out of "in common": nearly every pair has a positive cosine there).
         words_raw = np.nan_to_num(ranking.metadata_raw)
@@ -243,6 +261,10 @@ class QueryMixin:
             picked = mmr_rerank(ranking.final, k=k, lam=1.0 - d, embeddings=emb)
             ranking = ranking.take(picked)
         return ranking.take(np.arange(min(k, len(ranking.positions))))
+
+    def _known(self, img: np.ndarray) -> np.ndarray:
+        """Image scores with a product without a readable image counted as an unrelated one."""
+        return np.nan_to_num(img, nan=self.references_["image"].unrelated) if np.isnan(img).any() else img
 
     def _semantic_cosines(self, q_meta, rows: np.ndarray) -> np.ndarray:
         """Sentence-embedding cosine of a query row with catalog ``rows``, from the embedding blocks of the
@@ -270,7 +292,10 @@ class QueryMixin:
         """Metadata query for a bare photo: the mean metadata of its closest image matches."""
         with_image = self.has_image_ & self.alive_
         m = min(self.n_inferred, int(with_image.sum()))
-        rows, _ = self._candidates(q_img, None, with_image)
+        rows, _, proxy = self._candidates(q_img, None, with_image)
+        if proxy is not None and len(rows) > EXACT_RESCORE:  # the index's best, then exactly (see _ranked)
+            rows = np.sort(rows[np.argpartition(-self._known(self._image_raw(q_img, q_col, c, rows, proxy)),
+                                                EXACT_RESCORE - 1)[:EXACT_RESCORE]])
         scores = self._image_raw(q_img, q_col, c, rows)
         nearest = rows[np.lexsort((rows, -scores))[:m]]
         sims = np.clip(np.sort(scores)[::-1][:m], 1e-6, None)

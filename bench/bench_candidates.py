@@ -1,0 +1,133 @@
+"""How the façade's candidate set trades latency for the exact hybrid top-10 (issue 14), variant by variant.
+
+One ANN façade is fitted on bench_scale.py's synthetic catalog (tiled Fashion-MNIST vectors, shop-like
+metadata; see its docstring). The reference is the same fitted façade scanning *every* allowed row exactly
+(``MAPPED_SCAN_LIMIT`` raised above n). Each variant changes how the candidates are found; queries are
+interleaved variant by variant so the machine's load falls on all alike. Per variant and query kind:
+CPU ms per query (process time, p50 / p99) and recall@10 of its top-10 against the reference's,
+with bootstrap 95% intervals.
+
+    python bench/bench_candidates.py --n 100000 --queries 60 --variants one-stage default champions
+    python bench/bench_candidates.py --n 1000000 --queries 30 --variants one-stage default
+
+Variants are ``+``-joined modifiers of today's path (``default``): ``champions`` (the metadata top-K
+from recommender/champions.py instead of walking every posting of the query's terms), ``one-stage``
+(every candidate's image side scored exactly instead of the best EXACT_RESCORE by the index's scores),
+``per-side-N`` (N image and N metadata candidates instead of CANDIDATES_PER_SIDE), ``rescore-N``
+(EXACT_RESCORE = N). ``one-stage`` is the path before the two-stage re-scoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_index import Tiles, base_vectors  # noqa: E402
+from bench.bench_scale import _bootstrap, synthetic_catalog  # noqa: E402
+
+
+@contextmanager
+def variant(rec, name: str, champions=None):
+    """The façade set up as the variant ``name`` (modifiers joined by ``+``) for the duration."""
+    import recommender.querying as querying
+
+    saved = (querying.CANDIDATES_PER_SIDE, querying.MAPPED_SCAN_LIMIT, querying.EXACT_RESCORE, rec.metadata_champions_)
+    try:
+        for part in name.split("+"):
+            if part == "exact":
+                querying.MAPPED_SCAN_LIMIT = len(rec.alive_) + 1
+            elif part == "postings":
+                rec.metadata_champions_ = None
+            elif part == "champions":
+                rec.metadata_champions_ = champions
+            elif part == "one-stage":
+                querying.EXACT_RESCORE = 1 << 40
+            elif part.startswith("per-side-"):
+                querying.CANDIDATES_PER_SIDE = int(part.rsplit("-", 1)[1])
+            elif part.startswith("rescore-"):
+                querying.EXACT_RESCORE = int(part.rsplit("-", 1)[1])
+            elif part != "default":
+                raise SystemExit(f"unknown variant {part!r}")
+        yield
+    finally:
+        (querying.CANDIDATES_PER_SIDE, querying.MAPPED_SCAN_LIMIT, querying.EXACT_RESCORE,
+         rec.metadata_champions_) = saved
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=60)
+    ap.add_argument("--variants", nargs="+", default=["one-stage", "default"])
+    ap.add_argument("--index", default="ivf_pca")
+    ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/index_bench"))
+    args = ap.parse_args()
+    from recommender import Filters, HybridRecommender
+
+    n = args.n
+    catalog = synthetic_catalog(n)
+    tiles = Tiles(base_vectors(args.cache_dir), n)
+    vectors = np.empty((n, 2280), np.float16)
+    for idx, x in tiles.chunks():
+        vectors[idx] = x
+    photo_q = tiles.queries(args.queries)
+    t0 = time.perf_counter()
+    rec = HybridRecommender(index=args.index, photo_colour_weight=0.0, cache_dir=args.cache_dir / f"fit-{n}")
+    rec.fit_vectors(catalog, vectors)
+    del vectors
+    from recommender.champions import ChampionPostings
+
+    champions = ChampionPostings(rec.metadata_postings_) if any("champions" in v for v in args.variants) else None
+    if champions is not None:
+        print(f"champion lists for {champions.n_long} long terms (> {champions.long_at} rows)", flush=True)
+    print(f"n={n} index={args.index}: fitted in {time.perf_counter() - t0:.1f} s", flush=True)
+    items = catalog.items
+    share = items["category"].value_counts(normalize=True)
+    cat10 = share.index[np.argmin(np.abs(share.to_numpy() - 0.10))]
+    bshare = items["brand"].value_counts(normalize=True)
+    brand1 = bshare.index[np.argmin(np.abs(bshare.to_numpy() - 0.01))]
+    filters = {"none": None, "10%": Filters(category=cat10), "1%": Filters(brand=brand1)}
+    rng = np.random.default_rng(11)
+    queries = {
+        "item": [{"item": str(items["id"].iat[i])} for i in rng.integers(0, n, args.queries)],
+        "text": [{"text": " ".join(str(items["name"].iat[i]).split()[1:4])} for i in rng.integers(0, n, args.queries)],
+        "photo": [{"image": i} for i in range(args.queries)],
+    }
+    rec._embed_upload = lambda i: (photo_q[i], np.zeros(1, np.float32))  # the CNN is not what is measured
+    names = ["exact", *args.variants]
+    cpu = {(v, kind): [] for v in names for kind in queries}
+    hits = {(v, kind): [] for v in args.variants for kind in queries}
+    for kind, qs in queries.items():
+        for f in filters.values():
+            for q in qs:
+                got = {}
+                for v in names:
+                    with variant(rec, v, champions):
+                        c0 = time.process_time()
+                        got[v] = rec.recommend(k=10, filters=f, **q).ids
+                        cpu[(v, kind)].append((time.process_time() - c0) * 1e3)
+                for v in args.variants:
+                    if got["exact"]:
+                        hits[(v, kind)].append(len(set(got[v]) & set(got["exact"])) / len(got["exact"]))
+        print(f"{kind}: done", flush=True)
+    print(f"\n## n={n:,} {args.index}: {args.queries} queries x 3 filters (none, {cat10} {share[cat10]:.0%}, "
+          f"{brand1} {bshare[brand1]:.1%}) per kind; CPU ms per query, recall@10 vs the exact scan")
+    print("| variant | kind | CPU p50 / p99 ms | recall@10 [95% CI] (n) |")
+    print("|---|---|---|---|")
+    for v in names:
+        for kind in queries:
+            ms = cpu[(v, kind)]
+            r = hits.get((v, kind))
+            rtxt = "-" if r is None else f"{np.mean(r):.4f} [{_bootstrap(r)[0]:.4f}, {_bootstrap(r)[1]:.4f}] ({len(r)})"
+            print(f"| {v} | {kind} | {np.percentile(ms, 50):.2f} / {np.percentile(ms, 99):.2f} | {rtxt} |")
+
+
+if __name__ == "__main__":
+    main()
