@@ -21,6 +21,8 @@ def dense_scores(vectors: np.ndarray, q: np.ndarray, rows: np.ndarray | None = N
     """Inner product of ``q`` with ``vectors[rows]`` (all rows when None), float32, blockwise."""
     q = np.asarray(q, dtype=np.float32).ravel()
     n = len(vectors)
+    if isinstance(vectors, np.memmap):  # the same pages as a plain array: memmap's indexing wrapper costs more
+        vectors = vectors.view(np.ndarray)
     if rows is None or len(rows) > n // 4:
         out = np.empty(n, np.float32)
         for s in range(0, n, ROW_BLOCK):

@@ -58,6 +58,7 @@ class ReducedHNSWIndex(VectorIndex):
         self.reducer_: PCAReducer | None = None  # fitted on the first add
         self.inner_: HNSWIndex | None = None
         self._reduced: np.ndarray | None = None  # projected vectors by id, float16 (rows of absent ids: zeros)
+        self._last_query: tuple[bytes, np.ndarray] | None = None  # a query is projected once for search + scores
 
     @property
     def ntotal(self) -> int:
@@ -130,10 +131,22 @@ class ReducedHNSWIndex(VectorIndex):
         scores), or None when they are not kept (an index saved before they were)."""
         if self._reduced is None or self.reducer_ is None:
             return None
+
+        q = self._query_projection(self._check_query(q)[:1])[0]
+        return self._reduced.view(np.ndarray)[ids].astype(np.float32) @ q  # ndarray: memmap indexing costs more
+
+    def _query_projection(self, q: np.ndarray) -> np.ndarray:
+        """The checked query rows projected and normalised; the last one is remembered (the façade asks for a
+        search and then for the scores of its candidates with the same query)."""
         from recommender.index.exact import l2_normalise
 
-        q = l2_normalise(self._project(self._check_query(q)[:1]))[0]
-        return self._reduced[ids].astype(np.float32) @ q
+        key = q.tobytes()
+        last = self._last_query
+        if last is not None and last[0] == key:
+            return last[1]
+        out = l2_normalise(self._project(q))
+        self._last_query = (key, out)
+        return out
 
     def remove(self, ids: np.ndarray) -> None:
         if self.inner_ is not None:
@@ -144,7 +157,7 @@ class ReducedHNSWIndex(VectorIndex):
         k = self._check_k(k)
         if self.inner_ is None:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-        return self.inner_.search(self._project(q), k, allow)
+        return self.inner_.search(self._query_projection(q), k, allow)
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, folder: Path | str) -> None:
