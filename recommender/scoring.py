@@ -15,6 +15,8 @@ from recommender.index.base import VectorIndex
 ROW_BLOCK = 65_536  # rows per block when scoring every row: bounds the temporary copy of the vectors
 SUBSET_BLOCK = ROW_BLOCK  # rows gathered at a time when scoring a subset
 POSTINGS_TAIL = 1024  # rows appended after the postings were built that queries score row by row
+TOP_SAMPLE_FROM = 65_536  # sparse_top: rows from which a sampled threshold pre-selects (about this many sampled)
+TOP_OVERSAMPLE = 4  # ... keeping about this many times k rows for the exact selection
 
 
 def dense_scores(vectors: np.ndarray, q: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
@@ -102,7 +104,24 @@ def sparse_top(matrix_csc: sp.csc_matrix, qrow: sp.csr_matrix, k: int, allowed: 
         if sp.csr_matrix(qrow).nnz == 0:
             return np.zeros(0, dtype=np.int64)
         hits = posting_scores(matrix_csc, qrow)
-    rows = np.flatnonzero((hits > 0) & allowed[:len(hits)])
+    allowed = allowed[:len(hits)]
+    rows = None
+    if k and len(hits) > TOP_SAMPLE_FROM:
+        # A threshold from a strided sample keeps about TOP_OVERSAMPLE x k rows for the exact selection: at 1M
+        # rows, with ~70% of them sharing some term with an item query, an argpartition of them all took most
+        # of this function's 4.5 ms. Every row at or above the threshold is kept, so the top k is exact
+        # whenever at least k pass (else the plain path below).
+        step = len(hits) // TOP_SAMPLE_FROM
+        sample = hits[::step][allowed[::step]]
+        want = int(np.ceil(TOP_OVERSAMPLE * k * len(sample) / len(hits)))
+        if want < len(sample):
+            tau = np.partition(sample, len(sample) - want)[len(sample) - want]
+            if tau > 0:
+                passed = np.flatnonzero((hits >= tau) & allowed)
+                if len(passed) >= k:
+                    rows = passed
+    if rows is None:
+        rows = np.flatnonzero((hits > 0) & allowed)
     if len(rows) > k:
         rows = rows[np.argpartition(-hits[rows], k - 1)[:k]]
     return rows.astype(np.int64)
