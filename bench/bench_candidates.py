@@ -7,11 +7,10 @@ interleaved variant by variant so the machine's load falls on all alike. Per var
 CPU ms per query (process time, p50 / p99) and recall@10 of its top-10 against the reference's,
 with bootstrap 95% intervals.
 
-    python bench/bench_candidates.py --n 100000 --queries 60 --variants one-stage default champions
+    python bench/bench_candidates.py --n 100000 --queries 60 --variants one-stage default rescore-256
     python bench/bench_candidates.py --n 1000000 --queries 30 --variants one-stage default
 
-Variants are ``+``-joined modifiers of today's path (``default``): ``champions`` (the metadata top-K
-from recommender/champions.py instead of walking every posting of the query's terms), ``one-stage``
+Variants are ``+``-joined modifiers of today's path (``default``): ``one-stage``
 (every candidate's image side scored exactly instead of the best EXACT_RESCORE by the index's scores),
 ``per-side-N`` (N image and N metadata candidates instead of CANDIDATES_PER_SIDE), ``rescore-N``
 (EXACT_RESCORE = N). ``one-stage`` is the path before the two-stage re-scoring.
@@ -34,19 +33,15 @@ from bench.bench_scale import _bootstrap, synthetic_catalog  # noqa: E402
 
 
 @contextmanager
-def variant(rec, name: str, champions=None):
+def variant(rec, name: str):
     """The façade set up as the variant ``name`` (modifiers joined by ``+``) for the duration."""
     import recommender.querying as querying
 
-    saved = (querying.CANDIDATES_PER_SIDE, querying.MAPPED_SCAN_LIMIT, querying.EXACT_RESCORE, rec.metadata_champions_)
+    saved = (querying.CANDIDATES_PER_SIDE, querying.MAPPED_SCAN_LIMIT, querying.EXACT_RESCORE)
     try:
         for part in name.split("+"):
             if part == "exact":
                 querying.MAPPED_SCAN_LIMIT = len(rec.alive_) + 1
-            elif part == "postings":
-                rec.metadata_champions_ = None
-            elif part == "champions":
-                rec.metadata_champions_ = champions
             elif part == "one-stage":
                 querying.EXACT_RESCORE = 1 << 40
             elif part.startswith("per-side-"):
@@ -57,8 +52,7 @@ def variant(rec, name: str, champions=None):
                 raise SystemExit(f"unknown variant {part!r}")
         yield
     finally:
-        (querying.CANDIDATES_PER_SIDE, querying.MAPPED_SCAN_LIMIT, querying.EXACT_RESCORE,
-         rec.metadata_champions_) = saved
+        querying.CANDIDATES_PER_SIDE, querying.MAPPED_SCAN_LIMIT, querying.EXACT_RESCORE = saved
 
 
 def main() -> None:
@@ -67,6 +61,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=60)
     ap.add_argument("--variants", nargs="+", default=["one-stage", "default"])
     ap.add_argument("--index", default="ivf_pca")
+    ap.add_argument("--kinds", nargs="+", default=["item", "text", "photo"], choices=("item", "text", "photo"))
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/index_bench"))
     args = ap.parse_args()
     from recommender import Filters, HybridRecommender
@@ -82,11 +77,6 @@ def main() -> None:
     rec = HybridRecommender(index=args.index, photo_colour_weight=0.0, cache_dir=args.cache_dir / f"fit-{n}")
     rec.fit_vectors(catalog, vectors)
     del vectors
-    from recommender.champions import ChampionPostings
-
-    champions = ChampionPostings(rec.metadata_postings_) if any("champions" in v for v in args.variants) else None
-    if champions is not None:
-        print(f"champion lists for {champions.n_long} long terms (> {champions.long_at} rows)", flush=True)
     print(f"n={n} index={args.index}: fitted in {time.perf_counter() - t0:.1f} s", flush=True)
     items = catalog.items
     share = items["category"].value_counts(normalize=True)
@@ -100,6 +90,7 @@ def main() -> None:
         "text": [{"text": " ".join(str(items["name"].iat[i]).split()[1:4])} for i in rng.integers(0, n, args.queries)],
         "photo": [{"image": i} for i in range(args.queries)],
     }
+    queries = {kind: qs for kind, qs in queries.items() if kind in args.kinds}
     rec._embed_upload = lambda i: (photo_q[i], np.zeros(1, np.float32))  # the CNN is not what is measured
     names = ["exact", *args.variants]
     cpu = {(v, kind): [] for v in names for kind in queries}
@@ -109,7 +100,7 @@ def main() -> None:
             for q in qs:
                 got = {}
                 for v in names:
-                    with variant(rec, v, champions):
+                    with variant(rec, v):
                         c0 = time.process_time()
                         got[v] = rec.recommend(k=10, filters=f, **q).ids
                         cpu[(v, kind)].append((time.process_time() - c0) * 1e3)

@@ -27,7 +27,6 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recommender.catalog.loader import Catalog, ImageProblem, catalog_from_frame
-from recommender.champions import CHAMPIONS_FROM, postings_of
 from recommender.errors import CatalogError, QueryError
 from recommender.features.embedders import ColourEmbedder
 from recommender.scoring import postings_stale
@@ -309,7 +308,7 @@ class LiveUpdatesMixin:
         self.alive_ = alive
         self.metadata_matrix_ = sp.vstack([self.metadata_matrix_, rows.metadata], format="csr")
         if postings_stale(self.metadata_postings_, self.metadata_matrix_):
-            self.metadata_postings_, self.metadata_champions_ = postings_of(self.metadata_matrix_, CHAMPIONS_FROM)
+            self.metadata_postings_ = self.metadata_matrix_.tocsc()
         self.attributes_ = self.attributes_.appended(rows.items)
         if self.image_index_ is not None:
             self.image_index_.remove(superseded)
@@ -325,11 +324,10 @@ class LiveUpdatesMixin:
         items, alive = self.catalog_.items, self.alive_  # stable: we hold the update lock
         encoder = self._new_metadata_encoder().fit(items[alive])  # text vectors: cached by content
         matrix = encoder.transform(items)
-        postings, champions = postings_of(matrix, CHAMPIONS_FROM)
+        postings = matrix.tocsc()
         reference = sparse_reference(matrix, np.flatnonzero(alive))
         with self._lock.writing():
             self.metadata_encoder_, self.metadata_matrix_, self.metadata_postings_ = encoder, matrix, postings
-            self.metadata_champions_ = champions
             self.references_ = {**self.references_, "metadata": reference}
             self.ranker_.metadata_reference = reference
             self.changed_since_metadata_fit_ = 0

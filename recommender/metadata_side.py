@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from recommender.catalog.loader import Catalog
-from recommender.champions import CHAMPIONS_FROM, postings_of
 from recommender.features.metadata import MetadataEncoder
 from recommender.features.text_embedder import TextEmbedder, resolve_text_embedding
 from recommender.ranking.calibration import DEFAULT_PROBES, self_match_reference, sparse_reference
@@ -48,7 +47,7 @@ class MetadataSideMixin:
         self.metadata_matrix_ = (encoder.fit(catalog.items[self.alive_]).transform(catalog.items) if partial
                                  else encoder.fit_transform(catalog.items))  # a fresh fit: one tokenising pass
         self.metadata_encoder_ = encoder
-        self.metadata_postings_, self.metadata_champions_ = postings_of(self.metadata_matrix_, CHAMPIONS_FROM)
+        self.metadata_postings_ = self.metadata_matrix_.tocsc()
         live_rows = np.flatnonzero(self.alive_)
         probes = live_rows[np.random.default_rng(0).permutation(len(live_rows))[:DEFAULT_PROBES]]
         names = self.metadata_encoder_.transform_text_fields(
