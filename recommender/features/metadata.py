@@ -146,7 +146,7 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
         self.query_rows_ = QueryRows(self, self._phrase_table())  # this fit's tables, for one-row queries
 
     def __getstate__(self) -> dict:
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: object.__getstate__ returns the live __dict__
         state.pop("query_rows_", None)  # caches and analyzer closures: rebuilt from the fitted vectorizers
         return state
 
