@@ -82,6 +82,11 @@ class QueryRows:
         self._terms = lru_cache(maxsize=ANALYSIS_CACHE)(self._analysed)
         self._words = lru_cache(maxsize=ANALYSIS_CACHE)(self._known_words)
 
+    def clear_cache(self) -> None:
+        """Forget the analysed texts (benchmarks: the cost of a text seen for the first time)."""
+        self._terms.cache_clear()
+        self._words.cache_clear()
+
     def terms(self, field: _Field, text: str) -> tuple[np.ndarray, np.ndarray]:
         """The field's known terms in ``text``: sorted column indices (within the block) and their counts,
         as ``CountVectorizer.transform`` counts them (cached: the arrays are read-only)."""
