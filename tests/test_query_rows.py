@@ -84,16 +84,25 @@ def test_text_query_rows_equal_the_sklearn_transform_on_online_retail_names():
             _assert_same_row(enc.transform_text(text)[0], _sklearn_row(enc, _query_fields(enc, text)), repr(text[:60]))
 
 
-def test_text_words_are_the_known_single_words_of_each_text_field(demo_catalog):
-    enc = MetadataEncoder().fit(demo_catalog.items)
-    for text in ["Black running shoes for the trail", "zebra xyzzy", "", "naïve CAFÉ", "pens and pencils"]:
-        expected = set()
+@pytest.mark.parametrize("params", [{}, {"text_weighting": "bm25"}, {"fold_plurals": False}, {"ngram_range": (1, 3)},
+                                    {"ngram_range": (2, 2)}], ids=["tfidf", "bm25", "no-folding", "1-3", "2-2"])
+def test_text_words_are_the_known_single_words_of_each_text_field(demo_catalog, params):
+    items = demo_catalog.items
+    enc = MetadataEncoder(**params).fit(items)
+    texts = _queries(items, 40) + items["description"].astype(str).tolist()[:40] + ["zebra xyzzy", "pens and pencils"]
+    found = 0
+    for text in texts:
+        expected = set()  # the definition: each text field's own terms that are single words
         for name, kind in enc.field_kinds_.items():
             if kind == "text":
                 vec = enc.vectorizers_[name]
-                expected |= {t for t in vec.build_analyzer()(text) if " " not in t and t in vec.vocabulary_}
-        assert enc.text_words(text) == sorted(expected)
-    assert enc.text_words("Black running shoes") == ["black", "running", "shoe"]
+                analyze = getattr(vec, "counter_", vec).build_analyzer()
+                expected |= {t for t in analyze(text) if " " not in t and t in vec.vocabulary_}
+        assert enc.text_words(text) == sorted(expected), repr(text[:60])
+        found += bool(expected)
+    assert found >= (0 if params.get("ngram_range") == (2, 2) else 60)
+    if params.get("ngram_range") != (2, 2):
+        assert enc.text_words("Black running shoes") == ["black", "running", "shoe" if enc.fold_plurals else "shoes"]
 
 
 class _HashEmbedder:

@@ -21,6 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.base import clone
 
 #: Analyses of recent texts kept per field: a text query analyses the same words for its vector, its
 #: evidence row and its explanations; an LRU keeps that to one analysis (and bounds the memory).
@@ -76,7 +77,10 @@ class QueryRows:
                 self.fields.append(_Field(name, "binary", vec.build_analyzer(), vec.vocabulary_, offset, scale,
                                           None))
             offset += len(vec.vocabulary_)
-        self.text_fields = [f for f in self.fields if encoder.field_kinds_[f.name] == "text"]
+        # Known single words need only the unigrams: the same analyzer without its n-grams (a result's
+        # name and description are checked for every result shown; bigrams were half the analysing).
+        self.word_analyzers = [(f.vocabulary, analyze) for f in self.fields if encoder.field_kinds_[f.name] == "text"
+                               if (analyze := _unigram_analyzer(encoder.vectorizers_[f.name])) is not None]
         self.phrases = phrases  # normalised attribute phrase -> [(field, value)]
         self.longest_phrase = max((len(p.split()) for p in phrases), default=0)
         self._terms = lru_cache(maxsize=ANALYSIS_CACHE)(self._analysed)
@@ -131,9 +135,8 @@ class QueryRows:
 
     def _known_words(self, text: str) -> tuple[str, ...]:
         known: set[str] = set()
-        for field in self.text_fields:
-            vocab = field.vocabulary
-            known.update(t for t in field.analyze(text) if " " not in t and t in vocab)
+        for vocab, analyze in self.word_analyzers:
+            known.update(t for t in analyze(text) if " " not in t and t in vocab)
         return tuple(sorted(known))
 
     def row(self, values: Mapping[str, str], dense: np.ndarray | None = None,
@@ -153,3 +156,12 @@ class QueryRows:
                                                   dense[nonzero] * np.float32(np.sqrt(m))]))
         return sp.csr_matrix((data, indices, np.array([0, len(indices)], dtype=np.int32)),
                              shape=(1, self.n_features))
+
+
+def _unigram_analyzer(vec) -> Callable[[str], list[str]] | None:
+    """The vectorizer's analyzer with ``ngram_range=(1, 1)``: the same words as its own analyzer's single-word
+    terms (its n-grams start from those, stop words already dropped); None if it makes no single words."""
+    counter = getattr(vec, "counter_", vec)  # BM25Vectorizer: its CountVectorizer
+    if counter.ngram_range[0] > 1:
+        return None
+    return clone(counter).set_params(ngram_range=(1, 1)).build_analyzer()
