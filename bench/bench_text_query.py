@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -87,14 +88,14 @@ def demo_facade(n_queries: int):
     return rec, queries
 
 
-def synthetic_facade(n: int, n_queries: int, cache_dir: Path):
+def synthetic_facade(n: int, n_queries: int, cache_dir: Path, dtype: str = "float32"):
     from bench.bench_index import Tiles, base_vectors
     from bench.bench_scale import synthetic_catalog
     from recommender import HybridRecommender
 
     catalog = synthetic_catalog(n)
     tiles = Tiles(base_vectors(cache_dir), n)
-    vectors = np.empty((n, tiles.base.shape[1]), np.float32)
+    vectors = np.empty((n, tiles.base.shape[1]), dtype)
     for idx, x in tiles.chunks():
         vectors[idx] = x
     rec = HybridRecommender(index="ivf_pca", photo_colour_weight=0.0, cache_dir=cache_dir / f"fit-{n}").fit_vectors(
@@ -115,12 +116,14 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--before", default="5d2aae4", help="git revision whose metadata.py is 'before'")
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/scale14"))
+    ap.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                    help="the generated vectors (float16 halves the caller's copy at 1M, as bench_scale)")
     ap.add_argument("--profile", action="store_true", help="pyinstrument of the 'after' queries instead")
     args = ap.parse_args()
     from recommender.blas import one_blas_thread
 
     t = time.perf_counter()
-    rec, queries = (synthetic_facade(args.n, args.queries, args.cache_dir) if args.n
+    rec, queries = (synthetic_facade(args.n, args.queries, args.cache_dir, args.dtype) if args.n
                     else demo_facade(args.queries))
     after = rec.metadata_encoder_
     before = _same_state(_before_class(args.before), after)
@@ -178,8 +181,10 @@ def main() -> None:
         "text_words + transform_text_fields (evidence)": lambda enc, q: (
             enc.text_words(q) and enc.transform_text_fields(q, semantic=False)),
     }
-    if after.semantic_:
-        calls["sentence embedding of the query (MiniLM) alone"] = lambda enc, q: enc.text_embedder.encode([q])
+    if after.semantic_:  # what the query row embeds: its text fields joined ("q. q" with name and description)
+        embedded = {q: after.semantic_texts(pd.DataFrame([{f: q for f, kind in after.field_kinds_.items()
+                                                              if kind == "text"}]))[0] for q in queries}
+        calls["sentence embedding of the query (MiniLM) alone"] = lambda enc, q: enc.text_embedder.encode([embedded[q]])
     timed = {(label, name): ([], []) for label in calls for name in sides}
     with one_blas_thread():  # as recommend runs them
         for i, q in enumerate(queries):  # interleaved, as above
