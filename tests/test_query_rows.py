@@ -28,7 +28,7 @@ AWKWARD = [
 
 
 def _sklearn_row(enc: MetadataEncoder, row: dict[str, str], semantic: bool = True):
-    return enc.transform(pd.DataFrame([row]), catalog=False, semantic=semantic)
+    return enc.transform(pd.DataFrame([row], dtype=object), catalog=False, semantic=semantic)
 
 
 def _query_fields(enc: MetadataEncoder, text: str) -> dict[str, str]:
@@ -130,6 +130,8 @@ def test_rows_with_a_sentence_embedding_block_equal_the_sklearn_transform(demo_c
         row = _query_fields(enc, text)
         _assert_same_row(enc.query_row(row), _sklearn_row(enc, row), repr(text[:60]))
         _assert_same_row(enc.query_row(row, semantic=False), _sklearn_row(enc, row, semantic=False), repr(text[:60]))
+    missing = {"name": None, "description": float("nan"), "brand": "Nike"}  # read as transform reads cells
+    _assert_same_row(enc.query_row(missing), _sklearn_row(enc, missing), "missing cells")
     attrs = {"brand": ["Nike"], "colour": ["black", "white"]}
     row = {name: MULTI_VALUE_SEP.join(attrs.get(name, [])) for name in enc.vectorizers_}
     _assert_same_row(enc.transform_attributes(attrs), _sklearn_row(enc, row), "attributes")

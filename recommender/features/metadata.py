@@ -23,7 +23,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer,
 from sklearn.preprocessing import normalize
 
 from recommender.catalog.loader import MULTI_VALUE_SEP, split_values
-from recommender.features.query_rows import QueryRows
+from recommender.features.query_rows import QueryRows, as_text
 
 DEFAULT_TEXT_FIELDS: dict[str, float] = {"name": 1.0, "description": 1.0}
 DEFAULT_CATEGORICAL_FIELDS: dict[str, float] = {
@@ -249,7 +249,7 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
             return rows.row(row)
         dense = np.zeros(0, np.float32)
         if semantic:
-            text = _joined([str(row.get(name, "")).strip() for name, kind in self.field_kinds_.items()
+            text = _joined([as_text(row.get(name)).strip() for name, kind in self.field_kinds_.items()
                             if kind == "text"])
             dense = self.text_embedder.encode([text])[0]
         return rows.row(row, dense, self.semantic_weight)

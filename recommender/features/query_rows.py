@@ -45,6 +45,13 @@ class _Field:
     avgdl: float = 1.0
 
 
+def as_text(value: object) -> str:
+    """A cell as ``transform`` reads it (``fillna("").astype(str)``): missing -> ``""``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
 def _l2_normalised(data: np.ndarray) -> np.ndarray:
     """``sklearn.preprocessing.normalize`` of one float32 row, bit for bit: its loop multiplies in float32,
     sums in double from left to right (``cumsum`` is sequential where ``sum`` is pairwise) and divides in
@@ -144,7 +151,7 @@ class QueryRows:
         """The stacked row of one record (``field -> text``, absent = empty), as ``MetadataEncoder.transform``
         makes it; ``dense``: its sentence embedding (given when the encoder has an embedding block; zeros
         or an empty array for "none", e.g. a query's word evidence)."""
-        parts = [self.block(f, values.get(f.name, "")) for f in self.fields]
+        parts = [self.block(f, as_text(values.get(f.name))) for f in self.fields]
         indices = np.concatenate([p[0] for p in parts])
         data = _l2_normalised(np.concatenate([p[1] for p in parts]).astype(np.float32, copy=False))
         if dense is not None:
