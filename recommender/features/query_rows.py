@@ -23,8 +23,9 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import clone
 
-#: Analyses of recent texts kept per field: a text query analyses the same words for its vector, its
-#: evidence row and its explanations; an LRU keeps that to one analysis (and bounds the memory).
+#: Recent analyses kept per fitted encoder ((field, text) -> terms, and text -> known words): a text query
+#: needs the same words for its vector, its evidence row and its explanations; an LRU keeps that to one
+#: analysis and bounds the memory.
 ANALYSIS_CACHE = 1024
 
 
