@@ -21,7 +21,7 @@ from recommender.errors import QueryError, RecommenderError
 from recommender.features.embedders import ColourEmbedder, ImageEmbedder, has_classifier_head, resolve_backbone
 from recommender.features.postprocess import self_dominant_dba
 from recommender.features.projection import LabelProjection, out_of_fold_similarity
-from recommender.features.view_choice import choose_features
+from recommender.features.view_choice import FeatureChoice, choose_features
 from recommender.indexing import IndexMixin
 from recommender.live import LiveUpdatesMixin, ReadWriteLock
 from recommender.metadata_side import MetadataSideMixin
@@ -179,10 +179,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         ``id,image`` CSV path or table (default: ``views.csv`` beside the catalog; ``False``: none)."""
         catalog = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
         hashes = image_hashes(catalog)  # read every image file once for both caches
-        self.features_ = None  # a refit chooses again
-        choice = choose_features(self.features, catalog, hashes, lambda f: self._image_embedder(self.backbone, f),
-                                 self.cache_dir or default_cache_dir(catalog))
-        self.features_, self.features_note_, self.features_scores_ = choice.features, choice.note, choice.scores
+        self.choose_features(catalog, hashes)
         vectors, has_image, report, embedder = build_embeddings(
             catalog, self._image_embedder(self.backbone), self.cache_dir, progress=progress, hashes=hashes)
         # Colour histograms need no model: cheap, cached beside the CNN vectors.
@@ -192,6 +189,16 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         self._fit_vectors(catalog, vectors, colours, has_image, report, embedder, choice)
         self._image_rows = {h: i for i, h in enumerate(hashes) if h is not None and has_image[i]}  # see live.py
         return self
+
+    def choose_features(self, catalog: Catalog, hashes: list[str | None] | None = None) -> FeatureChoice:
+        """Decide the image view by ``features`` (embedding a sample of at most 2,000 products, cached) and set
+        ``features_``, ``features_note_``, ``features_scores_``; ``fit`` calls it, ``build --engine ray`` first."""
+        self.features_ = None  # a refit chooses again
+        choice = choose_features(self.features, catalog, image_hashes(catalog) if hashes is None else hashes,
+                                 lambda f: self._image_embedder(self.backbone, f),
+                                 self.cache_dir or default_cache_dir(catalog))
+        self.features_, self.features_note_, self.features_scores_ = choice.features, choice.note, choice.scores
+        return choice
 
     def fit_vectors(
         self, catalog: Catalog, image_vectors: np.ndarray, colour_vectors: np.ndarray | None = None,
