@@ -143,9 +143,10 @@ def fill_both_views(catalog: Catalog, hashes: list[str | None], two: TwoViewEmbe
                        "image": str(catalog.items["image"].iat[todo[keys[j]]])} for j, _ in ok]
     if items:
         for s, part in zip(stored, two.split(np.concatenate(rows)), strict=True):
+            new = [j for j, item in enumerate(items) if item["sha256"] not in s.vectors]  # no duplicate entries
             s.catalog_fingerprint = catalog.fingerprint()
             try:
-                store.append(s, items, np.ascontiguousarray(part))
+                store.append(s, [items[j] for j in new], np.ascontiguousarray(part[new]))
                 store.compact(s)
             except OSError as exc:  # a read-only cache: the normal build embeds the chosen view again
                 log.warning("feature choice: cache %s not written (%s)", store.folder(s.folder), exc)
