@@ -31,6 +31,7 @@ import numpy as np
 from recommender.catalog.loader import Catalog, split_values
 from recommender.errors import RecommenderError
 from recommender.features.embedders import ImageEmbedder
+from recommender.index.exact import l2_normalise
 from recommender.store.artifacts import ArtifactStore, StoredEmbeddings
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,10 @@ class TwoViewEmbedder(ImageEmbedder):
         return ImageEmbedder(**{**self.get_params(), "features": features})
 
     def split(self, both: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return both[:, :self.view_dims_[0]], both[:, self.view_dims_[0]:]
+        """``(gap, grid)`` rows, each re-normalised: ``embed_arrays`` (and flip-TTA) normalise the joined
+        row, which scales each half by its own factor; per half the result is the single view's vector."""
+        cut = self.view_dims_[0]
+        return l2_normalise(both[:, :cut]), l2_normalise(both[:, cut:])
 
 
 def qualified_labels(catalog: Catalog, rows: np.ndarray) -> tuple[str, np.ndarray] | str:
