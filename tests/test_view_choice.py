@@ -32,6 +32,9 @@ def test_fashion_slice_chooses_grid_and_says_why(fashion_slice):
     assert s["label"] == "category" and s["n"] == len(catalog) == 1000
     assert s["grid"] > s["gap"] and s["diff"][0] > 0
     assert rec.image_vectors_.shape[1] > 5000  # the 5,488-d grid (+ the semantic part)
+    # A cold cache: the sample was embedded by the choice (both views), so the build embedded nothing more.
+    assert s["embedded"] == 1000 and "1000 sampled image(s) embedded in both views" in rec.features_note_
+    assert rec.build_report_.embedded == 0
 
 
 def test_both_views_come_from_one_pass_and_are_cached_under_their_own_key(fashion_slice):
@@ -42,6 +45,9 @@ def test_both_views_come_from_one_pass_and_are_cached_under_their_own_key(fashio
     assert gap.build_report_.embedded == 0 and gap.build_report_.reused == 1000
     assert gap.features_note_ == "features gap (requested)"
     assert gap.image_vectors_.shape[1] < 3000
+    again = HybridRecommender(cache_dir=cache).fit(catalog)  # a refit reads both views from the cache
+    assert again.features_ == "grid" and again.features_scores_["embedded"] == 0
+    assert again.features_scores_["grid"] == fashion_slice[1].features_scores_["grid"]
     labels = catalog.items["category"].to_numpy(dtype=object)
     assert abs(loo_precision(np.asarray(gap.image_vectors_, np.float32), labels).mean()
                - fashion_slice[1].features_scores_["gap"]) < 1e-3

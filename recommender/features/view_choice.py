@@ -180,7 +180,7 @@ def choose_features(mode: str, catalog: Catalog, hashes: list[str | None],
     sub = _subset(catalog, sample)
     sub_hashes = [hashes[i] for i in sample]
     two = TwoViewEmbedder(**gap.get_params())
-    fill_both_views(sub, sub_hashes, two, Path(cache_dir))
+    embedded = fill_both_views(sub, sub_hashes, two, Path(cache_dir))  # the build report counts only the rest
     per_view = {}
     for view in ("gap", "grid"):
         vecs, ok, _, _ = build_embeddings(sub, make_embedder(view), cache_dir, hashes=sub_hashes)
@@ -190,13 +190,14 @@ def choose_features(mode: str, catalog: Catalog, hashes: list[str | None],
     p = {v: loo_precision(per_view[v][0][ok], sample_labels[ok]) for v in per_view}
     lo, hi = paired_interval(p["grid"] - p["gap"])
     scores = {"label": column, "n": len(p["gap"]), "k": CHOICE_K, "gap": round(float(p["gap"].mean()), 4),
-              "grid": round(float(p["grid"].mean()), 4), "diff": [round(lo, 4), round(hi, 4)]}
+              "grid": round(float(p["grid"].mean()), 4), "diff": [round(lo, 4), round(hi, 4)], "embedded": embedded}
     figures = (f"leave-one-out P@{CHOICE_K} by {column} on {scores['n']} sampled products: grid {scores['grid']:.3f} "
                f"vs gap {scores['gap']:.3f}, difference {lo:+.3f}..{hi:+.3f}")
+    cost = f"; {embedded} sampled image(s) embedded in both views" if embedded else ""
     if lo > 0:
-        return FeatureChoice("grid", f"features grid (auto): {figures}", scores)
+        return FeatureChoice("grid", f"features grid (auto): {figures}{cost}", scores)
     why = "includes 0" if hi > 0 else "grid worse"
-    return FeatureChoice("gap", f"features gap (auto): {figures} ({why})", scores)
+    return FeatureChoice("gap", f"features gap (auto): {figures} ({why}){cost}", scores)
 
 
 def _subset(catalog: Catalog, rows: np.ndarray) -> Catalog:
