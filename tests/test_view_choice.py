@@ -2,8 +2,8 @@
 
 The Fashion-MNIST slice (centred, aligned thumbnails) must choose the grid; the demo photos (unaligned
 products) the pooled head; a catalog without usable labels keeps the pooled head. Measured figures (2 cores,
-default pipeline: flip-TTA + semantic 0.5): slice LOO P@10 by category grid .784 vs gap .730 (paired
-interval +.042..+.065); demo by sub_category (75 products) grid .349 vs gap .521 (-.219..-.124).
+default pipeline: flip-TTA + semantic 0.5): slice LOO P@10 by category grid .784 vs gap .729 (paired
+interval +.044..+.066); demo by sub_category (75 products) grid .348 vs gap .521 (-.221..-.125).
 """
 
 import numpy as np
