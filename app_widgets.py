@@ -175,6 +175,8 @@ def about_panel(rec: HybridRecommender, f: dict) -> None:
             st.info("VGG16 weights are not on this machine, so the bundled EfficientNet-Lite0 (ImageNet) "
                     "model is used.", icon=":material/info:")
         st.caption(md(rec.backbone_reason_.removeprefix("auto: ")))
+        if getattr(rec, "features_note_", None):  # which image features (pooled head or grid) and why
+            st.caption(md(rec.features_note_))
         st.caption(md(report.summary()))
         if report.skipped:
             st.warning(f"{count(len(report.skipped), 'product image')} could not be read:",

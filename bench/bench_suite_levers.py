@@ -33,6 +33,8 @@ BASE = {"backbone": "efficientnet_lite0"}
 # name -> (HybridRecommender params on top of BASE, query side: (image centre crops, colour crop))
 ROWS: dict[str, tuple[dict, tuple[tuple[float, ...], float]]] = {
     "baseline": ({}, ((), 1.0)),
+    "features-gap": ({"features": "gap"}, ((), 1.0)),
+    "features-grid": ({"features": "grid"}, ((), 1.0)),
     "adapter-off": ({"adapter": "off"}, ((), 1.0)),
     "no-flip-adapter-off": ({"flip_tta": False, "adapter": "off"}, ((), 1.0)),
     "colour0": ({"photo_colour_weight": 0.0}, ((), 1.0)),
@@ -60,8 +62,8 @@ def _install_query_side(crops: tuple[float, ...], colour_crop: float, memo: dict
     """Point the façade at embedders with these query-side settings, and memoise upload vectors."""
     original_image_embedder = facade.HybridRecommender._image_embedder
 
-    def image_embedder(self, backbone: str) -> ImageEmbedder:
-        emb = original_image_embedder(self, backbone)
+    def image_embedder(self, backbone: str, features: str | None = None) -> ImageEmbedder:
+        emb = original_image_embedder(self, backbone, features)
         name = emb.identity().name
         if has_classifier_head(name) and not emb.semantic and self.semantic:
             emb.set_params(semantic=self.semantic)  # see the module docstring

@@ -55,6 +55,7 @@ def cmd_build(args) -> int:
     report = rec.build_report_
     print(f"backbone: {report.backbone} ({report.reason})")
     print(f"image pipeline: {rec.image_pipeline_description()}")
+    print(rec.features_note_)
     print(rec.adapter_note_)
     print(report.summary())
     print(f"cache: {report.cache_dir}")

@@ -59,7 +59,9 @@ def before_build(args) -> None:
     from recommender.store.ray_build import build_with_ray
 
     catalog = load_catalog(args.catalog)
-    embedder = HybridRecommender(backbone=args.backbone)._image_embedder(args.backbone)
+    rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache)
+    print(rec.choose_features(catalog).note)  # on a bounded sample, locally: Ray embeds the chosen view only
+    embedder = rec._image_embedder(args.backbone)
     report = build_with_ray(catalog, embedder, cache_dir=args.cache, address=args.address,
                             num_actors=args.num_actors, progress=_progress_bar("embedding on Ray"))
     print(f"ray build: {report.summary()}")

@@ -21,6 +21,7 @@ from recommender.errors import QueryError, RecommenderError
 from recommender.features.embedders import ColourEmbedder, ImageEmbedder, has_classifier_head, resolve_backbone
 from recommender.features.postprocess import self_dominant_dba
 from recommender.features.projection import LabelProjection, out_of_fold_similarity
+from recommender.features.view_choice import FeatureChoice, choose_features
 from recommender.indexing import IndexMixin
 from recommender.live import LiveUpdatesMixin, ReadWriteLock
 from recommender.metadata_side import MetadataSideMixin
@@ -34,7 +35,7 @@ from recommender.ranking.hybrid import Filters, HybridRanker
 from recommender.ranking.results import Recommendation, Recommendations
 from recommender.scoring import rows_against_all
 from recommender.shop_photos import fit_catalog_adapter
-from recommender.store.build import BuildReport, Progress, build_embeddings, image_hashes
+from recommender.store.build import BuildReport, Progress, build_embeddings, default_cache_dir, image_hashes
 
 if TYPE_CHECKING:
     from recommender.catalog.interactions import Interactions
@@ -69,7 +70,10 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         metadata to the query.
     flip_tta: embed every image also mirrored and average the two (cached separately; twice the
         embedding cost of a cold build).
-    features: ``"gap"`` or ``"grid"`` image features, see :class:`ImageEmbedder`.
+    features: ``"auto"`` | ``"gap"`` | ``"grid"`` image features (see :class:`ImageEmbedder`); ``auto`` scores
+        both on a sample of the catalog by its own category labels and keeps the grid only when it is
+        significantly better (:mod:`recommender.features.view_choice`); ``features_`` is the view used,
+        ``features_note_`` what was decided and why.
     semantic: share of the image vector given to ImageNet class probabilities ("what is it"),
         see :class:`ImageEmbedder`; used with EfficientNet-Lite0 (the only bundled classifier head),
         ignored for other backbones.
@@ -115,7 +119,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         n_inferred: int = 5,
         batch_size: int = 32,
         flip_tta: bool = True,
-        features: str = "gap",
+        features: str = "auto",
         semantic: float = 0.5,
         dba_k: int = 0,
         dba_alpha: float = 3.0,
@@ -162,16 +166,20 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         self.text_embedding_weight = text_embedding_weight
 
     # -- fitting -----------------------------------------------------------------------------
-    def _image_embedder(self, backbone: str) -> ImageEmbedder:
+    def _image_embedder(self, backbone: str, features: str | None = None) -> ImageEmbedder:
+        """The image model of this configuration; ``features`` defaults to the view chosen at fit
+        (before a fit, ``auto`` means the pooled head)."""
         semantic = self.semantic if has_classifier_head(resolve_backbone(backbone).name) else 0.0
+        features = features or getattr(self, "features_", None) or ("gap" if self.features == "auto" else self.features)
         return ImageEmbedder(backbone, batch_size=self.batch_size, flip_tta=self.flip_tta, semantic=semantic,
-                             features=self.features)
+                             features=features)
 
     def fit(self, catalog: Catalog | Path | str, progress: Progress | None = None, photos=None) -> HybridRecommender:
         """Embed (cached) and index the catalog. ``photos``: labelled shop photos for the adapter, an
         ``id,image`` CSV path or table (default: ``views.csv`` beside the catalog; ``False``: none)."""
         catalog = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
         hashes = image_hashes(catalog)  # read every image file once for both caches
+        self.choose_features(catalog, hashes)
         vectors, has_image, report, embedder = build_embeddings(
             catalog, self._image_embedder(self.backbone), self.cache_dir, progress=progress, hashes=hashes)
         # Colour histograms need no model: cheap, cached beside the CNN vectors.
@@ -181,6 +189,16 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         self._fit_vectors(catalog, vectors, colours, has_image, report, embedder, choice)
         self._image_rows = {h: i for i, h in enumerate(hashes) if h is not None and has_image[i]}  # see live.py
         return self
+
+    def choose_features(self, catalog: Catalog, hashes: list[str | None] | None = None) -> FeatureChoice:
+        """Decide the image view by ``features`` (embedding a sample of at most 2,000 products, cached) and set
+        ``features_``, ``features_note_``, ``features_scores_``; ``fit`` calls it, ``build --engine ray`` first."""
+        self.features_ = None  # a refit chooses again
+        choice = choose_features(self.features, catalog, image_hashes(catalog) if hashes is None else hashes,
+                                 lambda f: self._image_embedder(self.backbone, f),
+                                 self.cache_dir or default_cache_dir(catalog))
+        self.features_, self.features_note_, self.features_scores_ = choice.features, choice.note, choice.scores
+        return choice
 
     def fit_vectors(
         self, catalog: Catalog, image_vectors: np.ndarray, colour_vectors: np.ndarray | None = None,
@@ -200,6 +218,8 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         colours = np.zeros((n, 1), np.float32) if colour_vectors is None else np.asarray(colour_vectors, np.float32)
         has_image = np.ones(n, dtype=bool) if has_image is None else np.asarray(has_image, dtype=bool)
         report = BuildReport(self.backbone, "vectors given to fit_vectors", False, n, reused=n)
+        self.features_ = "gap" if self.features == "auto" else self.features  # what photo queries are embedded with
+        self.features_note_, self.features_scores_ = f"features {self.features_}: vectors given to fit_vectors", None
         return self._fit_vectors(catalog, image_vectors, colours, has_image, report, None)
 
     def _fit_vectors(self, catalog, vectors, colours, has_image, report, embedder,
@@ -329,7 +349,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
 
     def image_pipeline_description(self) -> str:
         semantic = self._embedder_semantic()
-        parts = [self.backbone_, "grid features" if self.features == "grid" else None,
+        parts = [self.backbone_, "grid features" if getattr(self, "features_", self.features) == "grid" else None,
                  "flip-TTA" if self.flip_tta else None,
                  f"semantic {semantic:g}" if semantic else None,
                  f"DBA k={self.dba_k}" if self.dba_k else None,

@@ -106,6 +106,8 @@ def test_developer_details_sit_in_the_about_expander(app):
         assert "VGG16 weights are not on this machine" in infos
     else:
         assert "VGG16" in text
+    captions = " ".join(c.value for c in about.caption).replace("\\", "")  # md() escapes _ ( )
+    assert "features gap (auto)" in captions and "sub_category" in captions  # the demo keeps the pooled head
     # The shopper's part of the sidebar no longer names the model.
     outside = [m.value for m in app.sidebar.markdown if m not in about.markdown]
     assert not any("EfficientNet" in v or "VGG16" in v for v in outside)

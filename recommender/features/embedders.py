@@ -214,7 +214,7 @@ class ImageEmbedder(BaseEstimator):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
 
-        model, preprocess = _build(choice, with_logits=bool(self.semantic), grid=self.features == "grid")
+        model, preprocess = _build(choice, with_logits=bool(self.semantic), views=self._views())
         self.backbone_ = choice.name
         self.reason_ = choice.reason
         self.weights_path_ = choice.weights
@@ -231,15 +231,23 @@ class ImageEmbedder(BaseEstimator):
                      reduce_retracing=True)
         def _forward(x):
             out = model(preprocess(x), training=False)
+            outs = list(out) if isinstance(out, (list, tuple)) else [out]
+            views = outs[:-1] if semantic else outs
             if not semantic:
-                return tf.math.l2_normalize(out, axis=-1)
-            pooled, logits = out
-            probs = tf.sqrt(tf.nn.softmax(logits / temperature, axis=-1))
-            return tf.concat([tf.math.l2_normalize(pooled, axis=-1) * (1.0 - semantic) ** 0.5,
-                              tf.math.l2_normalize(probs, axis=-1) * semantic ** 0.5], axis=-1)
+                parts = [tf.math.l2_normalize(v, axis=-1) for v in views]
+            else:
+                probs = tf.math.l2_normalize(tf.sqrt(tf.nn.softmax(outs[-1] / temperature, axis=-1)), axis=-1)
+                parts = [tf.concat([tf.math.l2_normalize(v, axis=-1) * (1.0 - semantic) ** 0.5,
+                                    probs * semantic ** 0.5], axis=-1) for v in views]
+            # Several views (TwoViewEmbedder) side by side, each a unit vector of its own.
+            return parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
 
         self._forward = _forward
         return self
+
+    def _views(self) -> tuple[str, ...]:
+        """The feature views one forward pass returns, side by side (one here; two in TwoViewEmbedder)."""
+        return (self.features,)
 
     def embed_arrays(self, pixels: np.ndarray) -> np.ndarray:
         """``(n, S, S, 3)`` uint8 RGB -> ``(n, feature_dim_)`` L2-normalised float32."""
@@ -352,8 +360,9 @@ def _transform(embedder, images: Sequence[ImageSource], progress: Callable[[int,
     return out
 
 
-def _build(choice: BackboneChoice, with_logits: bool = False, grid: bool = False):
-    """Return ``(keras model -> pooled features [, logits], preprocess fn on raw 0..255 RGB)``."""
+def _build(choice: BackboneChoice, with_logits: bool = False, views: Sequence[str] = ("gap",)):
+    """Return ``(keras model -> one output per view [, logits], preprocess fn on raw 0..255 RGB)``:
+    ``"gap"`` the pooled head, ``"grid"`` (Lite only) block10_add on a grid; one forward pass for all."""
     import keras
 
     if choice.name in LITE_BACKBONES:
@@ -361,9 +370,9 @@ def _build(choice: BackboneChoice, with_logits: bool = False, grid: bool = False
 
         # The Lite models scale (x - 127) / 128 themselves.
         net = build_efficientnet_lite(choice.weights, LITE_BACKBONES[choice.name], include_top=with_logits)
-        features = build_feature_model(net).output if grid else net.get_layer("avg_pool").output
-        outputs = [features, net.output] if with_logits else features
-        return keras.Model(net.input, outputs), (lambda x: x)
+        layer = {"gap": lambda: net.get_layer("avg_pool").output, "grid": lambda: build_feature_model(net).output}
+        outputs = [layer[v]() for v in views] + ([net.output] if with_logits else [])
+        return keras.Model(net.input, outputs[0] if len(outputs) == 1 else outputs), (lambda x: x)
     apps = {"vgg16": keras.applications.vgg16, "resnet50": keras.applications.resnet50}
     ctor = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}[choice.name]
     weights = str(choice.weights) if choice.weights else "imagenet"
