@@ -7,13 +7,13 @@ interleaved variant by variant so the machine's load falls on all alike. Per var
 CPU ms per query (process time, p50 / p99) and recall@10 of its top-10 against the reference's,
 with bootstrap 95% intervals.
 
-    python bench/bench_candidates.py --n 100000 --queries 60 --variants one-stage default rescore-256
-    python bench/bench_candidates.py --n 1000000 --queries 30 --variants one-stage default
+    python bench/bench_candidates.py --n 100000 --queries 60 --variants default per-side-256
+    python bench/bench_candidates.py --n 1000000 --queries 20 --kinds item photo --variants default
 
-Variants are ``+``-joined modifiers of today's path (``default``): ``one-stage``
-(every candidate's image side scored exactly instead of the best EXACT_RESCORE by the index's scores),
-``per-side-N`` (N image and N metadata candidates instead of CANDIDATES_PER_SIDE), ``rescore-N``
-(EXACT_RESCORE = N). ``one-stage`` is the path before the two-stage re-scoring.
+Variants are ``+``-joined modifiers of today's path (``default``): ``per-side-N`` (N image and N metadata
+candidates instead of querying.CANDIDATES_PER_SIDE). Measured with it and dropped (docs/index.md, "Candidates
+and re-scoring"): champion lists for the metadata top-K, and a two-stage re-scoring by the PCA index's own
+cosines (both now only in this repository's history).
 """
 
 from __future__ import annotations
@@ -37,29 +37,25 @@ def variant(rec, name: str):
     """The façade set up as the variant ``name`` (modifiers joined by ``+``) for the duration."""
     import recommender.querying as querying
 
-    saved = (querying.CANDIDATES_PER_SIDE, querying.MAPPED_SCAN_LIMIT, querying.EXACT_RESCORE)
+    saved = (querying.CANDIDATES_PER_SIDE, querying.MAPPED_SCAN_LIMIT)
     try:
         for part in name.split("+"):
             if part == "exact":
                 querying.MAPPED_SCAN_LIMIT = len(rec.alive_) + 1
-            elif part == "one-stage":
-                querying.EXACT_RESCORE = 1 << 40
             elif part.startswith("per-side-"):
                 querying.CANDIDATES_PER_SIDE = int(part.rsplit("-", 1)[1])
-            elif part.startswith("rescore-"):
-                querying.EXACT_RESCORE = int(part.rsplit("-", 1)[1])
             elif part != "default":
                 raise SystemExit(f"unknown variant {part!r}")
         yield
     finally:
-        querying.CANDIDATES_PER_SIDE, querying.MAPPED_SCAN_LIMIT, querying.EXACT_RESCORE = saved
+        querying.CANDIDATES_PER_SIDE, querying.MAPPED_SCAN_LIMIT = saved
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=60)
-    ap.add_argument("--variants", nargs="+", default=["one-stage", "default"])
+    ap.add_argument("--variants", nargs="+", default=["default", "per-side-256"])
     ap.add_argument("--index", default="ivf_pca")
     ap.add_argument("--kinds", nargs="+", default=["item", "text", "photo"], choices=("item", "text", "photo"))
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/index_bench"))

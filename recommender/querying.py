@@ -33,9 +33,6 @@ EXACT_SCAN_LIMIT = 20_000
 #: a selective filter) gives the candidates from far fewer allowed rows on.
 MAPPED_SCAN_LIMIT = 2_000
 CANDIDATES_PER_SIDE = 512  # image top-K from the index and metadata top-K from the postings
-#: Candidates ranked by the index's own image scores whose image side is then computed exactly (at least,
-#: and twice the pool the ranking keeps); the rest are dropped. bench/bench_candidates.py measures the effect.
-EXACT_RESCORE = 128
 MMR_POOL = 200  # diversity re-ranks the best this-many results (at least 10 x k), not the catalog
 #: Words recognised in a text query that become filters (and stop being words to match).
 TEXT_FILTER_COLUMNS = ("category", "sub_category", "brand", "colour")
@@ -175,19 +172,17 @@ class QueryMixin:
         return pos
 
     # -- scoring -----------------------------------------------------------------------------
-    def _candidates(self, q_img, q_meta, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray | None,
-                                                                       np.ndarray | None]:
+    def _candidates(self, q_img, q_meta, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Rows to score exactly: every allowed row on a small catalog or under a selective filter;
         otherwise the image top-K (filter applied in the index) and the metadata top-K (postings).
-        Also the metadata scores of every row when the postings were walked for them (else None), and the
-        index's own image cosines of the rows (in its reduced space) when it keeps them (else None)."""
+        Also the metadata scores of every row when the postings were walked for them (else None)."""
         n_allowed = int(allowed.sum())
         limit = MAPPED_SCAN_LIMIT if self.image_vectors_.dtype == np.float16 else EXACT_SCAN_LIMIT
         if self.image_index_ is None or n_allowed <= limit:
-            return np.flatnonzero(allowed), None, None
+            return np.flatnonzero(allowed), None
         parts, hits = [], None
         if q_img is not None:
-            parts.append(index_top(self.image_index_, q_img, CANDIDATES_PER_SIDE, allowed)[0])
+            parts.append(index_top(self.image_index_, q_img, CANDIDATES_PER_SIDE, allowed))
         if q_meta is not None:
             top = getattr(self.image_index_, "metadata_top", None)  # Milvus: the collection holds metadata too
             if top is not None:
@@ -195,14 +190,10 @@ class QueryMixin:
             else:
                 hits = posting_scores(self.metadata_postings_, q_meta, self.metadata_matrix_)
                 parts.append(sparse_top(self.metadata_postings_, q_meta, CANDIDATES_PER_SIDE, allowed, hits))
-        rows = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
-        reduced = getattr(self.image_index_, "reduced_scores", None)  # a PCA index's own cosines: cheap
-        proxy = reduced(q_img, rows) if q_img is not None and reduced is not None and len(rows) else None
-        return rows, hits, proxy
+        return (np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)), hits
 
-    def _image_raw(self, q_img, q_col, c: float, rows: np.ndarray, proxy: np.ndarray | None = None) -> np.ndarray:
-        """Image scores of ``rows``: exact from the vectors, or from the index's ``proxy`` scores when given."""
-        scores = dense_scores(self.image_vectors_, q_img, rows) if proxy is None else proxy
+    def _image_raw(self, q_img, q_col, c: float, rows: np.ndarray) -> np.ndarray:
+        scores = dense_scores(self.image_vectors_, q_img, rows)
         if c:
             scores = (1 - c) * scores + c * dense_scores(self.colour_vectors_, q_col, rows)
         # A product without a readable image has a zero vector: no image evidence, not "unrelated".
@@ -210,14 +201,17 @@ class QueryMixin:
 
     def _ranked(self, q_img, q_col, q_meta, allowed, w, c, meta_ref, evidence_row, k, d) -> Ranking:
         """Exact hybrid ranking of the candidates, results without evidence cut, MMR if asked."""
-        rows, hits, proxy = self._candidates(q_img, q_meta, allowed)
+        rows, hits = self._candidates(q_img, q_meta, allowed)
         n_candidates = int(allowed.sum())
+        img = None if q_img is None else self._image_raw(q_img, q_col, c, rows)
         if hits is not None:
             meta = hits[rows]
         elif q_meta is not None:
             meta = sparse_scores(self.metadata_matrix_, q_meta, rows, self.metadata_postings_)
         else:
             meta = None
+        if img is not None and np.isnan(img).any():
+            img = np.nan_to_num(img, nan=self.references_["image"].unrelated)
         encoder = self.metadata_encoder_
         semantic = q_meta is not None and getattr(encoder, "semantic_", False)
         if evidence_row is not None and hits is not None:  # the postings path: a few words' inverted lists
@@ -232,14 +226,10 @@ class QueryMixin:
             keep = np.ones(len(rows), dtype=bool)
         if q_img is None and semantic:  # ... or a meaning close enough ("sneakers" ~ "running shoe")
             keep |= self._semantic_cosines(q_meta, rows) >= SEMANTIC_EVIDENCE
-        rows, meta = rows[keep], None if meta is None else meta[keep]
+        rows, img, meta = rows[keep], None if img is None else img[keep], None if meta is None else meta[keep]
         pool = k if d <= 0 else max(MMR_POOL, 10 * k)
-        img_ref = self.image_reference(c) if q_img is not None else None
-        if q_img is not None and proxy is not None and len(rows) > max(EXACT_RESCORE, 2 * pool):
-            rows, img, meta = self._two_stage(q_img, q_col, c, rows, proxy[keep], meta, pool, w, img_ref, meta_ref)
-        else:
-            img = None if q_img is None else self._known(self._image_raw(q_img, q_col, c, rows))
-        ranking = rank_candidates(rows, img, meta, pool, w, img_ref, meta_ref, n_candidates)
+        ranking = rank_candidates(rows, img, meta, pool, w, self.image_reference(c) if img is not None else None,
+                                  meta_ref, n_candidates)
         # Evidence: closer than a random pair of this catalog on some side, or a word / attribute in common
         # (the embedding block is left out of "in common": nearly every pair has a positive cosine there).
         words_raw = np.nan_to_num(ranking.metadata_raw)
@@ -253,41 +243,6 @@ class QueryMixin:
             picked = mmr_rerank(ranking.final, k=k, lam=1.0 - d, embeddings=emb)
             ranking = ranking.take(picked)
         return ranking.take(np.arange(min(k, len(ranking.positions))))
-
-    def _two_stage(self, q_img, q_col, c, rows, proxy, meta, pool, w, img_ref, meta_ref):
-        """``(rows, exact image scores, metadata scores)`` of the candidates that can make the top ``pool``.
-
-        Every candidate is ranked by the index's own (reduced-space) image cosines, cheap; then scored exactly
-        best first, in batches doubling from EXACT_RESCORE, until the next candidate's rough score plus the
-        largest rough-vs-exact error seen so far cannot reach the pool's last exact score. Converting ~1,000
-        float16 rows to score them all was the largest cost of a query at 100k; where the reduced cosines order
-        the candidates well a batch or two suffice, where they do not (near-ties decided outside the kept
-        components) the loop goes on, up to every candidate.
-        """
-        rough = rank_candidates(rows, self._known(self._image_raw(q_img, q_col, c, rows, proxy)), meta, None, w,
-                                img_ref, meta_ref)
-        order = np.searchsorted(rows, rough.positions)  # candidates, best rough score first
-        exact = np.full(len(rows), np.nan, np.float32)
-        end, done = min(max(EXACT_RESCORE, 2 * pool), len(order)), 0
-        while True:
-            new = np.sort(order[done:end])
-            exact[new] = self._known(self._image_raw(q_img, q_col, c, rows[new]))
-            seen = order[:end]  # rough.* are in this order too
-            error = w * float(np.max(np.abs(img_ref(exact[seen]) - rough.image_norm[:end])))
-            if end >= len(order):
-                break
-            meta_norm = np.zeros(len(seen), np.float32) if meta is None else meta_ref(meta[seen])
-            final = w * img_ref(exact[seen]) + (1 - w) * meta_norm
-            last = np.partition(final, len(final) - pool)[len(final) - pool] if len(final) >= pool else -np.inf
-            if rough.final[end] + error < last:
-                break
-            done, end = end, min(2 * end, len(order))
-        picked = np.sort(order[:end])
-        return rows[picked], exact[picked], None if meta is None else meta[picked]
-
-    def _known(self, img: np.ndarray) -> np.ndarray:
-        """Image scores with a product without a readable image counted as an unrelated one."""
-        return np.nan_to_num(img, nan=self.references_["image"].unrelated) if np.isnan(img).any() else img
 
     def _semantic_cosines(self, q_meta, rows: np.ndarray) -> np.ndarray:
         """Sentence-embedding cosine of a query row with catalog ``rows``, from the embedding blocks of the
@@ -315,9 +270,7 @@ class QueryMixin:
         """Metadata query for a bare photo: the mean metadata of its closest image matches."""
         with_image = self.has_image_ & self.alive_
         m = min(self.n_inferred, int(with_image.sum()))
-        # Every candidate scored exactly here (not the two stages of _ranked): which few rows are nearest decides
-        # the whole metadata side of the query (at 1M, tiled vectors, photo recall@10 .585 with two stages).
-        rows, _, _ = self._candidates(q_img, None, with_image)
+        rows, _ = self._candidates(q_img, None, with_image)
         scores = self._image_raw(q_img, q_col, c, rows)
         nearest = rows[np.lexsort((rows, -scores))[:m]]
         sims = np.clip(np.sort(scores)[::-1][:m], 1e-6, None)

@@ -127,9 +127,8 @@ def sparse_top(matrix_csc: sp.csc_matrix, qrow: sp.csr_matrix, k: int, allowed: 
     return rows.astype(np.int64)
 
 
-def index_top(index: VectorIndex, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of the ``k`` nearest vectors among ``allowed`` (the filter applied during the search) and the
-    index's scores of them (in its own space: reduced or quantised on an ANN backend)."""
-    scores, ids = index.search(np.asarray(q, dtype=np.float32)[None], k, allow=allowed)
-    found = ids[0] >= 0
-    return ids[0][found].astype(np.int64), scores[0][found].astype(np.float32)
+def index_top(index: VectorIndex, q: np.ndarray, k: int, allowed: np.ndarray) -> np.ndarray:
+    """Rows of the ``k`` nearest vectors among ``allowed`` (the filter applied during the search)."""
+    _, ids = index.search(np.asarray(q, dtype=np.float32)[None], k, allow=allowed)
+    ids = ids[0]
+    return ids[ids >= 0].astype(np.int64)

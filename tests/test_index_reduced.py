@@ -186,38 +186,6 @@ def test_facade_candidate_path_over_the_reduced_index_matches_the_exact_facade(d
         got = [r.id for r in ann.recommend(text=text, k=K).items]
         agree.append(len(set(want) & set(got)) / max(1, len(want)))
     assert np.mean(agree) >= 0.97, np.mean(agree)
-    # Two stages: the ~80 candidates ranked by the index's reduced cosines, the best 20 then scored exactly.
-    monkeypatch.setattr(querying, "EXACT_RESCORE", 20)
-    agree, off = [], []
-    for item in ids[::4]:
-        want = demo_recommender.recommend(item=item, k=K)
-        got = ann.recommend(item=item, k=K)
-        agree.append(len(set(want.ids) & set(got.ids)) / max(1, len(want.ids)))
-        by_id = {r.id: r.image_score for r in want.items}
-        # The image score shown is the exact cosine (float16 vectors), not the first stage's reduced one.
-        off += [abs(r.image_score - by_id[r.id]) for r in got.items if r.id in by_id]
-    assert np.mean(agree) >= 0.95, np.mean(agree)
-    assert len(off) > 50 and max(off) < 2e-3, (len(off), max(off))
-
-
-@pytest.mark.parametrize("kind", ["hnsw_pca", "ivf_pca"])
-def test_reduced_scores_are_the_index_own_cosines_and_survive_save_load_and_upsert(real_tiled, kind, tmp_path):
-    x, q = real_tiled
-    index = make_index(kind, x.shape[1], len(x))
-    index.add(np.arange(len(x)), x)
-    scores, ids = index.search(q[:5], 20)
-    for row in range(5):
-        np.testing.assert_allclose(index.reduced_scores(q[row], ids[row]), scores[row], atol=2e-3)
-    save_index(index, tmp_path, "k")
-    loaded = load_index(tmp_path, "k", kind=kind)
-    assert isinstance(loaded._reduced, np.memmap)  # mapped, not read into memory
-    np.testing.assert_allclose(loaded.reduced_scores(q[0], ids[0]), index.reduced_scores(q[0], ids[0]), atol=1e-6)
-    loaded.add(np.array([ids[0][0], len(x) + 5]), np.stack([x[-1], q[0]]))  # replace one, add one past the end
-    got = loaded.reduced_scores(q[0], np.array([ids[0][0], len(x) + 5]))
-    best_score, best_id = loaded.search(q[:1], 1)
-    assert best_id[0][0] == len(x) + 5  # q itself, added live: the best match, with the same score
-    assert got[1] == pytest.approx(best_score[0][0], abs=2e-3) and got[1] > got[0]
-    assert loaded.reduced_scores(q[0], np.array([len(x) - 1]))[0] == pytest.approx(got[0], abs=1e-6)
 
 
 def test_a_warm_fit_loads_the_saved_graph_and_a_changed_catalog_builds_its_own(demo_catalog, demo_recommender,
@@ -257,7 +225,6 @@ def test_live_updates_on_mapped_float16_vectors(demo_catalog, demo_recommender, 
     monkeypatch.setattr(querying, "EXACT_SCAN_LIMIT", 0)
     monkeypatch.setattr(querying, "MAPPED_SCAN_LIMIT", 0)
     monkeypatch.setattr(querying, "CANDIDATES_PER_SIDE", 40)
-    monkeypatch.setattr(querying, "EXACT_RESCORE", 40)  # the two stages, over the reduced vectors added live too
     params = {k: v for k, v in demo_recommender.get_params().items() if k != "index"}
     ann = HybridRecommender(**params, index="ivf_pca").fit(demo_catalog)
     exact = HybridRecommender(**params, index="exact").fit(demo_catalog)

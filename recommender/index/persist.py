@@ -21,9 +21,7 @@ from pathlib import Path
 from recommender.index.base import VectorIndex
 from recommender.index.factory import backend_class
 
-#: 2: the PCA backends save their reduced vectors (the façade's first re-scoring stage); a format-1 save is a
-#: miss, rebuilt once, rather than a backend silently without them.
-FORMAT = 2
+FORMAT = 1
 MANIFEST = "manifest.json"
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 

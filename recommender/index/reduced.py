@@ -33,16 +33,13 @@ MIN_FIT_ROWS = 2_000
 class ReducedHNSWIndex(VectorIndex):
     """HNSW (faiss, float16 storage) over a PCA projection of the vectors; approximate scores.
 
-    ``get_vectors`` is not offered (the full vectors are not kept: that is the point). The projected
-    vectors are kept by id in float16 (``2 x n_components`` bytes a vector, memory-mapped after a load) for
-    :meth:`reduced_scores`: the cheap first stage of the façade's re-scoring.
+    ``get_vectors`` is not offered (the full vectors are not kept: that is the point).
     """
 
     kind = "hnsw_pca"
     _META = "reduced.json"
     _PROJECTION = "projection.npy"
     _INNER = "hnsw"
-    _REDUCED = "reduced-vectors.npy"
 
     def __init__(self, dim: int, expected_size: int = 0, n_components: int | None = None,
                  storage: str = "float16") -> None:
@@ -57,8 +54,6 @@ class ReducedHNSWIndex(VectorIndex):
         self.storage = storage
         self.reducer_: PCAReducer | None = None  # fitted on the first add
         self.inner_: HNSWIndex | None = None
-        self._reduced: np.ndarray | None = None  # projected vectors by id, float16 (rows of absent ids: zeros)
-        self._last_query: tuple[bytes, np.ndarray] | None = None  # a query is projected once for search + scores
 
     @property
     def ntotal(self) -> int:
@@ -108,45 +103,7 @@ class ReducedHNSWIndex(VectorIndex):
         if self.reducer_ is None:
             self._fit(x)
         if len(x):
-            projected = self._project(x)
-            self.inner_.add(ids, projected)
-            self._keep_reduced(ids, projected)
-
-    def _keep_reduced(self, ids: np.ndarray, projected: np.ndarray) -> None:
-        n = int(ids.max()) + 1
-        have = self._reduced
-        have_n = 0 if have is None else len(have)
-        if have is None or n > have_n or not have.flags.writeable:  # grow by doubling; a loaded map is copied
-            size = max(n, 2 * have_n) if have is not None and n > have_n else max(n, have_n)
-            grown = np.zeros((size, projected.shape[1]), np.float16)
-            if have is not None:
-                grown[:len(have)] = have
-            self._reduced = grown
-        from recommender.index.exact import l2_normalise
-
-        self._reduced[ids] = l2_normalise(projected)  # as the inner index holds them; a repeated id: the last wins
-
-    def reduced_scores(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray | None:
-        """Cosines of one query with the stored vectors of ``ids`` in the reduced space (what :meth:`search`
-        scores), or None when they are not kept (an index saved before they were)."""
-        if self._reduced is None or self.reducer_ is None:
-            return None
-
-        q = self._query_projection(self._check_query(q)[:1])[0]
-        return self._reduced.view(np.ndarray)[ids].astype(np.float32) @ q  # ndarray: memmap indexing costs more
-
-    def _query_projection(self, q: np.ndarray) -> np.ndarray:
-        """The checked query rows projected and normalised; the last one is remembered (the façade asks for a
-        search and then for the scores of its candidates with the same query)."""
-        from recommender.index.exact import l2_normalise
-
-        key = q.tobytes()
-        last = self._last_query
-        if last is not None and last[0] == key:
-            return last[1]
-        out = l2_normalise(self._project(q))
-        self._last_query = (key, out)
-        return out
+            self.inner_.add(ids, self._project(x))
 
     def remove(self, ids: np.ndarray) -> None:
         if self.inner_ is not None:
@@ -157,7 +114,7 @@ class ReducedHNSWIndex(VectorIndex):
         k = self._check_k(k)
         if self.inner_ is None:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-        return self.inner_.search(self._query_projection(q), k, allow)
+        return self.inner_.search(self._project(q), k, allow)
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, folder: Path | str) -> None:
@@ -168,8 +125,6 @@ class ReducedHNSWIndex(VectorIndex):
         if self.reducer_ is not None:
             self.reducer_.save(folder / self._PROJECTION)
             self.inner_.save(folder / self._INNER)
-            if self._reduced is not None:
-                np.save(folder / self._REDUCED, self._reduced)
         (folder / self._META).write_text(json.dumps(meta))
 
     @classmethod
@@ -183,11 +138,6 @@ class ReducedHNSWIndex(VectorIndex):
             if reducer.n_features_in_ != index.dim or inner.dim != reducer.n_output_:
                 raise ValueError(f"{folder}: projection and graph do not match the index's dimensions")
             index.reducer_, index.inner_ = reducer, inner
-            if (folder / cls._REDUCED).exists():
-                reduced = np.load(folder / cls._REDUCED, mmap_mode="r", allow_pickle=False)
-                if reduced.dtype != np.float16 or reduced.ndim != 2 or reduced.shape[1] != reducer.n_output_:
-                    raise ValueError(f"{folder}: the reduced vectors do not match the projection")
-                index._reduced = reduced
         return index
 
 
