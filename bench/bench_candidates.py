@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_index import Tiles, base_vectors  # noqa: E402
-from bench.bench_scale import _bootstrap, synthetic_catalog  # noqa: E402
+from bench.bench_scale import _bootstrap, bench_filters, synthetic_catalog  # noqa: E402
 
 
 @contextmanager
@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", default=["item", "text", "photo"], choices=("item", "text", "photo"))
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/index_bench"))
     args = ap.parse_args()
-    from recommender import Filters, HybridRecommender
+    from recommender import HybridRecommender
 
     n = args.n
     catalog = synthetic_catalog(n)
@@ -75,11 +75,7 @@ def main() -> None:
     del vectors
     print(f"n={n} index={args.index}: fitted in {time.perf_counter() - t0:.1f} s", flush=True)
     items = catalog.items
-    share = items["category"].value_counts(normalize=True)
-    cat10 = share.index[np.argmin(np.abs(share.to_numpy() - 0.10))]
-    bshare = items["brand"].value_counts(normalize=True)
-    brand1 = bshare.index[np.argmin(np.abs(bshare.to_numpy() - 0.01))]
-    filters = {"none": None, "10%": Filters(category=cat10), "1%": Filters(brand=brand1)}
+    filters = bench_filters(items)
     rng = np.random.default_rng(11)
     queries = {
         "item": [{"item": str(items["id"].iat[i])} for i in rng.integers(0, n, args.queries)],
@@ -104,8 +100,8 @@ def main() -> None:
                     if got["exact"]:
                         hits[(v, kind)].append(len(set(got[v]) & set(got["exact"])) / len(got["exact"]))
         print(f"{kind}: done", flush=True)
-    print(f"\n## n={n:,} {args.index}: {args.queries} queries x 3 filters (none, {cat10} {share[cat10]:.0%}, "
-          f"{brand1} {bshare[brand1]:.1%}) per kind; CPU ms per query, recall@10 vs the exact scan")
+    print(f"\n## n={n:,} {args.index}: {args.queries} queries x 3 filters ({', '.join(filters)}) per kind; "
+          "CPU ms per query, recall@10 vs the exact scan")
     print("| variant | kind | CPU p50 / p99 ms | recall@10 [95% CI] (n) |")
     print("|---|---|---|---|")
     for v in names:

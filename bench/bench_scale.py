@@ -80,6 +80,18 @@ def synthetic_catalog(n: int, seed: int = 0):
     return Catalog(items, Path("/nonexistent"), None)
 
 
+def bench_filters(items: pd.DataFrame) -> dict:
+    """``{label: Filters}``: none, the category closest to 10% of the catalog, the brand closest to 1%."""
+    from recommender import Filters
+
+    share = items["category"].value_counts(normalize=True)
+    cat10 = share.index[np.argmin(np.abs(share.to_numpy() - 0.10))]
+    bshare = items["brand"].value_counts(normalize=True)
+    brand1 = bshare.index[np.argmin(np.abs(bshare.to_numpy() - 0.01))]
+    return {"none": None, f"10% ({cat10}, {share[cat10]:.1%})": Filters(category=cat10),
+            f"1% ({brand1}, {bshare[brand1]:.1%})": Filters(brand=brand1)}
+
+
 def _bootstrap(values: list[float], reps: int = 2000) -> tuple[float, float]:
     """95% bootstrap interval of the mean."""
     v = np.asarray(values, dtype=np.float64)
@@ -104,7 +116,7 @@ def rss_split_mb() -> dict[str, float]:
 
 def run(n: int, backends: list[str], n_queries: int, cache_dir: Path, dtype: str = "float32",
         exact_queries: int | None = None, warm: bool = True) -> list[dict]:
-    from recommender import Filters, HybridRecommender
+    from recommender import HybridRecommender
 
     t0 = time.perf_counter()
     catalog = synthetic_catalog(n)
@@ -115,12 +127,7 @@ def run(n: int, backends: list[str], n_queries: int, cache_dir: Path, dtype: str
     photo_q = tiles.queries(n_queries)
     print(f"n={n}: catalog + vectors made in {time.perf_counter() - t0:.0f} s, RSS {rss_mb():.0f} MB", flush=True)
     items = catalog.items
-    share = items["category"].value_counts(normalize=True)
-    cat10 = share.index[np.argmin(np.abs(share.to_numpy() - 0.10))]
-    bshare = items["brand"].value_counts(normalize=True)
-    brand1 = bshare.index[np.argmin(np.abs(bshare.to_numpy() - 0.01))]
-    filters = {"none": None, f"10% ({cat10}, {share[cat10]:.1%})": Filters(category=cat10),
-               f"1% ({brand1}, {bshare[brand1]:.1%})": Filters(brand=brand1)}
+    filters = bench_filters(items)
     rng = np.random.default_rng(7)
     item_q = [str(items["id"].iat[i]) for i in rng.integers(0, n, n_queries)]
     text_q = [" ".join(str(items["name"].iat[i]).split()[1:4]) for i in rng.integers(0, n, n_queries)]
