@@ -113,7 +113,7 @@ def sparse_top(matrix_csc: sp.csc_matrix, qrow: sp.csr_matrix, k: int, allowed: 
         # whenever at least k pass (else the plain path below).
         step = len(hits) // TOP_SAMPLE_FROM
         sample = hits[::step][allowed[::step]]
-        want = int(np.ceil(TOP_OVERSAMPLE * k * len(sample) / len(hits)))
+        want = int(np.ceil(TOP_OVERSAMPLE * k / step))  # each sampled row stands for `step` rows
         if want < len(sample):
             tau = np.partition(sample, len(sample) - want)[len(sample) - want]
             if tau > 0:
