@@ -20,7 +20,7 @@ from recommender.ranking.calibration import DEFAULT_PROBES
 from recommender.ranking.filters import Filters
 from recommender.ranking.results import Recommendations
 from recommender.store.build import default_cache_dir
-from recommender.store.vector_file import mapped_float16
+from recommender.store.vector_file import mapped_bfloat16
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class IndexMixin:
         return index
 
     def _serving_vectors(self, vectors: np.ndarray) -> np.ndarray:
-        """The copy of the image vectors queries re-score candidates with: with an in-process ANN index, float16
+        """The copy of the image vectors queries re-score candidates with: with an in-process ANN index, bfloat16
         memory-mapped from the cache (a query reads only its candidates' rows; the process's anonymous
         memory no longer holds 9 KB per product); with the exact scan (every row, every query) or a remote
         collection, ``vectors`` themselves. A cache that cannot be written keeps them in memory, with a warning."""
@@ -80,9 +80,9 @@ class IndexMixin:
         if kind in ("exact", "milvus") or self.index_options or folder is None:
             return vectors
         try:
-            return mapped_float16(vectors, folder.parent / "vectors")
+            return mapped_bfloat16(vectors, folder.parent / "vectors")
         except OSError as exc:
-            log.warning("could not write the float16 vector file under %s (%s): vectors kept in memory",
+            log.warning("could not write the bfloat16 vector file under %s (%s): vectors kept in memory",
                         folder.parent, exc)
             return vectors
 

@@ -27,7 +27,7 @@ from recommender.scoring import dense_scores, index_top, posting_scores, sparse_
 #: Above this many allowed rows (and with an ANN index) a query re-scores a candidate set instead of
 #: every allowed row; below it the exact scan is cheap and the candidate set *is* the allowed set.
 EXACT_SCAN_LIMIT = 20_000
-#: The same for float16 vectors memory-mapped from the cache (the façade's vectors beside an in-process ANN):
+#: The same for 16-bit vectors memory-mapped from the cache (the façade's vectors beside an in-process ANN):
 #: a scan converts every allowed row to float32 (20k rows: ~200-300 ms on these cores against ~50 ms for
 #: float32 in memory; bench_scale at 20k), so the index's filtered search (exact in its reduced space for
 #: a selective filter) gives the candidates from far fewer allowed rows on.
@@ -109,7 +109,8 @@ class QueryMixin:
             label = f"item {item} ({cells['name'][0]})"
             attrs = {col: vals for col in ATTRIBUTE_COLUMNS if col in cells and (vals := split_values(cells[col][0]))}
             if self.has_image_[query_pos]:
-                q_img, q_col = self.image_vectors_[query_pos], self.colour_vectors_[query_pos]
+                q_img = np.asarray(self.image_vectors_[query_pos], dtype=np.float32)  # a 16-bit row when mapped
+                q_col = self.colour_vectors_[query_pos]
             else:
                 notes.append("this product's image could not be read: ranked by metadata alone")
             q_meta = self.metadata_matrix_[query_pos]
@@ -177,7 +178,7 @@ class QueryMixin:
         otherwise the image top-K (filter applied in the index) and the metadata top-K (postings).
         Also the metadata scores of every row when the postings were walked for them (else None)."""
         n_allowed = int(allowed.sum())
-        limit = MAPPED_SCAN_LIMIT if self.image_vectors_.dtype == np.float16 else EXACT_SCAN_LIMIT
+        limit = MAPPED_SCAN_LIMIT if self.image_vectors_.dtype.itemsize == 2 else EXACT_SCAN_LIMIT
         if self.image_index_ is None or n_allowed <= limit:
             return np.flatnonzero(allowed), None
         parts, hits = [], None

@@ -250,7 +250,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         self.backbone_ = report.backbone if report.backbone != "auto" else resolve_backbone("auto").name
         self.backbone_reason_ = report.reason
         self.backbone_fallback_ = report.fallback
-        vectors = self._serving_vectors(vectors)  # float16, memory-mapped, when an ANN index serves
+        vectors = self._serving_vectors(vectors)  # bfloat16, memory-mapped, when an ANN index serves
         self.image_vectors_ = vectors  # the one copy: item and photo queries both score against it
         self.colour_vectors_ = colours
         self.has_image_ = has_image

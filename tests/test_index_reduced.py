@@ -15,6 +15,7 @@ from recommender.index.hnsw import HNSWIndex
 from recommender.index.persist import load_index, save_index
 from recommender.index.reduced import ReducedHNSWIndex, ReducedIVFIndex
 from recommender.ranking.filters import Filters
+from recommender.store.vector_file import BFLOAT16
 
 K = 10
 
@@ -161,7 +162,7 @@ def test_auto_reduces_wide_vectors_only_at_ann_sizes():
 @pytest.mark.parametrize("kind", ["hnsw_pca", "ivf_pca"])
 def test_facade_candidate_path_over_the_reduced_index_matches_the_exact_facade(demo_catalog, demo_recommender,
                                                                               monkeypatch, kind):
-    """The façade's large-catalog path (ANN image top-K ∪ metadata top-K, re-scored exactly with the float16
+    """The façade's large-catalog path (ANN image top-K ∪ metadata top-K, re-scored exactly with the bfloat16
     vectors memory-mapped from the cache) forced on the demo: the same top-10 as the exact scan of every row,
     for item, text and filtered queries."""
     monkeypatch.setattr(reduced, "MIN_FIT_ROWS", 20)  # let 89 products estimate a (32-d) subspace
@@ -172,7 +173,7 @@ def test_facade_candidate_path_over_the_reduced_index_matches_the_exact_facade(d
     monkeypatch.setattr(reduced, "DEFAULT_COMPONENTS", 32)
     ann = HybridRecommender(**params, index=kind).fit(demo_catalog)
     assert ann.image_index_.kind == kind and ann.image_index_.reduced_dim == 32
-    assert isinstance(ann.image_vectors_, np.memmap) and ann.image_vectors_.dtype == np.float16
+    assert isinstance(ann.image_vectors_, np.memmap) and ann.image_vectors_.dtype == BFLOAT16
     assert not ann.image_vectors_.flags.writeable
     ids = list(demo_catalog.ids)
     agree = []
@@ -217,8 +218,8 @@ def test_a_warm_fit_loads_the_saved_graph_and_a_changed_catalog_builds_its_own(d
     assert len(builds) == 3
 
 
-def test_live_updates_on_mapped_float16_vectors(demo_catalog, demo_recommender, monkeypatch):
-    """A façade over ``ivf_pca`` serves from the read-only float16 file; upsert, patch and remove still work
+def test_live_updates_on_mapped_bfloat16_vectors(demo_catalog, demo_recommender, monkeypatch):
+    """A façade over ``ivf_pca`` serves from the read-only bfloat16 file; upsert, patch and remove still work
     (new rows go to an in-memory buffer, the file is never written) and match the exact façade's answers."""
     monkeypatch.setattr(reduced, "MIN_FIT_ROWS", 20)
     monkeypatch.setattr(reduced, "DEFAULT_COMPONENTS", 32)
@@ -234,9 +235,9 @@ def test_live_updates_on_mapped_float16_vectors(demo_catalog, demo_recommender, 
         assert rec.upsert(row).replaced == ["tent"]
         rec.patch("basketball", {"brand": "Lunar"})
         assert rec.remove(["road-bike"]) == 1
-    assert ann.image_vectors_.dtype == np.float16 and len(ann.image_vectors_) == len(demo_catalog) + 2
+    assert ann.image_vectors_.dtype == BFLOAT16 and len(ann.image_vectors_) == len(demo_catalog) + 2
     (vector_file,) = (ann._index_folder().parent / "vectors").glob("*.npy")
-    np.testing.assert_array_equal(np.load(vector_file), mapped)  # the file itself is never written
+    np.testing.assert_array_equal(np.load(vector_file), mapped.view(np.uint16))  # the file itself is never written
     assert ann.recommend(text="lunar", k=5).ids == exact.recommend(text="lunar", k=5).ids
     assert set(ann.recommend(item="tent", k=K).ids) == set(exact.recommend(item="tent", k=K).ids)
     assert "road-bike" not in ann.recommend(item="basketball", k=88).ids

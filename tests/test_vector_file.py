@@ -1,4 +1,4 @@
-"""The float16 vector file the façade serves from (``store/vector_file.py``): content-named, verified, read-only."""
+"""The bfloat16 vector file the façade serves from (``store/vector_file.py``): content-named, verified, read-only."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.store.vector_file import PREFIX, mapped_float16
+from recommender.store.vector_file import BFLOAT16, PREFIX, mapped_bfloat16
 
 
 def _vectors(n: int = 300, seed: int = 0) -> np.ndarray:
@@ -14,28 +14,30 @@ def _vectors(n: int = 300, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_the_mapping_holds_the_vectors_in_float16_read_only(tmp_path):
+def test_the_mapping_holds_the_vectors_in_bfloat16_read_only(tmp_path):
     x = _vectors()
-    mapped = mapped_float16(x, tmp_path)
-    assert isinstance(mapped, np.memmap) and mapped.dtype == np.float16 and not mapped.flags.writeable
-    np.testing.assert_array_equal(mapped, x.astype(np.float16))
-    assert np.abs(mapped.astype(np.float32) @ x[0] - x @ x[0]).max() < 2e-3  # cosines within float16's step
+    mapped = mapped_bfloat16(x, tmp_path)
+    assert isinstance(mapped, np.memmap) and mapped.dtype == BFLOAT16 and not mapped.flags.writeable
+    np.testing.assert_array_equal(mapped.view(np.uint16), x.astype(BFLOAT16).view(np.uint16))
+    assert np.abs(mapped.astype(np.float32) @ x[0] - x @ x[0]).max() < 4e-3  # cosines within bfloat16's step
+    from_half = mapped_bfloat16(x.astype(np.float16), tmp_path / "half")  # float16 input: rounded once more
+    assert np.abs(from_half.astype(np.float32) - x).max() <= np.abs(x).max() * 2.0 ** -8
     files = list(tmp_path.glob(f"{PREFIX}*.npy"))
     assert len(files) == 1
-    again = mapped_float16(x, tmp_path)  # same content: the same file, found and verified
+    again = mapped_bfloat16(x, tmp_path)  # same content: the same file, found and verified
     assert list(tmp_path.glob(f"{PREFIX}*.npy")) == files and again.filename == mapped.filename
 
 
 def test_a_corrupt_file_is_rewritten_and_other_content_gets_its_own(tmp_path):
     x = _vectors()
-    first = mapped_float16(x, tmp_path)
+    first = mapped_bfloat16(x, tmp_path)
     path = Path(first.filename)
     del first
     raw = bytearray(path.read_bytes())
-    raw[-2:] = b"\x00\x7c"  # last value becomes +inf: bytes no longer match the name
+    raw[-2:] = b"\x80\x7f"  # last value becomes +inf: bytes no longer match the name
     path.write_bytes(bytes(raw))
-    fixed = mapped_float16(x, tmp_path)
-    np.testing.assert_array_equal(fixed, x.astype(np.float16))
+    fixed = mapped_bfloat16(x, tmp_path)
+    np.testing.assert_array_equal(fixed.view(np.uint16), x.astype(BFLOAT16).view(np.uint16))
     for seed in (1, 2, 3):  # three other catalogs: the oldest files beyond three are pruned
-        mapped_float16(_vectors(seed=seed), tmp_path)
+        mapped_bfloat16(_vectors(seed=seed), tmp_path)
     assert len(list(tmp_path.glob(f"{PREFIX}*.npy"))) == 3

@@ -102,7 +102,7 @@ class VectorIndex(ABC):
 
     def _check_query(self, q: np.ndarray) -> np.ndarray:
         """Query rows as finite, L2-normalised float32 ``(n, dim)``, or a ``ValueError``."""
-        x = np.atleast_2d(np.asarray(q))
+        x = _as_numeric(np.atleast_2d(np.asarray(q)))
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"query has {x.shape[-1]} dimensions, the index {self.dim}")
         if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
@@ -119,9 +119,14 @@ class VectorIndex(ABC):
 
     def _check(self, vectors: np.ndarray) -> np.ndarray:
         """Vectors as a finite float32 ``(n, dim)`` array, or a ``ValueError`` saying what is wrong."""
-        x = np.atleast_2d(np.asarray(vectors))
+        x = _as_numeric(np.atleast_2d(np.asarray(vectors)))
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"vectors have {x.shape[-1]} dimensions, the index {self.dim}")
         if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
             raise ValueError("vectors contain NaN or infinity")
         return x.astype(np.float32, copy=False)
+
+
+def _as_numeric(x: np.ndarray) -> np.ndarray:
+    """bfloat16 rows (the façade's memory-mapped vectors, ``ml_dtypes``: not a numpy number type) as float32."""
+    return x.astype(np.float32) if x.dtype.name == "bfloat16" else x

@@ -95,7 +95,8 @@ def index_content_key(index: VectorIndex, vectors, rows) -> str:
     params = {k: v for k, v in sorted(vars(index).items())
               if not k.startswith("_") and not k.endswith("_") and isinstance(v, int | float | str | bool)}
     h = hashlib.blake2b(digest_size=16)
-    dtype = np.float16 if np.asarray(vectors[:0]).dtype == np.float16 else np.float32
+    given = np.asarray(vectors[:0]).dtype
+    dtype = given if given.name in ("float16", "bfloat16") else np.float32  # hashed as stored: no float32 copy
     h.update(json.dumps({"format": FORMAT, "kind": index.kind, "params": params, "dtype": np.dtype(dtype).name},
                         sort_keys=True).encode())
     rows = np.ascontiguousarray(rows, dtype=np.int64)
