@@ -150,7 +150,7 @@ def start_server(data: Path, cache: Path, seed: str, image_root: Path, params: s
     return proc, f"http://127.0.0.1:{port}"
 
 
-def wait_ready(proc: subprocess.Popen, url: str, limit: float = 1800) -> None:
+def wait_ready(proc: subprocess.Popen, url: str, limit: float = 1800, workers: int = 1) -> None:
     import httpx
 
     t0 = time.monotonic()
@@ -158,7 +158,9 @@ def wait_ready(proc: subprocess.Popen, url: str, limit: float = 1800) -> None:
         if proc.poll() is not None:
             raise SystemExit(f"server exited with {proc.returncode}")
         try:
-            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+            # Each request a fresh connection: with several workers (a socket each) every worker must
+            # answer 200 in a row, not only the first one that finished loading.
+            if all(httpx.get(f"{url}/ready", timeout=5).status_code == 200 for _ in range(8 * workers)):
                 print(f"  ready after {time.monotonic() - t0:.0f} s", flush=True)
                 return
         except httpx.TransportError:
@@ -320,7 +322,7 @@ def main() -> None:
         proc, url = start_server(demo / "data", demo / "cache", str(DEMO_CATALOG), DEMO_CATALOG.parent, "{}",
                                  args.tree, args.workers)
         try:
-            wait_ready(proc, url)
+            wait_ready(proc, url, workers=args.workers)
             ids = list(map(str, load_catalog(DEMO_CATALOG).ids))
             bench_catalog(f"demo ({len(ids)})", url, ids, ["images/laptop.jpg", "images/football.jpg"], args)
         finally:
@@ -340,7 +342,7 @@ def main() -> None:
     print(f"  generated catalog ready ({time.perf_counter() - t0:.0f} s)", flush=True)
     proc, url = start_server(work / "data", work / "cache", "", work, args.model_params, args.tree, args.workers)
     try:
-        wait_ready(proc, url)
+        wait_ready(proc, url, workers=args.workers)
         ids = [f"p{i:06d}" for i in range(args.n)]
         bench_catalog(f"generated ({args.n})", url, ids, ["images/p000001.png", "images/p000002.png"], args)
     finally:

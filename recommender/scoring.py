@@ -113,6 +113,10 @@ def sparse_top(matrix_csc: sp.csc_matrix, qrow: sp.csr_matrix, k: int, allowed: 
         # whenever at least k pass (else the plain path below).
         step = len(hits) // TOP_SAMPLE_FROM
         sample = hits[::step][allowed[::step]]
+        # Only the sampled rows with a hit: numpy's introselect over a sample that is mostly the same value
+        # (the rows sharing no term, 3/4 of them for an item query at 100k) took 2.7 ms instead of 0.3 for
+        # about half the queries (the pivots it happened to draw).
+        sample = sample[sample > 0]
         want = int(np.ceil(TOP_OVERSAMPLE * k / step))  # each sampled row stands for `step` rows
         if want < len(sample):
             tau = np.partition(sample, len(sample) - want)[len(sample) - want]
