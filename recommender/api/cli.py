@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+import sys
 from pathlib import Path
 
 
@@ -94,10 +96,68 @@ def cmd_serve(args) -> int:
         os.environ["RECOMMENDER_DATA_DIR"] = str(Path(args.data_dir).resolve())
     if not s.api_keys:
         print("note: no RECOMMENDER_API_KEY set: the API is read-only (writes answer 403)")
+    options = {"log_level": "warning" if not args.verbose else "info", "timeout_graceful_shutdown": 5}
+    if args.workers > 1 and hasattr(socket, "SO_REUSEPORT"):
+        return _serve_balanced(args.host, args.port, args.workers, options)
     uvicorn.run("recommender.api.app:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning" if not args.verbose else "info",
-                timeout_graceful_shutdown=5)
+                workers=args.workers, **options)
     return 0
+
+
+def _serve_balanced(host: str, port: int, workers: int, options: dict) -> int:
+    """``workers`` processes, each with its own SO_REUSEPORT listening socket on ``host:port``.
+
+    uvicorn's own workers share one socket, and the first awake worker accepts a whole burst of
+    connections: at 100k products all 8 keep-alive connections of ``wrk -c8`` landed on one of two
+    workers (docs/api.md, "Measured"), leaving the other idle. With a socket each, the kernel spreads
+    new connections across the workers by a hash of the peer's address and port.
+    """
+    import multiprocessing
+    import signal
+    from multiprocessing.connection import wait
+
+    procs = [multiprocessing.get_context("spawn").Process(target=_balanced_worker, args=(host, port, options),
+                                                          name=f"recommender-worker-{i}") for i in range(workers)]
+    for proc in procs:
+        proc.start()
+    stopping = False
+
+    def stop(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: uvicorn's graceful shutdown in each worker
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    wait([proc.sentinel for proc in procs])  # the first to end: on a stop all of them; else one that failed
+    if not stopping:  # a worker died on its own (port taken, crash): serve all or none
+        stop(signal.SIGTERM, None)
+        stopping = False
+    for proc in procs:
+        proc.join()
+    # A worker stopped by our SIGTERM before uvicorn took over its signals ends with -SIGTERM: a clean stop.
+    codes = [proc.exitcode for proc in procs if proc.exitcode not in (0, -signal.SIGTERM)]
+    return 0 if stopping and not codes else (codes[0] if codes and codes[0] > 0 else 1)
+
+
+def _balanced_worker(host: str, port: int, options: dict) -> None:
+    import uvicorn
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP given, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP; without it
+    # Nagle held each response's second segment for the client's delayed ACK (~40 ms per request).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:  # one line, not a traceback per worker
+        print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    config = uvicorn.Config("recommender.api.app:create_app", factory=True, host=host, port=port, **options)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -21,14 +21,15 @@ REPO = Path(__file__).resolve().parents[2]
 STARTUP_LIMIT_S = 600  # a shared 2-core machine importing the stack; generous, not a speed target
 
 
-def start_server(data_dir: Path, small_dir: Path, cache: Path) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: Path, small_dir: Path, cache: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "RECOMMENDER_API_KEY": API_KEY, "RECOMMENDER_CACHE_DIR": str(cache),
            "RECOMMENDER_BACKBONE": "efficientnet_lite0", "RECOMMENDER_IMAGE_ROOT": str(small_dir),
            "RECOMMENDER_SEED_CATALOG": str(small_dir / "catalog.csv"), "RECOMMENDER_SYNC_INTERVAL_S": "0.2"}
     env.pop("RECOMMENDER_DATABASE_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "recommender", "serve", "--port", str(port), "--data-dir",
-                             str(data_dir)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             str(data_dir), *extra], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -74,6 +75,53 @@ def test_serve_answers_http_and_applies_a_write(servers, small_dir, api_cache, t
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status names it.
     assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
     assert b"Traceback" not in proc.stderr.read()
+
+
+def listening_sockets(port: int) -> int:
+    """How many TCP sockets listen on ``port`` (IPv4, from /proc/net/tcp: state 0A)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A")
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads /proc/net/tcp (Linux)")
+def test_two_workers_listen_on_a_socket_each_and_stop_on_sigterm(servers, small_dir, api_cache, tmp_path):
+    # One SO_REUSEPORT socket per worker (the kernel spreads connections; uvicorn's shared socket let one
+    # worker take every connection of a burst): two listening sockets, both workers answering.
+    proc, url = start_server(tmp_path / "data", small_dir, api_cache, "--workers", "2")
+    servers.append(proc)
+    port = int(url.rsplit(":", 1)[1])
+    client = wait_ready(proc, url)
+    deadline = time.monotonic() + STARTUP_LIMIT_S
+    while listening_sockets(port) < 2 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert listening_sockets(port) == 2
+    for _ in range(20):  # fresh connections: whichever worker takes them, each answers
+        with httpx.Client(base_url=url, timeout=120) as fresh:
+            while (r := fresh.get("/ready")).status_code == 503:  # the other worker may still be loading
+                time.sleep(0.3)
+            assert r.status_code == 200 and fresh.get("/v1/stats").json()["products"] == 6
+    client.close()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert listening_sockets(port) == 0
+    assert b"Traceback" not in proc.stderr.read()
+
+
+def test_two_workers_on_a_taken_port_say_so_in_one_line_and_exit(servers, small_dir, api_cache, tmp_path):
+    import socket
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # no SO_REUSEPORT: the workers cannot share it
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        proc, _ = start_server(tmp_path / "data", small_dir, api_cache, "--workers", "2", "--port",
+                               str(taken.getsockname()[1]))
+        servers.append(proc)
+        assert proc.wait(timeout=STARTUP_LIMIT_S) == 1
+        err = proc.stderr.read()
+        assert b"cannot listen on" in err and b"Traceback" not in err
+    finally:
+        taken.close()
 
 
 def test_kill_9_during_batch_upserts_loses_nothing_acknowledged(servers, small_dir, api_cache, tmp_path):
