@@ -15,7 +15,7 @@ write latency and whether each write was visible to the very next read.
 generator costs ~1-3 ms of CPU per request on the same two cores (printed as "generator CPU"), which
 is CPU the server cannot use. wrk dumps its latency histogram (µs) at the end; the intervals are
 bootstrapped from it as from Python's own samples. The mixed run stays in Python (it checks that each
-write is visible to the next read). ``--workers N`` serves with N uvicorn worker processes.
+write is visible to the next read). ``--workers N`` serves with N worker processes (a listening socket each).
 
 The generated catalog (``--n`` products) has real metadata-shaped rows (20 categories, 300 brands,
 15 colours, prices) and a distinct tiny PNG per product; its image vectors are *generated* (cluster

@@ -177,7 +177,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="start the REST API (the bundled demo on first start)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (each holds the vectors in memory)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes, one per core")
     common(p)
     p.set_defaults(func=cmd_serve)
 
