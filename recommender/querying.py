@@ -180,7 +180,7 @@ class QueryMixin:
         """Rows to score exactly: every allowed row on a small catalog or under a selective filter;
         otherwise the image top-K (filter applied in the index) and the metadata top-K (postings).
         Also the metadata scores of every row when the postings were walked for them (else None)."""
-        n_allowed = int(allowed.sum())
+        n_allowed = int(np.count_nonzero(allowed))  # not .sum(): 0.3 ms over 1M bools, 0.03
         limit = MAPPED_SCAN_LIMIT if self.image_vectors_.dtype.itemsize == 2 else EXACT_SCAN_LIMIT
         if self.image_index_ is None or n_allowed <= limit:
             return np.flatnonzero(allowed), None
@@ -206,7 +206,7 @@ class QueryMixin:
     def _ranked(self, q_img, q_col, q_meta, allowed, w, c, meta_ref, evidence_row, k, d) -> Ranking:
         """Exact hybrid ranking of the candidates, results without evidence cut, MMR if asked."""
         rows, hits = self._candidates(q_img, q_meta, allowed)
-        n_candidates = int(allowed.sum())
+        n_candidates = int(np.count_nonzero(allowed))
         img = None if q_img is None else self._image_raw(q_img, q_col, c, rows)
         if hits is not None:
             meta = hits[rows]

@@ -147,7 +147,7 @@ class IVFIndex(VectorIndex):
             mask = np.zeros(len(self._live), dtype=bool)
             n = min(len(allow), len(mask))
             mask[:n] = allow[:n] & self._live[:n]
-            share = int(mask.sum()) / self._n_live
+            share = int(np.count_nonzero(mask)) / self._n_live
             if share == 0:
                 return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
             nprobe = nlist if share <= self.exact_share else min(nlist, math.ceil(nprobe / math.sqrt(share)))
