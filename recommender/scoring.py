@@ -12,6 +12,11 @@ import scipy.sparse as sp
 
 from recommender.index.base import VectorIndex
 
+try:  # scipy's C++ CSC matrix-vector kernel (see _column_sum); absent in some future scipy: the public path
+    from scipy.sparse._sparsetools import csc_matvec as _csc_matvec
+except ImportError:  # pragma: no cover
+    _csc_matvec = None
+
 ROW_BLOCK = 65_536  # rows per block when scoring every row: bounds the temporary copy of the vectors
 SUBSET_BLOCK = ROW_BLOCK  # rows gathered at a time when scoring a subset
 POSTINGS_TAIL = 1024  # rows appended after the postings were built that queries score row by row
@@ -83,12 +88,31 @@ def posting_scores(matrix_csc: sp.csc_matrix, qrow: sp.csr_matrix, matrix: sp.cs
     n = matrix_csc.shape[0] if matrix is None else matrix.shape[0]
     if q.nnz == 0:
         return np.zeros(n, np.float32)
-    head = np.asarray(matrix_csc[:, q.indices] @ q.data.astype(np.float32), dtype=np.float32).ravel()
+    head = _column_sum(matrix_csc, q.indices, q.data.astype(np.float32))
     if n == len(head):
         return head
     out = np.empty(n, np.float32)
     out[:len(head)] = head
     out[len(head):] = np.asarray((matrix[len(head):] @ q.T).todense(), dtype=np.float32).ravel()
+    return out
+
+
+def _column_sum(matrix_csc: sp.csc_matrix, cols: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``matrix_csc[:, cols] @ w`` as float32, each column's postings read in place.
+
+    scipy's column selection copies the selected postings first: an item query's category and colour
+    postings at 1M products are ~2.6M entries (21 MB) copied per query. scipy's own C++ kernel
+    (``csc_matvec``, a private but long-stable name) runs over each column's slice of the arrays instead:
+    0.93M entries, 1.4 vs 2.0 ms (``/tmp``-scripted, side by side). Other dtypes take the public path.
+    """
+    n = matrix_csc.shape[0]
+    fast = matrix_csc.data.dtype == np.float32 and matrix_csc.indices.dtype == matrix_csc.indptr.dtype
+    if _csc_matvec is None or not fast:
+        return np.asarray(matrix_csc[:, cols] @ w, dtype=np.float32).ravel()
+    out = np.zeros(n, np.float32)
+    indptr, indices, data = matrix_csc.indptr, matrix_csc.indices, matrix_csc.data
+    for j, wj in zip(cols.tolist(), w.tolist(), strict=True):
+        _csc_matvec(n, 1, indptr[j:j + 2], indices, data, np.array([wj], np.float32), out)  # out += wj * column j
     return out
 
 

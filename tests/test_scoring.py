@@ -35,3 +35,22 @@ def test_sparse_top_returns_every_hit_when_fewer_than_k(monkeypatch):
     allowed = np.ones(len(hits), bool)
     allowed[99_999] = False
     assert sorted(scoring.sparse_top(None, None, 512, allowed, hits)) == [5, 70_000]
+
+
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("data_dtype", [np.float32, np.float64])
+def test_posting_scores_read_in_place_equal_the_full_product(index_dtype, data_dtype):
+    """The in-place column walk (scipy's csc kernel per column) gives the product of every row with the query,
+    for either index width, float64 data (the public path), and rows appended after the postings."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(5)
+    matrix = sp.random(5_000, 300, density=0.05, format="csr", dtype=np.float64, random_state=rng)
+    matrix = sp.csr_matrix(matrix.astype(data_dtype))
+    postings = matrix[:4_900].tocsc()
+    postings.indices, postings.indptr = postings.indices.astype(index_dtype), postings.indptr.astype(index_dtype)
+    for row in (0, 7, 4_950):
+        q = matrix[row]
+        want = np.asarray((matrix @ q.T).todense()).ravel()
+        np.testing.assert_allclose(scoring.posting_scores(postings, q, matrix), want, rtol=1e-5, atol=1e-6)
+    assert not scoring.posting_scores(postings, sp.csr_matrix((1, 300)), matrix).any()
