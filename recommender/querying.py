@@ -34,7 +34,7 @@ EXACT_SCAN_LIMIT = 20_000
 MAPPED_SCAN_LIMIT = 2_000
 #: Image top-K from the index and metadata top-K from the postings. 384 rather than 512: at 100k, item
 #: queries 7.8 -> 5.2 ms CPU for recall@10 .991 -> .985 against the exact scan (256: 4.3 ms, .971);
-#: bench/bench_candidates.py, docs/index.md "Candidates per side".
+#: bench/bench_candidates.py, docs/index.md "Serving vectors in bfloat16; 384 candidates per side".
 CANDIDATES_PER_SIDE = 384
 MMR_POOL = 200  # diversity re-ranks the best this-many results (at least 10 x k), not the catalog
 #: Words recognised in a text query that become filters (and stop being words to match).
