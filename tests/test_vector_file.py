@@ -41,3 +41,19 @@ def test_a_corrupt_file_is_rewritten_and_other_content_gets_its_own(tmp_path):
     for seed in (1, 2, 3):  # three other catalogs: the oldest files beyond three are pruned
         mapped_bfloat16(_vectors(seed=seed), tmp_path)
     assert len(list(tmp_path.glob(f"{PREFIX}*.npy"))) == 3
+
+
+def test_a_float16_file_under_the_name_is_rewritten_and_old_float16_files_go(tmp_path):
+    x = _vectors()
+    first = mapped_bfloat16(x, tmp_path)
+    path = Path(first.filename)
+    del first
+    np.save(path, x.astype(np.float16))  # the right name and shape, another dtype: never read as bfloat16
+    legacy = tmp_path / "vectors-f16-0123.npy"
+    np.save(legacy, x.astype(np.float16))
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.npy"
+    np.save(outside, x.astype(np.float16))
+    (tmp_path / "vectors-f16-link.npy").symlink_to(outside)  # a link is neither followed nor its target removed
+    fixed = mapped_bfloat16(x, tmp_path)
+    np.testing.assert_array_equal(fixed.view(np.uint16), x.astype(BFLOAT16).view(np.uint16))
+    assert not legacy.exists() and outside.is_file()

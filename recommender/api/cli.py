@@ -138,8 +138,10 @@ def _serve_balanced(host: str, port: int, workers: int, options: dict) -> int:
     for proc in procs:
         proc.join()
     # A worker stopped by our SIGTERM before uvicorn took over its signals ends with -SIGTERM: a clean stop.
-    codes = [proc.exitcode for proc in procs if proc.exitcode not in (0, -signal.SIGTERM)]
-    return 0 if stopping and not codes else (codes[0] if codes and codes[0] > 0 else 1)
+    failed = [proc.exitcode for proc in procs if proc.exitcode not in (0, -signal.SIGTERM)]
+    if failed:
+        return failed[0] if failed[0] > 0 else 1  # killed by another signal: still a failure
+    return 0 if stopping else 1  # a worker that ended on its own, unasked, is a failure too
 
 
 def _balanced_worker(host: str, port: int, options: dict) -> None:
