@@ -34,6 +34,8 @@ BASE = {"backbone": "efficientnet_lite0"}
 ROWS: dict[str, tuple[dict, tuple[tuple[float, ...], float]]] = {
     "baseline": ({}, ((), 1.0)),
     "features-gap": ({"features": "gap"}, ((), 1.0)),
+    # TensorFlow float32 vs the default runtime (OpenVINO; bfloat16 on CPUs with bfloat16 units)
+    "runtime-tensorflow": ({"image_runtime": "tensorflow"}, ((), 1.0)),
     "features-grid": ({"features": "grid"}, ((), 1.0)),
     "adapter-off": ({"adapter": "off"}, ((), 1.0)),
     "no-flip-adapter-off": ({"flip_tta": False, "adapter": "off"}, ((), 1.0)),

@@ -19,6 +19,7 @@ from sklearn.base import BaseEstimator
 from recommender.catalog.loader import Catalog, load_catalog, split_values
 from recommender.errors import QueryError, RecommenderError
 from recommender.features.embedders import ColourEmbedder, ImageEmbedder, has_classifier_head, resolve_backbone
+from recommender.features.inference import plan_inference
 from recommender.features.postprocess import self_dominant_dba
 from recommender.features.projection import LabelProjection, out_of_fold_similarity
 from recommender.features.view_choice import FeatureChoice, choose_features
@@ -105,6 +106,8 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         :data:`~recommender.features.text_embedder.AUTO_MAX_PRODUCTS` products (``text_embedding_note_`` says
         which and why); ``minilm`` without the model installed is a one-line error.
     text_embedding_weight: the embedding's share of the metadata similarity (the rest is TF-IDF/BM25 words).
+    image_runtime: what runs the image network, see :class:`ImageEmbedder` (``auto``: OpenVINO where
+        installed, else TensorFlow).
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         adapter: str = "auto",
         text_embedding: str = "auto",
         text_embedding_weight: float = DEFAULT_TEXT_EMBEDDING_WEIGHT,
+        image_runtime: str = "auto",
     ) -> None:
         self.backbone = backbone
         self.weight = weight
@@ -164,6 +168,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         self.adapter = adapter
         self.text_embedding = text_embedding
         self.text_embedding_weight = text_embedding_weight
+        self.image_runtime = image_runtime
 
     # -- fitting -----------------------------------------------------------------------------
     def _image_embedder(self, backbone: str, features: str | None = None) -> ImageEmbedder:
@@ -172,7 +177,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         semantic = self.semantic if has_classifier_head(resolve_backbone(backbone).name) else 0.0
         features = features or getattr(self, "features_", None) or ("gap" if self.features == "auto" else self.features)
         return ImageEmbedder(backbone, batch_size=self.batch_size, flip_tta=self.flip_tta, semantic=semantic,
-                             features=features)
+                             features=features, runtime=self.image_runtime)
 
     def fit(self, catalog: Catalog | Path | str, progress: Progress | None = None, photos=None) -> HybridRecommender:
         """Embed (cached) and index the catalog. ``photos``: labelled shop photos for the adapter, an
@@ -349,7 +354,9 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
 
     def image_pipeline_description(self) -> str:
         semantic = self._embedder_semantic()
-        parts = [self.backbone_, "grid features" if getattr(self, "features_", self.features) == "grid" else None,
+        plan = plan_inference(self.image_runtime)
+        parts = [self.backbone_, f"{plan.runtime} {plan.precision}",
+                 "grid features" if getattr(self, "features_", self.features) == "grid" else None,
                  "flip-TTA" if self.flip_tta else None,
                  f"semantic {semantic:g}" if semantic else None,
                  f"DBA k={self.dba_k}" if self.dba_k else None,

@@ -44,7 +44,7 @@ def test_auto_uses_vgg16_weights_placed_in_models(no_keras_cache):
         legacy_h5_format.save_weights_to_hdf5_group(f, vgg)
     choice = resolve_backbone("auto", no_keras_cache)
     assert choice.name == "vgg16" and "VGG16 weights found" in choice.reason
-    emb = ImageEmbedder(models_dir=no_keras_cache).fit()
+    emb = ImageEmbedder(models_dir=no_keras_cache, runtime="tensorflow").fit()  # the Keras model is compared
     assert emb.backbone_ == "vgg16" and emb.feature_dim_ == 512
     np.testing.assert_array_equal(emb.model_.get_layer("block1_conv1").get_weights()[0],
                                   vgg.get_layer("block1_conv1").get_weights()[0])
@@ -63,16 +63,17 @@ def test_embedder_contract_and_batching(lite0_embedder):
         lite0_embedder.embed_arrays(np.zeros((1, 100, 100, 3), np.uint8))
 
 
-def test_grid_features_are_the_benchmarked_ones(lite0_embedder):
+def test_grid_features_are_the_benchmarked_ones():
     """ImageEmbedder(features="grid") computes what bench_fashion_mnist.py measures."""
     from recommender.evaluation.fashion_mnist import load_slice, to_rgb_batch
     from recommender.features.postprocess import build_feature_model, make_embed_fn
 
     images, _, _ = load_slice()
     pixels = to_rgb_batch(images[:4])
-    grid = ImageEmbedder("efficientnet_lite0", features="grid").fit()
+    grid = ImageEmbedder("efficientnet_lite0", features="grid", runtime="tensorflow").fit()
     assert grid.feature_dim_ == 112 * 49 and "grid" in grid.identity().preprocess
-    reference = make_embed_fn(build_feature_model(lite0_embedder.model_))(pixels)
+    plain = ImageEmbedder("efficientnet_lite0", runtime="tensorflow").fit()
+    reference = make_embed_fn(build_feature_model(plain.model_))(pixels)
     np.testing.assert_allclose(grid.embed_arrays(pixels), reference, atol=1e-5)
     with pytest.raises(ValueError, match="grid features"):
         ImageEmbedder("vgg16", features="grid").identity()

@@ -130,7 +130,7 @@ def test_lite0_retrieval_quality_on_the_slice():
     from recommender.index.exact import l2_normalise
 
     images, labels, _ = load_slice()
-    embedder = ImageEmbedder("efficientnet_lite0").fit()
+    embedder = ImageEmbedder("efficientnet_lite0", runtime="tensorflow").fit()
     grid = build_feature_model(embedder.model_)
     both = keras.Model(embedder.model_.input, [embedder.model_.output, grid.output])  # one forward pass
 

@@ -1,0 +1,190 @@
+"""Where the image network runs: OpenVINO (the default where it is installed) or TensorFlow.
+
+The networks are defined once, in Keras (:mod:`recommender.features.efficientnet_lite`, Keras
+applications). TensorFlow runs them at ~48 img/s with flip-TTA on 2 cores of a Sapphire Rapids Xeon;
+OpenVINO runs the same graph, converted, at ~88 img/s in float32 and ~170 img/s in bfloat16, its own
+default on CPUs with bfloat16 units (AMX, AVX512-BF16); measured side by side in
+``bench/bench_runtimes.py``. float32 OpenVINO vectors equal TensorFlow's (cosine 1 - 1e-7), so the two
+share one cache; bfloat16 vectors differ a little (cosine >= .997) and get a cache of their own (the
+``+bf16`` tag in :meth:`InferencePlan.tag`, part of the embedder's identity).
+
+The converted model is kept as OpenVINO IR in a small content-addressed folder (``model_cache_dir``): a
+later start reads it (well under a second) and never imports TensorFlow (3-5 s). Each entry is written
+to a temporary folder and renamed into place, and carries the SHA-256 of its files, checked on every
+read; an entry that does not match is rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recommender.errors import RecommenderError, WeightsUnavailableError
+
+RUNTIMES = ("auto", "openvino", "openvino-bf16", "tensorflow")
+IR_FORMAT = 1  # bump when what goes into the IR (our graph or its conversion) changes
+_IR_FILES = ("model.xml", "model.bin")
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    """Which runtime runs the image network, at which precision, and why."""
+
+    runtime: str  # "openvino" | "tensorflow"
+    precision: str  # "f32" | "bf16"
+    reason: str
+
+    @property
+    def tag(self) -> str:
+        """The part of the embedder identity (and so of the cache folder) this plan adds: vectors made
+        in bfloat16 are not mixed with float32 ones."""
+        return "" if self.precision == "f32" else f"+{self.precision}"
+
+
+def openvino_installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+@functools.cache
+def _cpu_has_bfloat16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def plan_inference(runtime: str = "auto") -> InferencePlan:
+    """Resolve ``runtime`` (one of :data:`RUNTIMES`) on this machine without loading a model.
+
+    ``auto`` takes OpenVINO in float32 where it is installed (vectors equal to TensorFlow's), else
+    TensorFlow; ``openvino-bf16`` asks for bfloat16 where the CPU has bfloat16 units (about twice as
+    fast again, but grocery shop-photo R@1 -.030 [-.054, -.007] on the suite: opt-in, docs/evaluation.md).
+    """
+    if runtime not in RUNTIMES:
+        raise RecommenderError(f"image runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "tensorflow":
+        return InferencePlan("tensorflow", "f32", "requested")
+    if not openvino_installed():
+        if runtime == "auto":
+            return InferencePlan("tensorflow", "f32", "auto: OpenVINO is not installed")
+        raise WeightsUnavailableError(f"image runtime {runtime!r} needs OpenVINO: pip install -r requirements.txt")
+    if runtime == "openvino-bf16":
+        if _cpu_has_bfloat16():
+            return InferencePlan("openvino", "bf16", "requested")
+        return InferencePlan("openvino", "f32", "bfloat16 requested, but this CPU has no bfloat16 units")
+    return InferencePlan("openvino", "f32", f"{runtime}: OpenVINO installed")
+
+
+def model_cache_dir() -> Path:
+    """``$RECOMMENDER_MODEL_CACHE``, else ``$XDG_CACHE_HOME/recommender/models`` (``~/.cache/...``)."""
+    explicit = os.environ.get("RECOMMENDER_MODEL_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "recommender" / "models"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_cached_ir(entry: Path):
+    """The IR model in ``entry`` if every file matches its recorded hash, else None."""
+    import openvino as ov
+
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text())
+        for name in _IR_FILES:
+            if manifest.get(name) != _file_sha256(entry / name):
+                return None
+        return ov.Core().read_model(entry / "model.xml")
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
+def _write_cached_ir(model, entry: Path) -> None:
+    """Save ``model`` as ``entry`` atomically; a cache that cannot be written is skipped, not fatal."""
+    import openvino as ov
+
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
+    except OSError:
+        return
+    try:
+        ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
+        manifest = {name: _file_sha256(tmp / name) for name in _IR_FILES}
+        (tmp / "manifest.json").write_text(json.dumps(manifest))
+        if entry.exists():  # a broken entry (hash mismatch) is replaced
+            shutil.rmtree(entry, ignore_errors=True)
+        os.replace(tmp, entry)
+    except OSError:
+        pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class OpenVinoForward:
+    """A compiled OpenVINO model as a numpy function ``(n, S, S, 3) float32 -> (n, d) float32``.
+
+    Compiled for one image per request, at a fixed shape, with OpenVINO's throughput streams (one per
+    core here), and a queue of requests kept full: on 2 cores, Lite0 with flip-TTA in float32, 145 img/s
+    against 93 for batches of 32 at a dynamic shape on both cores (``bench/bench_runtimes.py``): small
+    fixed shapes keep the activations in cache, and a stream per core avoids the synchronisation of
+    splitting each small layer across cores. One caller at a time (a lock): the queue is not
+    thread-safe, and one call already keeps every core busy."""
+
+    def __init__(self, model, precision: str) -> None:
+        import openvino as ov
+
+        height, width, channels = (d.get_length() for d in list(model.inputs[0].get_partial_shape())[1:])
+        model.reshape([1, height, width, channels])
+        compiled = ov.Core().compile_model(
+            model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT"})
+        # Twice what OpenVINO suggests: a request waits ready while Python collects a finished one.
+        self._queue = ov.AsyncInferQueue(compiled, 2 * int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self._queue.set_callback(_store_output)
+        self._dim = compiled.outputs[0].get_partial_shape()[1].get_length()
+        self._lock = threading.Lock()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty((len(x), self._dim), dtype=np.float32)
+        with self._lock:
+            for i in range(len(x)):
+                self._queue.start_async({0: x[i:i + 1]}, (out, i))
+            self._queue.wait_all()
+        return out
+
+
+def _store_output(request, where: tuple[np.ndarray, int]) -> None:
+    out, row = where
+    out[row] = request.get_output_tensor(0).data[0]
+
+
+def openvino_forward(key: str, plan: InferencePlan, tf_function: Callable[[], object]) -> OpenVinoForward:
+    """The network ``key`` names, compiled for ``plan``: read from the model cache, or converted from
+    ``tf_function()`` (a ``tf.function`` with an input signature; imports TensorFlow) and cached."""
+    import openvino as ov
+
+    entry = model_cache_dir() / "openvino" / hashlib.sha256(
+        f"{key}|ir{IR_FORMAT}|{ov.__version__}".encode()).hexdigest()[:24]
+    model = _read_cached_ir(entry) if entry.is_dir() else None
+    if model is None:
+        model = ov.convert_model(tf_function().get_concrete_function())
+        _write_cached_ir(model, entry)
+    return OpenVinoForward(model, plan.precision)

@@ -1,0 +1,122 @@
+"""The image network's runtimes: OpenVINO (default where installed) against TensorFlow, the cached
+converted model, and what happens when that cache is damaged or cannot be written."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from recommender import HybridRecommender
+from recommender.errors import RecommenderError
+from recommender.features.embedders import ImageEmbedder
+from recommender.features.images import load_for_model
+from recommender.features.inference import openvino_installed, plan_inference
+from tests.conftest import DEMO_DIR
+
+ROOT = DEMO_DIR.parents[1]
+
+needs_openvino = pytest.mark.skipif(not openvino_installed(), reason="OpenVINO not installed (requirements.txt)")
+PHOTOS = ["laptop.jpg", "tennis-ball.jpg", "t-shirt.png", "orchid.jpg", "basketball.jpg", "apple-juice.png"]
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    return np.stack([load_for_model(DEMO_DIR / "images" / n, 224) for n in PHOTOS])
+
+
+@pytest.fixture()
+def model_cache(tmp_path, monkeypatch):
+    folder = tmp_path / "models"
+    monkeypatch.setenv("RECOMMENDER_MODEL_CACHE", str(folder))
+    return folder
+
+
+@needs_openvino
+def test_the_default_runtime_equals_tensorflow_and_shares_its_cache(pixels, lite0_embedder):
+    params = {"backbone": "efficientnet_lite0", "flip_tta": True, "semantic": 0.5}
+    tf_vectors = ImageEmbedder(**params, runtime="tensorflow").fit().embed_arrays(pixels)
+    ov = ImageEmbedder(**params).fit()
+    assert ov.runtime_ == "openvino f32" and plan_inference("auto").runtime == "openvino"
+    np.testing.assert_allclose(ov.embed_arrays(pixels), tf_vectors, atol=2e-5)
+    assert ov.identity().folder == ImageEmbedder(**params, runtime="tensorflow").identity().folder
+    # One image at a time or many: the same vectors (the runtime queues one image per request).
+    alone = np.concatenate([lite0_embedder.embed_arrays(pixels[i:i + 1]) for i in range(len(pixels))])
+    np.testing.assert_allclose(lite0_embedder.embed_arrays(pixels), alone, atol=1e-6)
+
+
+@needs_openvino
+def test_bfloat16_is_close_to_float32_and_keeps_its_own_cache(pixels, lite0_embedder):
+    plan = plan_inference("openvino-bf16")
+    bf16 = ImageEmbedder("efficientnet_lite0", runtime="openvino-bf16").fit()
+    assert bf16.runtime_ == f"openvino {plan.precision}"  # float32 on a CPU without bfloat16 units
+    reference = lite0_embedder.embed_arrays(pixels)
+    vectors = bf16.embed_arrays(pixels)
+    cosines = (vectors * reference).sum(axis=1)
+    assert cosines.min() > 0.995, cosines
+    np.testing.assert_array_equal(np.argmax(vectors @ reference.T, axis=1), np.arange(len(PHOTOS)))
+    same_folder = bf16.identity().folder == lite0_embedder.identity().folder
+    assert same_folder == (plan.precision == "f32")
+
+
+def _embed_in_child(cache) -> dict:
+    code = (
+        "import json, sys, numpy as np\n"
+        "from recommender.features.embedders import ImageEmbedder\n"
+        "from recommender.features.images import load_for_model\n"
+        f"x = np.stack([load_for_model({str(DEMO_DIR / 'images' / PHOTOS[0])!r}, 224)])\n"
+        "e = ImageEmbedder('efficientnet_lite0', runtime='openvino').fit()\n"
+        "print(json.dumps({'tf': 'tensorflow' in sys.modules, 'v': e.embed_arrays(x)[0].tolist()}))\n")
+    env = {**os.environ, "RECOMMENDER_MODEL_CACHE": str(cache)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@needs_openvino
+def test_a_later_start_reads_the_converted_model_without_tensorflow(tmp_path):
+    first = _embed_in_child(tmp_path / "models")
+    again = _embed_in_child(tmp_path / "models")
+    assert first["tf"] and not again["tf"]  # 3-5 s of import saved on every later start
+    np.testing.assert_array_equal(first["v"], again["v"])
+    (entry,) = (tmp_path / "models" / "openvino").iterdir()
+    assert sorted(p.name for p in entry.iterdir()) == ["manifest.json", "model.bin", "model.xml"]
+
+
+@needs_openvino
+@pytest.mark.parametrize("damage", ["flip-a-weight", "truncate-graph", "no-manifest"])
+def test_a_damaged_cached_model_is_rebuilt_never_used(pixels, model_cache, damage):
+    fresh = ImageEmbedder("efficientnet_lite0", runtime="openvino").fit()
+    expected = fresh.embed_arrays(pixels[:2])
+    (entry,) = (model_cache / "openvino").iterdir()
+    if damage == "flip-a-weight":
+        data = bytearray((entry / "model.bin").read_bytes())
+        data[len(data) // 2] ^= 0x40
+        (entry / "model.bin").write_bytes(bytes(data))
+    elif damage == "truncate-graph":
+        (entry / "model.xml").write_bytes((entry / "model.xml").read_bytes()[:500])
+    else:
+        (entry / "manifest.json").unlink()
+    again = ImageEmbedder("efficientnet_lite0", runtime="openvino").fit()
+    assert hasattr(again, "model_")  # converted again from the Keras model
+    np.testing.assert_array_equal(again.embed_arrays(pixels[:2]), expected)
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert set(manifest) == {"model.xml", "model.bin"}
+    third = ImageEmbedder("efficientnet_lite0", runtime="openvino").fit()
+    assert not hasattr(third, "model_")  # the repaired entry is used
+
+
+@needs_openvino
+def test_an_unwritable_model_cache_still_embeds(pixels, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("RECOMMENDER_MODEL_CACHE", str(blocker / "models"))
+    vectors = ImageEmbedder("efficientnet_lite0", runtime="openvino").fit().embed_arrays(pixels[:2])
+    assert vectors.shape == (2, 1280) and np.isfinite(vectors).all()
+
+
+def test_unknown_runtime_is_one_line(demo_catalog, tmp_path):
+    expected = "image runtime must be one of auto, openvino, openvino-bf16, tensorflow, got 'cuda'"
+    with pytest.raises(RecommenderError, match=expected):
+        HybridRecommender(image_runtime="cuda", cache_dir=tmp_path).fit(demo_catalog)
