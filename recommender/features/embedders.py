@@ -232,7 +232,8 @@ class ImageEmbedder(BaseEstimator):
                    f"{float(self.semantic_temperature):g}|{self.input_size_}")
             self._forward = openvino_forward(key, plan, self._tensorflow_forward)
         else:
-            self._forward = self._tensorflow_forward()
+            graph = self._tensorflow_forward()
+            self._forward = lambda x: np.asarray(graph(x.astype(np.float32)))
         return self
 
     def _tensorflow_forward(self):
@@ -272,14 +273,13 @@ class ImageEmbedder(BaseEstimator):
         return (self.features,)
 
     def embed_arrays(self, pixels: np.ndarray) -> np.ndarray:
-        """``(n, S, S, 3)`` uint8 RGB -> ``(n, feature_dim_)`` L2-normalised float32."""
+        """``(n, S, S, 3)`` uint8 RGB (other dtypes are rounded and clipped to 0..255) -> ``(n, feature_dim_)``
+        L2-normalised float32."""
         pixels = _check_pixels(pixels, self.input_size_)
-        def forward(x: np.ndarray) -> np.ndarray:
-            return np.asarray(self._forward(x))
-
+        forward = self._forward  # uint8 pixels -> one row per image
         out = np.empty((len(pixels), self.feature_dim_), dtype=np.float32)
         for start in range(0, len(pixels), self.batch_size):
-            batch = pixels[start:start + self.batch_size].astype(np.float32)
+            batch = pixels[start:start + self.batch_size]
             if self.flip_tta:  # postprocess.flip_tta, with both views in one call (the runtime's queue stays full)
                 both = forward(np.concatenate([batch, batch[:, :, ::-1]]))
                 n = len(batch)
@@ -373,6 +373,8 @@ def _check_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
     pixels = np.asarray(pixels)
     if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
         raise ValueError(f"expected (n, {size}, {size}, 3) pixels, got {pixels.shape}")
+    if pixels.dtype != np.uint8:  # the runtimes take 0..255 bytes; other dtypes are rounded into that range
+        pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
     return pixels
 
 

@@ -139,7 +139,7 @@ def _write_cached_ir(model, entry: Path) -> None:
 
 
 class OpenVinoForward:
-    """A compiled OpenVINO model as a numpy function ``(n, S, S, 3) float32 -> (n, d) float32``.
+    """A compiled OpenVINO model as a numpy function ``(n, S, S, 3) uint8 -> (n, d) float32``.
 
     Compiled for one image per request, at a fixed shape, with OpenVINO's throughput streams (one per
     core here), and a queue of requests kept full: on 2 cores, Lite0 with flip-TTA in float32, 145 img/s
@@ -150,9 +150,15 @@ class OpenVinoForward:
 
     def __init__(self, model, precision: str) -> None:
         import openvino as ov
+        from openvino.preprocess import PrePostProcessor
 
         height, width, channels = (d.get_length() for d in list(model.inputs[0].get_partial_shape())[1:])
         model.reshape([1, height, width, channels])
+        # Pixels arrive as uint8: the conversion to float happens inside the compiled graph, per request,
+        # rather than as a 4x larger float copy of every batch while the cores wait.
+        ppp = PrePostProcessor(model)
+        ppp.input().tensor().set_element_type(ov.Type.u8)
+        model = ppp.build()
         compiled = ov.Core().compile_model(
             model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT"})
         # Twice what OpenVINO suggests: a request waits ready while Python collects a finished one.
@@ -162,7 +168,7 @@ class OpenVinoForward:
         self._lock = threading.Lock()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=np.uint8)
         out = np.empty((len(x), self._dim), dtype=np.float32)
         with self._lock:
             for i in range(len(x)):
