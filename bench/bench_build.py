@@ -1,6 +1,7 @@
 """Cold-build throughput of the image embedding build on real images (2-core CPU), side by side.
 
     python bench/bench_build.py [--fmnist 600] [--big 0] [--workers N] [--repeat 2] [--tta both|on|off]
+        [--runtimes auto tensorflow]
 
 For each image set and flip-TTA on/off, one child process (so its peak RSS is its own) loads the
 default image model (EfficientNet-Lite0 with the recommender's default levers) and, alternately,
@@ -72,7 +73,8 @@ def _write_big(folder: Path, n: int) -> Path:
     return folder / "catalog.csv"
 
 
-def child(catalog_csv: str, flip_tta: bool, repeat: int, batch_size: int, workers: int | None) -> None:
+def child(catalog_csv: str, flip_tta: bool, repeat: int, batch_size: int, workers: int | None,
+          runtime: str = "auto") -> None:
     """Runs in its own process: print one JSON line of timings and its peak RSS."""
     import numpy as np
 
@@ -82,7 +84,8 @@ def child(catalog_csv: str, flip_tta: bool, repeat: int, batch_size: int, worker
     from recommender.store.build import build_embeddings
 
     catalog = load_catalog(catalog_csv)
-    rec = HybridRecommender(backbone="efficientnet_lite0", flip_tta=flip_tta, batch_size=batch_size)
+    rec = HybridRecommender(backbone="efficientnet_lite0", flip_tta=flip_tta, batch_size=batch_size,
+                            image_runtime=runtime)
     embedder = rec._image_embedder("efficientnet_lite0").fit()  # noqa: SLF001 - the default pipeline's embedder
     embedder.embed_arrays(np.zeros((2, 224, 224, 3), np.uint8))  # trace the graph outside the timing
     paths = [catalog.image_path(i) for i in range(len(catalog))]
@@ -120,10 +123,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--tta", choices=["both", "on", "off"], default="both")
+    ap.add_argument("--runtimes", nargs="+", default=["auto"], help="image runtimes to compare (auto tensorflow ...)")
     ap.add_argument("--child", nargs=2, metavar=("CATALOG", "TTA"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], args.child[1] == "on", args.repeat, args.batch_size, args.workers)
+        child(args.child[0], args.child[1] == "on", args.repeat, args.batch_size, args.workers, args.runtimes[0])
         return
 
     from recommender.catalog.loader import DEMO_CATALOG
@@ -142,13 +146,13 @@ def main() -> None:
     ttas = ["on", "off"] if args.tta == "both" else [args.tta]
     print(f"cores {os.cpu_count()}, batch {args.batch_size}, decode workers {args.workers or 'default'}, "
           f"repeats {args.repeat}; load average {os.getloadavg()[0]:.1f}; img/s median [min-max]")
-    print(f"{'image set':28s} {'TTA':4s} {'n':>5s}  {'sequential':>20s}  {'pipelined':>20s}  ratio  "
+    print(f"{'image set':28s} {'runtime':11s} {'TTA':4s} {'n':>5s}  {'sequential':>20s}  {'pipelined':>20s}  ratio  "
           f"RSS model/peak MB")
     try:
         for name, csv in sets.items():
-            for tta in ttas:
+            for tta, runtime in ((t, r) for t in ttas for r in args.runtimes):
                 cmd = [sys.executable, __file__, "--child", str(csv), tta, "--repeat", str(args.repeat),
-                       "--batch-size", str(args.batch_size)]
+                       "--batch-size", str(args.batch_size), "--runtimes", runtime]
                 cmd += ["--workers", str(args.workers)] if args.workers else []
                 env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
                 run = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -157,7 +161,7 @@ def main() -> None:
                     continue
                 r = json.loads(run.stdout.strip().splitlines()[-1])
                 ratio = statistics.median(r["pipelined"]) / statistics.median(r["sequential"])
-                print(f"{name:28s} {tta:4s} {r['n']:5d}  {_summary(r['sequential']):>20s}  "
+                print(f"{name:28s} {runtime:11s} {tta:4s} {r['n']:5d}  {_summary(r['sequential']):>20s}  "
                       f"{_summary(r['pipelined']):>20s}  {ratio:4.2f}x  {r['rss_model_mb']:.0f}/{r['rss_peak_mb']:.0f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

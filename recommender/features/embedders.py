@@ -230,7 +230,10 @@ class ImageEmbedder(BaseEstimator):
             # What the converted graph depends on (flip-TTA runs outside it; precision is a compile option).
             key = (f"{choice.name}|{ident.weights}|{','.join(self._views())}|{float(self.semantic):g}|"
                    f"{float(self.semantic_temperature):g}|{self.input_size_}")
-            self._forward = openvino_forward(key, plan, self._tensorflow_forward)
+            params = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+                      for k, v in self.get_params().items()}
+            spec = (f"{type(self).__module__}:{type(self).__qualname__}", params)
+            self._forward = openvino_forward(key, plan, self._tensorflow_forward, spec)
         else:
             graph = self._tensorflow_forward()
             self._forward = lambda x: np.asarray(graph(x.astype(np.float32)))

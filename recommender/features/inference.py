@@ -1,27 +1,31 @@
 """Where the image network runs: OpenVINO (the default where it is installed) or TensorFlow.
 
 The networks are defined once, in Keras (:mod:`recommender.features.efficientnet_lite`, Keras
-applications). TensorFlow runs them at ~48 img/s with flip-TTA on 2 cores of a Sapphire Rapids Xeon;
-OpenVINO runs the same graph, converted, at ~88 img/s in float32 and ~170 img/s in bfloat16, its own
-default on CPUs with bfloat16 units (AMX, AVX512-BF16); measured side by side in
-``bench/bench_runtimes.py``. float32 OpenVINO vectors equal TensorFlow's (cosine 1 - 1e-7), so the two
-share one cache; bfloat16 vectors differ a little (cosine >= .997) and get a cache of their own (the
-``+bf16`` tag in :meth:`InferencePlan.tag`, part of the embedder's identity).
+applications); OpenVINO runs the same graph, converted. On 2 cores of a Sapphire Rapids Xeon, the
+default network (Lite0 + semantic head) with flip-TTA on real photos (``bench/bench_runtimes.py``, one
+run, interleaved): TensorFlow 44.7 img/s; OpenVINO float32 129.1 (2.9x), with vectors equal to
+TensorFlow's (1 - cosine <= 1.2e-7, so the two share one cache); OpenVINO bfloat16 259.9 (5.8x), vectors
+1.6e-3 away, which cost grocery shop-photo R@1 .030 on the suite: opt-in (``openvino-bf16``), with a
+cache of its own (the ``+bf16`` tag in :meth:`InferencePlan.tag`, part of the embedder's identity).
 
 The converted model is kept as OpenVINO IR in a small content-addressed folder (``model_cache_dir``): a
-later start reads it (well under a second) and never imports TensorFlow (3-5 s). Each entry is written
+later start reads it (well under a second) and never imports TensorFlow (3-5 s); the conversion itself
+runs in a child process, so the process that embeds never holds TensorFlow's memory either. Each entry is written
 to a temporary folder and renamed into place, and carries the SHA-256 of its files, checked on every
 read; an entry that does not match is rebuilt, never used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -182,15 +186,57 @@ def _store_output(request, where: tuple[np.ndarray, int]) -> None:
     out[row] = request.get_output_tensor(0).data[0]
 
 
-def openvino_forward(key: str, plan: InferencePlan, tf_function: Callable[[], object]) -> OpenVinoForward:
-    """The network ``key`` names, compiled for ``plan``: read from the model cache, or converted from
-    ``tf_function()`` (a ``tf.function`` with an input signature; imports TensorFlow) and cached."""
+def openvino_forward(key: str, plan: InferencePlan, tf_function: Callable[[], object],
+                     embedder: tuple[str, dict] | None = None) -> OpenVinoForward:
+    """The network ``key`` names, compiled for ``plan``: read from the model cache, else converted and cached.
+
+    The conversion needs TensorFlow (3-5 s to import, ~1 GB that stays in the process). With ``embedder``
+    (``("module:Class", params)`` of the :class:`ImageEmbedder` asking) it runs in a child process that
+    fills the cache, so a build, the app or an API worker never holds TensorFlow; if that fails (say the
+    cache cannot be written), here, from ``tf_function()`` (a ``tf.function`` with an input signature).
+    """
     import openvino as ov
 
     entry = model_cache_dir() / "openvino" / hashlib.sha256(
         f"{key}|ir{IR_FORMAT}|{ov.__version__}".encode()).hexdigest()[:24]
     model = _read_cached_ir(entry) if entry.is_dir() else None
+    if model is None and embedder is not None and not os.environ.get(_CONVERTING):
+        _convert_in_child(*embedder)
+        model = _read_cached_ir(entry) if entry.is_dir() else None
     if model is None:
         model = ov.convert_model(tf_function().get_concrete_function())
         _write_cached_ir(model, entry)
     return OpenVinoForward(model, plan.precision)
+
+
+_CONVERTING = "RECOMMENDER_CONVERTING_MODEL"  # set in the child: convert in-process, never spawn again
+
+
+def _convert_in_child(spec: str, params: dict) -> None:
+    """Run ``python -m recommender.features.inference spec params`` (which fits that embedder, filling the
+    model cache); its failures are left to the in-process path."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, _CONVERTING: "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+           "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run([sys.executable, "-m", "recommender.features.inference", spec, json.dumps(params)],
+                       env=env, capture_output=True, timeout=_CONVERT_TIMEOUT, check=False)
+
+
+_CONVERT_TIMEOUT = 900  # seconds: TensorFlow's import and a Keras build on a loaded machine, with room
+
+
+def _child_main(spec: str, params_json: str) -> int:
+    from recommender.features.embedders import ImageEmbedder
+
+    module, _, name = spec.partition(":")
+    cls = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ImageEmbedder)):
+        print(f"not an image embedder: {spec}", file=sys.stderr)
+        return 2
+    cls(**json.loads(params_json)).fit()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(*sys.argv[1:3]))
