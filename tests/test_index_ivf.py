@@ -108,3 +108,25 @@ def test_ivf_pca_reduces_and_candidates_rescore_to_the_exact_top10():
     _, cand = index.search(q, 100)
     rescored = [c[np.argsort(-(x[c] @ qi))][:K] for c, qi in zip(cand, q, strict=True)]
     assert _recall(np.array(rescored), _exact(x).search(q, K)[1]) >= 0.99
+
+
+def test_ivf_returns_its_stored_vectors_by_id_through_updates_and_a_reload(clustered, tmp_path):
+    import faiss
+
+    x, _ = clustered
+    index = IVFIndex(64, len(x))
+    index.add(np.arange(len(x)), x)
+    np.testing.assert_allclose(index.get_vectors(np.array([0, 17, 5999])), x[[0, 17, 5999]], atol=1e-3)  # float16
+    index.remove([17])
+    with pytest.raises(KeyError):
+        index.get_vectors(np.array([17]))
+    with pytest.raises(KeyError):
+        index.get_vectors(np.array([10**6]))
+    index.add([17, 8000], x[[3, 4]])  # re-added with another vector, and a new id beyond the table
+    np.testing.assert_allclose(index.get_vectors(np.array([17, 8000])), x[[3, 4]], atol=1e-3)
+    assert index.get_vectors(np.array([], np.int64)).shape == (0, 64)
+    # An index saved before the id map existed gets one when loaded.
+    index._ivf.set_direct_map_type(faiss.DirectMap.NoMap)
+    save_index(index, tmp_path, "ivf-old")
+    loaded = load_index(tmp_path, "ivf-old", kind="ivf", dim=64)
+    np.testing.assert_allclose(loaded.get_vectors(np.array([0, 8000])), x[[0, 4]], atol=1e-3)

@@ -127,6 +127,27 @@ class VectorIndex(ABC):
         return x.astype(np.float32, copy=False)
 
 
+#: An allow-set missing at most this many live ids is searched unfiltered for that many more hits.
+FEW_DENIED = 16
+
+
+def search_all_but(index: VectorIndex, q: np.ndarray, k: int, allow: np.ndarray, denied: int):
+    """``index.search(q, k, allow)`` for an allow-set missing only ``denied`` live ids (e.g. "more like this"
+    leaves out the item itself): an unfiltered search for ``k + denied`` hits, minus the denied ones, finds
+    the same top-k without a bitmap of every allowed id (HNSW at 100k: 0.6 of 2.3 ms a query, docs/api.md
+    "Measured"; IVF at 1M: 3.0 vs 1.6 ms, docs/index.md)."""
+    scores, ids = index.search(q, k + denied)
+    out_scores = np.full((len(q), k), -np.inf, np.float32)
+    out_ids = np.full((len(q), k), -1, np.int64)
+    for r in range(len(q)):
+        found = ids[r]
+        ok = found >= 0
+        ok[ok] = allow[np.minimum(found[ok], len(allow) - 1)] & (found[ok] < len(allow))
+        keep = np.flatnonzero(ok)[:k]
+        out_scores[r, :len(keep)], out_ids[r, :len(keep)] = scores[r, keep], found[keep]
+    return out_scores, out_ids
+
+
 def _as_numeric(x: np.ndarray) -> np.ndarray:
     """bfloat16 rows (the façade's memory-mapped vectors, ``ml_dtypes``: not a numpy number type) as float32."""
     return x.astype(np.float32) if x.dtype.name == "bfloat16" else x

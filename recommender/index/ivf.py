@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.index.base import VectorIndex, upsert_batch
+from recommender.index.base import FEW_DENIED, VectorIndex, search_all_but, upsert_batch
 from recommender.index.exact import l2_normalise
 
 #: Rows of k-means training per list (faiss warns below 39); the sample is at most :data:`MAX_TRAIN_ROWS`.
@@ -96,6 +96,7 @@ class IVFIndex(VectorIndex):
         ivf.cp.max_points_per_centroid = TRAIN_ROWS_PER_LIST  # no second subsampling inside faiss
         ivf.train(np.ascontiguousarray(sample))
         ivf.nprobe = min(self.nprobe, nlist)
+        _with_direct_map(ivf)
         return ivf
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -122,7 +123,7 @@ class IVFIndex(VectorIndex):
         present = ids[self._live[ids]]
         if not len(present):
             return
-        self._ivf.remove_ids(faiss.IDSelectorBatch(present))
+        self._ivf.remove_ids(faiss.IDSelectorArray(present))  # the direct map removes by array only
         self._live[present] = False
         self._n_live -= len(present)
 
@@ -147,9 +148,12 @@ class IVFIndex(VectorIndex):
             mask = np.zeros(len(self._live), dtype=bool)
             n = min(len(allow), len(mask))
             mask[:n] = allow[:n] & self._live[:n]
-            share = int(np.count_nonzero(mask)) / self._n_live
-            if share == 0:
+            kept = int(np.count_nonzero(mask))
+            if kept == 0:
                 return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+            if self._n_live - kept <= FEW_DENIED and kept > k:
+                return search_all_but(self, q, k, allow, self._n_live - kept)
+            share = kept / self._n_live
             nprobe = nlist if share <= self.exact_share else min(nlist, math.ceil(nprobe / math.sqrt(share)))
             bits = np.packbits(mask, bitorder="little")
             sel = faiss.IDSelectorBitmap(bits)  # `bits` stays referenced for the search
@@ -157,6 +161,15 @@ class IVFIndex(VectorIndex):
         scores, ids = self._ivf.search(np.ascontiguousarray(q), k, params=params)
         found = ids >= 0
         return np.where(found, scores, -np.inf).astype(np.float32), np.where(found, ids, -1).astype(np.int64)
+
+    def get_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of these live ids (decoded float16 codes), by faiss's id map."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(self._live) or not self._live[ids].all()):
+            raise KeyError("some ids are not in the index")
+        if not len(ids):
+            return np.zeros((0, self.dim), np.float32)
+        return self._ivf.reconstruct_batch(ids).astype(np.float32, copy=False)
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, folder: Path | str) -> None:
@@ -188,6 +201,16 @@ class IVFIndex(VectorIndex):
             ivf = faiss.read_index(str(folder / cls._FILE))
             if ivf.d != index.dim or ivf.ntotal != n_live:
                 raise ValueError(f"{folder}: the inverted file does not match its id table")
-            index._ivf = ivf
+            index._ivf = _with_direct_map(ivf)  # saved before the map existed: built from the lists
         index._live, index._n_live = live.copy(), n_live
         return index
+
+
+def _with_direct_map(ivf):
+    """``ivf`` with faiss's id -> (list, offset) hash map: what ``get_vectors`` (the re-scoring's reduced
+    vectors) reads, kept up to date by faiss on add and remove; ~50 bytes a vector."""
+    import faiss
+
+    if ivf.direct_map.type != faiss.DirectMap.Hashtable:
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+    return ivf
