@@ -75,6 +75,8 @@ class LimitsMiddleware:
                 started = True
             await send(message)
 
+        # Read by routes that compute on the event loop (routes/recommend.py run_query): past it they stop.
+        scope.setdefault("state", {})["deadline"] = asyncio.get_running_loop().time() + self.timeout
         try:
             await asyncio.wait_for(self.app(scope, counting_receive, tracking_send), self.timeout)
         except TimeoutError:

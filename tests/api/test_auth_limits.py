@@ -84,3 +84,25 @@ def test_cors_only_for_configured_origins(make_client):
     plain = make_client()
     r = plain.get("/v1/products", headers={"Origin": "https://shop.example"})
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_similar_waits_for_a_query_slot_in_the_thread_pool_when_all_are_taken(make_client):
+    """``similar`` computes on the event loop when a slot is free; with every slot taken (here by the test,
+    as by long photo searches) it waits in a worker thread instead of blocking the loop."""
+    import threading
+    import time
+
+    client = make_client(max_concurrent_queries=1)
+    service = client.app.state.service
+    inline = client.get("/v1/products/laptop/similar?limit=3")
+    assert inline.status_code == 200
+    assert service.query_slots.acquire(blocking=False)  # the slot is free again after an inline query
+    answers = []
+    waiting = threading.Thread(target=lambda: answers.append(client.get("/v1/products/laptop/similar?limit=3")))
+    waiting.start()
+    time.sleep(0.3)
+    assert not answers, "answered while every query slot was taken"
+    assert client.get("/health").status_code == 200  # the event loop is not blocked meanwhile
+    service.query_slots.release()
+    waiting.join(timeout=30)
+    assert answers and answers[0].status_code == 200 and answers[0].json() == inline.json()
