@@ -11,13 +11,13 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
 from recommender.catalog.loader import Catalog, load_catalog, split_values
-from recommender.errors import QueryError, RecommenderError
+from recommender.customers import CustomersMixin
+from recommender.errors import RecommenderError
 from recommender.features.embedders import ColourEmbedder, ImageEmbedder, has_classifier_head, resolve_backbone
 from recommender.features.inference import plan_inference
 from recommender.features.postprocess import self_dominant_dba
@@ -38,9 +38,6 @@ from recommender.scoring import rows_against_all
 from recommender.shop_photos import fit_catalog_adapter
 from recommender.store.build import BuildReport, Progress, build_embeddings, default_cache_dir, image_hashes
 
-if TYPE_CHECKING:
-    from recommender.catalog.interactions import Interactions
-
 __all__ = ["Filters", "HybridRecommender", "Recommendation", "Recommendations"]
 log = logging.getLogger(__name__)
 DEFAULT_WEIGHT = 0.7
@@ -56,7 +53,7 @@ PROJECTION_FOLDS = 5  # folds for out-of-fold similarities when a label projecti
 _EMBEDDER_LOCK = threading.Lock()
 
 
-class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMixin, BaseEstimator):
+class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMixin, CustomersMixin, BaseEstimator):
     """Recommend catalog products by a weighted mix of image and metadata similarity.
 
     Parameters
@@ -369,56 +366,3 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
 
     def _embedder_semantic(self) -> float:
         return self.semantic if has_classifier_head(self.backbone_) else 0.0
-
-    def fit_interactions(self, interactions, **params) -> HybridRecommender:
-        """Learn from purchases/ratings (an :class:`Interactions` or a file path) over the fitted catalog;
-        ``params`` go to :class:`~recommender.ranking.blend.CustomerRecommender`."""
-        from recommender.catalog.interactions import Interactions, load_interactions
-        from recommender.ranking.blend import CustomerRecommender
-
-        if not isinstance(interactions, Interactions):
-            interactions = load_interactions(interactions, self.catalog_)
-        self.customers_ = CustomerRecommender(**params).fit(self.catalog_, interactions, self.metadata_matrix_)
-        return self
-
-    def add_interactions(self, events) -> Interactions:
-        """Apply new interactions (an :class:`Interactions` or a table with the loader's columns; a missing
-        ``timestamp`` is now) to the fitted customer model incrementally, without a full retrain: each
-        customer's next recommendations reflect them. Validated as the loader validates files (items must be
-        in the catalog; weights finite and non-negative). Returns the validated interactions."""
-        import time as _time
-
-        import pandas as pd
-
-        from recommender.catalog.interactions import Interactions, interactions_from_frame
-
-        if getattr(self, "customers_", None) is None:
-            raise QueryError("no interactions fitted: call fit_interactions(...) first")
-        if not isinstance(events, Interactions):
-            df = pd.DataFrame(events).copy()
-            if "timestamp" not in df.columns:
-                df["timestamp"] = int(_time.time())
-            else:
-                df["timestamp"] = df["timestamp"].where(df["timestamp"].notna(), int(_time.time()))
-            # the products the customer model was fitted on (later products join at the next fit)
-            events = interactions_from_frame(df, self.customers_.catalog_, rows_are="event")
-        removed = sorted({i for i in events.frame["item_id"] if not self._is_live(i)})
-        if removed:
-            raise QueryError(f"{len(removed)} item id(s) no longer in the catalog: {', '.join(removed[:5])}")
-        with self._lock.writing():  # a customer query never sees a half-updated model
-            self.customers_.partial_fit(events)
-        return events
-
-    def recommend_for_user(self, user: str, k: int = 10, weight_cf: float | None = None,
-                           filters: Filters | None = None, exclude_bought: bool = True) -> Recommendations:
-        """Top-``k`` products for a customer: ``w_cf * behaviour + (1 - w_cf) * content``, with reasons."""
-        if getattr(self, "customers_", None) is None:
-            raise QueryError("no interactions fitted: call fit_interactions(...) first")
-        with self._lock.reading():
-            # products removed or replaced since the customer model was fitted are left out
-            gone = int((~self.alive_).sum()) if getattr(self, "alive_", None) is not None else 0
-            result = self.customers_.recommend(user, k + gone, weight_cf, filters, exclude_bought)
-            if gone:
-                result.items = [r for r in result.items if self._is_live(r.id)]
-            result.items = result.items[:k]
-            return result

@@ -82,8 +82,8 @@ class VectorIndex(ABC):
         ``allow``: optional boolean mask indexed by id (``allow[id]`` True = may be returned);
         ids beyond its length are not allowed. Backends apply it *during* the search, never by
         over-fetching and dropping (save an allow-set missing only :data:`FEW_DENIED` live ids, which
-        :func:`search_all_but` serves exactly with that many more hits). Returns ``(scores, ids)``, both ``(n_queries, k)``
-        (float32, int64); where fewer than ``k`` ids qualify, the rest is padded with score
+        :func:`search_all_but` serves exactly with that many more hits). Returns ``(scores, ids)``, both
+        ``(n_queries, k)`` (float32, int64); where fewer than ``k`` ids qualify, the rest is padded with score
         ``-inf`` and id ``-1`` (as faiss does).
         """
 
