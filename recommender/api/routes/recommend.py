@@ -109,8 +109,8 @@ async def run_query(service: Service, request: Request, query):
 
 
 @router.post("/search", response_model=RecommendationsOut, responses={413: {}, 415: {}, 422: {}})
-def search(
-    live: LiveDep, service: ServiceDep,
+async def search(
+    request: Request, live: LiveDep, service: ServiceDep,
     image: Annotated[UploadFile | None, File(description="a photo (JPEG, PNG or WebP)")] = None,
     text: Annotated[str | None, Form(max_length=1000, description="a description")] = None,
     limit: Annotated[int, Form()] = 10, weight: Annotated[float | None, Form(ge=0, le=1)] = None,
@@ -123,28 +123,39 @@ def search(
     """Products like an uploaded photo and/or a text (multipart form), each explained."""
     _check_limit(limit, service)
     filters = _filters(category, sub_category, brand, colour, price_min, price_max)
-    data = None
-    if image is not None:
-        s = service.settings
-        data = image.file.read(s.max_upload_bytes + 1)
-        shown = display_name(image.filename)
-        if len(data) > s.max_upload_bytes:
-            raise HTTPException(413, f"{shown}: over the upload limit of {s.max_upload_mb:g} MB")
-        if not data:
-            raise HTTPException(422, f"{shown}: the file is empty")
-        fmt = sniff_format(data)
-        if fmt is None:
-            raise HTTPException(415, f"{shown}: not a JPEG, PNG or WebP image")
-        # The same checks as the app's uploads (size, type, decode, pixel limit), named by the sniffed type.
-        name = shown.rsplit(".", 1)[0] + EXT[fmt]
-        try:
-            read_upload(data, name, max_bytes=s.max_upload_bytes)
-            check_decodes(data, s.max_pixels)
-        except ImageError as exc:
-            raise HTTPException(422, f"{shown}: {str(exc).removeprefix('uploaded image: ')}") from None
-    if data is None and not (text or "").strip():
+    if image is None and not (text or "").strip():
         raise HTTPException(422, "nothing to search for: give an image, a text, or both")
     rec = _recommender(live)
-    with service.query_slots:
-        result = rec.recommend(image=data, text=text, k=limit, weight=weight, diversity=diversity, filters=filters)
-    return recommendations_out(result)
+    if image is None:  # a text search is a few ms of CPU, like "similar": on the event loop when a slot is free
+        result = await run_query(service, request, lambda: rec.recommend(
+            text=text, k=limit, weight=weight, diversity=diversity, filters=filters))
+        return recommendations_out(result)
+
+    def photo_search():  # reading, checking and embedding the upload: tens of ms, in a worker thread
+        data = _checked_upload(image, service)
+        with service.query_slots:
+            return rec.recommend(image=data, text=text, k=limit, weight=weight, diversity=diversity, filters=filters)
+
+    return recommendations_out(await run_in_threadpool(photo_search))
+
+
+def _checked_upload(image: UploadFile, service: Service) -> bytes:
+    """The upload's bytes after the app's checks (size, type, decode, pixel limit), or the HTTP error."""
+    s = service.settings
+    data = image.file.read(s.max_upload_bytes + 1)
+    shown = display_name(image.filename)
+    if len(data) > s.max_upload_bytes:
+        raise HTTPException(413, f"{shown}: over the upload limit of {s.max_upload_mb:g} MB")
+    if not data:
+        raise HTTPException(422, f"{shown}: the file is empty")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise HTTPException(415, f"{shown}: not a JPEG, PNG or WebP image")
+    # Named by the sniffed type, so the checks are the ones for what the bytes are.
+    name = shown.rsplit(".", 1)[0] + EXT[fmt]
+    try:
+        read_upload(data, name, max_bytes=s.max_upload_bytes)
+        check_decodes(data, s.max_pixels)
+    except ImageError as exc:
+        raise HTTPException(422, f"{shown}: {str(exc).removeprefix('uploaded image: ')}") from None
+    return data
