@@ -91,11 +91,9 @@ def plan_inference(runtime: str = "auto") -> InferencePlan:
 
 def model_cache_dir() -> Path:
     """``$RECOMMENDER_MODEL_CACHE``, else ``$XDG_CACHE_HOME/recommender/models`` (``~/.cache/...``)."""
-    explicit = os.environ.get("RECOMMENDER_MODEL_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "recommender" / "models"
+    from recommender.features.weights import user_cache_path
+
+    return user_cache_path("RECOMMENDER_MODEL_CACHE", "models")
 
 
 def _file_sha256(path: Path) -> str:

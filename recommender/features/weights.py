@@ -73,13 +73,18 @@ _HASH_MEMO: dict[tuple[str, int, int], str] = {}
 _HASH_LOCK = threading.Lock()
 
 
-def weight_hash_cache_file() -> Path:
-    """Where digests persist between runs: ``$RECOMMENDER_HASH_CACHE`` or ``~/.cache/recommender/``."""
-    explicit = os.environ.get("RECOMMENDER_HASH_CACHE")
+def user_cache_path(env_var: str, name: str) -> Path:
+    """``$env_var`` if set, else ``$XDG_CACHE_HOME/recommender/name`` (``~/.cache/recommender/name``)."""
+    explicit = os.environ.get(env_var)
     if explicit:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "recommender" / "weight-sha256.json"
+    return Path(base) / "recommender" / name
+
+
+def weight_hash_cache_file() -> Path:
+    """Where digests persist between runs: ``$RECOMMENDER_HASH_CACHE`` or ``~/.cache/recommender/``."""
+    return user_cache_path("RECOMMENDER_HASH_CACHE", "weight-sha256.json")
 
 
 def _read_hash_cache(path: Path) -> dict[str, dict]:
