@@ -6,7 +6,7 @@ Mixed into :class:`~recommender.recommender.HybridRecommender`; the model itself
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from recommender.errors import QueryError
 from recommender.ranking.hybrid import Filters
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 class CustomersMixin:
     """``fit_interactions``, ``add_interactions`` and ``recommend_for_user`` over the fitted catalog."""
 
-    def fit_interactions(self, interactions, **params):
+    def fit_interactions(self, interactions, **params) -> Self:
         """Learn from purchases/ratings (an :class:`Interactions` or a file path) over the fitted catalog;
         ``params`` go to :class:`~recommender.ranking.blend.CustomerRecommender`."""
         from recommender.catalog.interactions import Interactions, load_interactions
