@@ -19,7 +19,7 @@ from sklearn.base import BaseEstimator
 from recommender.errors import WeightsUnavailableError
 from recommender.features.images import PREPROCESS_VERSION, ImageSource, load_for_model, pad_to_square
 from recommender.features.inference import openvino_forward, plan_inference
-from recommender.features.postprocess import GRID_DEFAULTS, build_feature_model
+from recommender.features.postprocess import GRID_DEFAULTS, build_feature_model, flip_tta
 from recommender.features.weights import (
     KERAS_WEIGHT_FILES,
     LITE_WEIGHT_FILES,
@@ -283,12 +283,7 @@ class ImageEmbedder(BaseEstimator):
         out = np.empty((len(pixels), self.feature_dim_), dtype=np.float32)
         for start in range(0, len(pixels), self.batch_size):
             batch = pixels[start:start + self.batch_size]
-            if self.flip_tta:  # postprocess.flip_tta, with both views in one call (the runtime's queue stays full)
-                both = forward(np.concatenate([batch, batch[:, :, ::-1]]))
-                n = len(batch)
-                out[start:start + n] = l2_normalise(l2_normalise(both[:n]) + l2_normalise(both[n:]))
-            else:
-                out[start:start + len(batch)] = forward(batch)
+            out[start:start + len(batch)] = flip_tta(forward, batch) if self.flip_tta else forward(batch)
         return l2_normalise(out)
 
     def transform(

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from recommender.errors import RecommenderError, WeightsUnavailableError
+from recommender.store.artifacts import file_sha256
 
 RUNTIMES = ("auto", "openvino", "openvino-bf16", "tensorflow")
 IR_FORMAT = 1  # bump when what goes into the IR (our graph or its conversion) changes
@@ -96,14 +97,6 @@ def model_cache_dir() -> Path:
     return user_cache_path("RECOMMENDER_MODEL_CACHE", "models")
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_cached_ir(entry: Path):
     """The IR model in ``entry`` if every file matches its recorded hash, else None."""
     import openvino as ov
@@ -111,7 +104,7 @@ def _read_cached_ir(entry: Path):
     try:
         manifest = json.loads((entry / "manifest.json").read_text())
         for name in _IR_FILES:
-            if manifest.get(name) != _file_sha256(entry / name):
+            if manifest.get(name) != file_sha256(entry / name):
                 return None
         return ov.Core().read_model(entry / "model.xml")
     except (OSError, ValueError, RuntimeError):
@@ -129,7 +122,7 @@ def _write_cached_ir(model, entry: Path) -> None:
         return
     try:
         ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
-        manifest = {name: _file_sha256(tmp / name) for name in _IR_FILES}
+        manifest = {name: file_sha256(tmp / name) for name in _IR_FILES}
         (tmp / "manifest.json").write_text(json.dumps(manifest))
         if entry.exists():  # a broken entry (hash mismatch) is replaced
             shutil.rmtree(entry, ignore_errors=True)
@@ -144,8 +137,8 @@ class OpenVinoForward:
     """A compiled OpenVINO model as a numpy function ``(n, S, S, 3) uint8 -> (n, d) float32``.
 
     Compiled for one image per request, at a fixed shape, with OpenVINO's throughput streams (one per
-    core here), and a queue of requests kept full: on 2 cores, Lite0 with flip-TTA in float32, 145 img/s
-    against 93 for batches of 32 at a dynamic shape on both cores (``bench/bench_runtimes.py``): small
+    core here), and a queue of requests kept full: on 2 cores, Lite0 with flip-TTA in float32, 129 img/s
+    against 89 for batches of 32 at a dynamic shape on both cores (``bench/bench_runtimes.py``): small
     fixed shapes keep the activations in cache, and a stream per core avoids the synchronisation of
     splitting each small layer across cores. One caller at a time (a lock): the queue is not
     thread-safe, and one call already keeps every core busy."""

@@ -204,10 +204,13 @@ def average_query_expansion(
 def flip_tta(embed: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray) -> np.ndarray:
     """Normalised mean of ``embed(pixels)`` and ``embed`` of the horizontally mirrored images.
 
-    ``pixels`` is ``(n, h, w, c)``; ``embed`` is e.g. ``ImageEmbedder.embed_arrays``.
+    ``pixels`` is ``(n, h, w, c)``; ``embed`` maps images to one row each (e.g. the embedder's network).
+    Both views go to ``embed`` in one call: a runtime with a request queue keeps it full.
     """
     pixels = np.asarray(pixels)
-    return l2_normalise(l2_normalise(embed(pixels)) + l2_normalise(embed(pixels[:, :, ::-1])))
+    n = len(pixels)
+    both = embed(np.concatenate([pixels, pixels[:, :, ::-1]]))
+    return l2_normalise(l2_normalise(both[:n]) + l2_normalise(both[n:]))
 
 
 class CatalogPostprocessor(BaseEstimator):

@@ -207,8 +207,8 @@ class IVFIndex(VectorIndex):
 
 
 def _with_direct_map(ivf):
-    """``ivf`` with faiss's id -> (list, offset) hash map: what ``get_vectors`` (the re-scoring's reduced
-    vectors) reads, kept up to date by faiss on add and remove; ~50 bytes a vector."""
+    """``ivf`` with faiss's id -> (list, offset) hash map: what ``get_vectors`` (the index interface's stored
+    vectors) reads, kept up to date by faiss on add and remove; 42 bytes a vector at 1M (bench_scale)."""
     import faiss
 
     if ivf.direct_map.type != faiss.DirectMap.Hashtable:
