@@ -69,6 +69,24 @@ def test_a_catalog_without_labels_keeps_gap(small_catalog_dir, tmp_path):
     assert rec.features_note_.startswith("features gap (auto): no label to choose by")
 
 
+def test_a_catalog_over_the_grid_cap_keeps_gap_without_sampling(demo_catalog, tmp_path, monkeypatch):
+    from recommender.features import view_choice
+
+    with_image = int(np.count_nonzero(demo_catalog.items["image"].astype(str) != ""))
+    monkeypatch.setattr(view_choice, "GRID_MAX_PRODUCTS", with_image - 1)
+    rec = HybridRecommender(cache_dir=tmp_path / "cache").fit(demo_catalog)
+    assert rec.features_ == "gap" and rec.features_scores_ is None
+    assert rec.features_note_.startswith(f"features gap (auto): {with_image} products with an image, over the "
+                                         f"{with_image - 1} up to which the grid view")
+    # Nothing was sampled: the grid view has no cache entry, the build embedded every image once (gap).
+    folders = {v: rec._image_embedder(rec.backbone, v).identity().folder for v in ("gap", "grid")}
+    assert (tmp_path / "cache" / folders["gap"]).is_dir() and not (tmp_path / "cache" / folders["grid"]).exists()
+    assert rec.build_report_.embedded == with_image - len(rec.build_report_.skipped)
+    monkeypatch.setattr(view_choice, "GRID_MAX_PRODUCTS", with_image)  # at the cap: the labels decide
+    again = HybridRecommender(cache_dir=tmp_path / "cache").fit(demo_catalog)
+    assert again.features_ == "gap" and again.features_scores_ is not None
+
+
 def test_the_label_rule(demo_catalog):
     rows = np.arange(len(demo_catalog))
     column, labels = qualified_labels(demo_catalog, rows)

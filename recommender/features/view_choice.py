@@ -16,6 +16,13 @@ shop-photo adapter, the choice is learned from the shop's own labels:
    flip settings, nothing after them). ``grid`` is kept only when its paired bootstrap 95% interval
    over the sample's queries lies above 0; otherwise ``gap`` (the safe default for unaligned photos).
 
+Only catalogs of at most :data:`GRID_MAX_PRODUCTS` products with an image are considered for the grid.
+Its vectors are 6,488-d against the pooled head's 2,280 (2.8x the float32 a fit holds, the bfloat16 file
+and the index), and a fit holds them as float32: at 100k products 2.6 GB, over the scale issue's 1 GB
+warm-fit and 2 GB build budgets, and ~10% fewer images/s in the build (105 vs 115, docs/index.md).
+Past the cap ``auto`` keeps ``gap`` without sampling; ``features="grid"`` still forces it. The cap is
+the project's small-catalog tier (the exact index and the MiniLM text side stop at the same size).
+
 The decision, its figures and its reason are in ``HybridRecommender.features_note_``.
 """
 
@@ -43,6 +50,7 @@ SAMPLE_SIZE = 2000
 CHOICE_K = 10
 BOOTSTRAP = 2000
 GRID_BACKBONE = "efficientnet_lite0"
+GRID_MAX_PRODUCTS = 20_000  # products with an image; larger catalogs keep gap (docstring: the memory budget)
 
 
 @dataclass
@@ -170,6 +178,10 @@ def choose_features(mode: str, catalog: Catalog, hashes: list[str | None],
     if gap.identity().name != GRID_BACKBONE:
         return FeatureChoice("gap", f"features gap (auto): grid is defined for {GRID_BACKBONE} only")
     rows = np.flatnonzero([h is not None for h in hashes])
+    if len(rows) > GRID_MAX_PRODUCTS:
+        return FeatureChoice("gap", f"features gap (auto): {len(rows):,} products with an image, over the "
+                             f"{GRID_MAX_PRODUCTS:,} up to which the grid view (6,488-d) is considered: "
+                             "its memory and build time at scale; features='grid' forces it")
     found = qualified_labels(catalog, rows)
     if isinstance(found, str):
         return FeatureChoice("gap", f"features gap (auto): no label to choose by ({found})")
