@@ -57,6 +57,14 @@ ROWS: dict[str, tuple[dict, tuple[tuple[float, ...], float]]] = {
     "colour-crop0.6": ({}, ((), 0.6)),
     "text-off": ({"text_embedding": "off"}, ((), 1.0)),
     "text-minilm": ({"text_embedding": "minilm"}, ((), 1.0)),
+    # query-side expansion (pseudo-relevance feedback, ranking/expansion.py): item queries; -photos also uploads
+    "qe1": ({"qe_k": 1}, ((), 1.0)),
+    "qe2": ({"qe_k": 2}, ((), 1.0)),
+    "qe3": ({"qe_k": 3}, ((), 1.0)),
+    "qe2-a3": ({"qe_k": 2, "qe_alpha": 3.0}, ((), 1.0)),
+    "qe3-a3": ({"qe_k": 3, "qe_alpha": 3.0}, ((), 1.0)),
+    "qe2-photos": ({"qe_k": 2, "qe_photos": True}, ((), 1.0)),
+    "qe3-photos": ({"qe_k": 3, "qe_photos": True}, ((), 1.0)),
 }
 
 

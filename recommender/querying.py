@@ -17,6 +17,7 @@ from recommender.blas import one_blas_thread
 from recommender.catalog.loader import ATTRIBUTE_COLUMNS, split_values
 from recommender.errors import QueryError
 from recommender.features.images import ImageSource, open_image
+from recommender.ranking.expansion import ExpansionMixin
 from recommender.ranking.filters import Filters
 from recommender.ranking.hybrid import Ranking, rank_candidates
 from recommender.ranking.mmr import mmr_rerank
@@ -45,7 +46,7 @@ TEXT_FILTER_COLUMNS = ("category", "sub_category", "brand", "colour")
 SEMANTIC_EVIDENCE = 0.35
 
 
-class QueryMixin:
+class QueryMixin(ExpansionMixin):
     """``recommend`` and its parts; see :class:`~recommender.recommender.HybridRecommender`."""
 
     def recommend(
@@ -150,7 +151,14 @@ class QueryMixin:
                 notes.append("text-only query: ranked by metadata alone")
 
         strict = allowed if text_filters is None else allowed & text_filters.mask(None, self.attributes_)
-        ranking = self._ranked(q_img, q_col, q_meta, strict, w, c, meta_ref, evidence_row, k, d)
+        # Query expansion (qe_k): "more like this" items, and uploaded photos only with qe_photos; never text. Its
+        # feedback rows ignore the filters, so a product scores the same with or without them (docs/ranking.md 9.2).
+        feedback = None
+        if self.qe_k > 0 and (item is not None or (q_image is not None and self.qe_photos)):
+            feedback = allowed if not filters.active() else self.alive_.copy()
+            if feedback is not allowed and query_pos is not None:
+                feedback[query_pos] = False
+        ranking = self._ranked(q_img, q_col, q_meta, strict, w, c, meta_ref, evidence_row, k, d, feedback)
         if text_filters is not None and not len(ranking.positions) and allowed.any():
             ranking = self._ranked(q_img, q_col, q_meta, allowed, w, c, meta_ref, evidence_row, k, d)
             if len(ranking.positions):
@@ -203,10 +211,10 @@ class QueryMixin:
         # A product without a readable image has a zero vector: no image evidence, not "unrelated".
         return np.where(self.has_image_[rows], scores, np.float32(np.nan))
 
-    def _ranked(self, q_img, q_col, q_meta, allowed, w, c, meta_ref, evidence_row, k, d) -> Ranking:
-        """Exact hybrid ranking of the candidates, results without evidence cut, MMR if asked."""
+    def _scored(self, q_img, q_col, q_meta, c, allowed, with_hits=False):
+        """The candidate rows of a query with both sides' raw scores (a missing image scores as unrelated), and
+        with ``with_hits`` the metadata scores of every row when the postings were walked for them (else None)."""
         rows, hits = self._candidates(q_img, q_meta, allowed)
-        n_candidates = int(np.count_nonzero(allowed))
         img = None if q_img is None else self._image_raw(q_img, q_col, c, rows)
         if hits is not None:
             meta = hits[rows]
@@ -216,6 +224,13 @@ class QueryMixin:
             meta = None
         if img is not None and np.isnan(img).any():
             img = np.nan_to_num(img, nan=self.references_["image"].unrelated)
+        return (rows, hits, img, meta) if with_hits else (rows, img, meta)
+
+    def _ranked(self, q_img, q_col, q_meta, allowed, w, c, meta_ref, evidence_row, k, d, feedback=None) -> Ranking:
+        """Exact hybrid ranking of the candidates, results without evidence cut, MMR if asked; with a ``feedback``
+        mask (query expansion), ranked against the query expanded by the best ``qe_k`` of those rows."""
+        rows, hits, img, meta = self._scored(q_img, q_col, q_meta, c, allowed, with_hits=True)
+        n_candidates = int(np.count_nonzero(allowed))
         encoder = self.metadata_encoder_
         semantic = q_meta is not None and getattr(encoder, "semantic_", False)
         if evidence_row is not None and hits is not None:  # the postings path: a few words' inverted lists
@@ -231,13 +246,17 @@ class QueryMixin:
         if q_img is None and semantic:  # ... or a meaning close enough ("sneakers" ~ "running shoe")
             keep |= self._semantic_cosines(q_meta, rows) >= SEMANTIC_EVIDENCE
         rows, img, meta = rows[keep], None if img is None else img[keep], None if meta is None else meta[keep]
+        if feedback is not None and len(rows):
+            first = (rows, img, meta) if feedback is allowed else self._scored(q_img, q_col, q_meta, c, feedback)
+            img, meta = self._expanded_scores(q_img, q_col, q_meta, c, w, meta_ref, rows, img, meta, first)
         pool = k if d <= 0 else max(MMR_POOL, 10 * k)
         ranking = rank_candidates(rows, img, meta, pool, w, self.image_reference(c) if img is not None else None,
                                   meta_ref, n_candidates)
         # Evidence: closer than a random pair of this catalog on some side, or a word / attribute in common
         # (the embedding block is left out of "in common": nearly every pair has a positive cosine there).
         words_raw = np.nan_to_num(ranking.metadata_raw)
-        if semantic and q_img is not None and len(ranking.positions):
+        expanded = feedback is not None and q_meta is not None  # evidence is the query's own words
+        if (semantic or expanded) and q_img is not None and len(ranking.positions):
             words_raw = sparse_scores(self.metadata_matrix_, encoder.without_semantic(q_meta), ranking.positions)
         if q_img is None and semantic:
             words_raw = np.ones(len(ranking.positions), np.float32)  # text evidence was required above

@@ -31,6 +31,7 @@ from recommender.ranking.calibration import (
     SideReference,
     dense_reference,
 )
+from recommender.ranking.expansion import check_params as check_expansion
 from recommender.ranking.filters import AttributeIndex
 from recommender.ranking.hybrid import Filters, HybridRanker
 from recommender.ranking.results import Recommendation, Recommendations
@@ -105,6 +106,10 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
     text_embedding_weight: the embedding's share of the metadata similarity (the rest is TF-IDF/BM25 words).
     image_runtime: what runs the image network, see :class:`ImageEmbedder` (``auto``: OpenVINO where
         installed, else TensorFlow).
+    qe_k, qe_alpha, qe_photos: query-side expansion (pseudo-relevance feedback; ``qe_k=0`` is off): a catalog
+        item query (and an uploaded photo with ``qe_photos``) is ranked once, then its image vector and metadata
+        row each get its best ``qe_k`` results added, weighted ``max(cos, 0) ** qe_alpha``, and the same
+        candidates are re-scored; catalog vectors never change (:mod:`recommender.ranking.expansion`).
     """
 
     def __init__(
@@ -137,6 +142,9 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         text_embedding: str = "auto",
         text_embedding_weight: float = DEFAULT_TEXT_EMBEDDING_WEIGHT,
         image_runtime: str = "auto",
+        qe_k: int = 0,
+        qe_alpha: float = 0.0,
+        qe_photos: bool = False,
     ) -> None:
         self.backbone = backbone
         self.weight = weight
@@ -166,6 +174,9 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         self.text_embedding = text_embedding
         self.text_embedding_weight = text_embedding_weight
         self.image_runtime = image_runtime
+        self.qe_k = qe_k
+        self.qe_alpha = qe_alpha
+        self.qe_photos = qe_photos
 
     # -- fitting -----------------------------------------------------------------------------
     def _image_embedder(self, backbone: str, features: str | None = None) -> ImageEmbedder:
@@ -179,6 +190,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
     def fit(self, catalog: Catalog | Path | str, progress: Progress | None = None, photos=None) -> HybridRecommender:
         """Embed (cached) and index the catalog. ``photos``: labelled shop photos for the adapter, an
         ``id,image`` CSV path or table (default: ``views.csv`` beside the catalog; ``False``: none)."""
+        self._check_expansion()  # before the slow part
         catalog = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
         hashes = image_hashes(catalog)  # read every image file once for both caches
         self.choose_features(catalog, hashes)
@@ -211,6 +223,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         For catalogs embedded by another process, and for benchmarks; photo queries still need the
         image model of ``backbone``. ``colour_vectors`` default to zeros (no colour side).
         """
+        self._check_expansion()
         n = len(catalog)
         image_vectors = np.asarray(image_vectors)
         if image_vectors.dtype not in (np.float16, np.float32):  # float16 is kept: no 2x copy of a large catalog
@@ -269,6 +282,12 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         self.changed_since_metadata_fit_ = 0
         self._lock = ReadWriteLock()
         return self
+
+    def _check_expansion(self) -> None:
+        try:
+            check_expansion(self.qe_k, self.qe_alpha)
+        except ValueError as exc:
+            raise RecommenderError(str(exc)) from None
 
     def _prepare_rows(self, new, report):
         """Live-added rows enter the adapted space too (their raw vectors whitened like a photo query).

@@ -38,6 +38,7 @@ from recommender.evaluation.metrics import (
 )
 from recommender.ranking.mmr import mmr_rerank
 from recommender.recommender import HybridRecommender
+from recommender.scoring import dense_scores
 from recommender.store.build import Progress
 
 # Columns forming a hierarchy: a finer level determines the coarser one, so it leaks it too.
@@ -162,9 +163,6 @@ def leave_one_out(
     if not queries:
         raise RecommenderError(f"no product shares its {label!r} value with another: nothing to evaluate")
 
-    ranker = rec.ranker_  # the recommender's own calibrated scoring
-    refs = {"item": rec.image_reference(rec.default_colour_weight()),
-            "photo": rec.image_reference(rec.default_colour_weight(photo=True))}
     methods = {"image": 1.0, "metadata": 0.0, "photo": 1.0, **{f"hybrid_w{w:g}": float(w) for w in weights}}
     kmax = max(ks)
     # Multi-valued labels compare as their joined text: "a|b" is relevant to "a|b" only.
@@ -182,11 +180,11 @@ def leave_one_out(
             for m, w in methods.items():
                 side = "photo" if m == "photo" else "item"
                 img_side = (photo_i if m == "photo" else img_i) if rec.has_image_[i] else None
-                r = ranker.rank(img_side, meta_i, kmax, cand, w, image_reference=refs[side])
+                r = _rank_query(rec, i, img_side, meta_i, kmax, cand, w, side == "photo")
                 ranked[m].append(r.positions)
             if mmr_lambdas:
                 img_side = img_i if rec.has_image_[i] else None
-                pools.append(ranker.rank(img_side, meta_i, MMR_POOL, cand, mmr_weight, image_reference=refs["item"]))
+                pools.append(_rank_query(rec, i, img_side, meta_i, MMR_POOL, cand, mmr_weight, False))
     vectors = rec.image_vectors_
 
     def diversity(p: np.ndarray) -> float:
@@ -256,6 +254,50 @@ def leave_one_out(
         "examples": examples,
         **({"per_query": _per_query_lists(per_query_all)} if per_query else {}),
     }
+
+
+def _rank_query(rec: HybridRecommender, i: int, img: np.ndarray | None, meta: np.ndarray, k: int, cand: np.ndarray,
+                w: float, photo: bool):
+    """Catalog row ``i`` as a query, from its similarity rows: ranked by the recommender's own calibrated scoring
+    and, with its query expansion (``qe_k``; photos only with ``qe_photos``), as ``recommend`` does: the query
+    plus the best ``qe_k`` of this first ranking, scored again against every row."""
+    c = rec.default_colour_weight(photo=photo)
+    ref = rec.image_reference(c)
+    if rec.qe_k > 0 and (not photo or rec.qe_photos):
+        _no_projection(rec)
+        first = rec.ranker_.rank(img, meta, rec.qe_k, cand, w, image_reference=ref).positions
+        q_img, q_meta = rec.expanded_query(None if img is None else rec.image_vectors_[i], rec.metadata_matrix_[i],
+                                           first)
+        if img is not None:
+            img = _mixed_colour(rec, i, dense_scores(rec.image_vectors_, q_img), c)
+        meta = np.asarray((rec.metadata_matrix_ @ q_meta.T).todense(), dtype=np.float32).ravel()
+    return rec.ranker_.rank(img, meta, k, cand, w, image_reference=ref)
+
+
+def _mixed_colour(rec: HybridRecommender, i: int, cnn: np.ndarray, c: float) -> np.ndarray:
+    """CNN scores of one query against every row with ``c`` of colour mixed in, as ``image_similarity_rows``."""
+    return cnn if not c else (1 - c) * cnn + c * (rec.colour_vectors_[i] @ rec.colour_vectors_.T)
+
+
+def _expanded_similarity(rec: HybridRecommender, sim: np.ndarray, queries: Sequence[int], photo: bool) -> np.ndarray:
+    """Image-only protocols (multi-view): each query row of ``sim`` re-scored for the query expanded by its own
+    best ``qe_k`` other rows, as ``recommend(weight=1)`` would (image side only: w = 1)."""
+    if rec.qe_k <= 0 or (photo and not rec.qe_photos):
+        return sim
+    _no_projection(rec)
+    c = rec.default_colour_weight(photo=photo)
+    sim = sim.copy()
+    for i in queries:
+        s = np.where(np.arange(len(sim)) == i, -np.inf, sim[i])
+        top = np.lexsort((np.arange(len(s)), -s))[:rec.qe_k]
+        q_img, _ = rec.expanded_query(rec.image_vectors_[i], None, top)
+        sim[i] = _mixed_colour(rec, i, dense_scores(rec.image_vectors_, q_img), c)
+    return sim
+
+
+def _no_projection(rec: HybridRecommender) -> None:
+    if rec.label_projection_ is not None:  # its similarities are out of fold, the expanded query's would not be
+        raise RecommenderError("query expansion (qe_k) with a label projection cannot be evaluated out of fold")
 
 
 def _similarity_blocks(rec: HybridRecommender, rows: np.ndarray, block: int = EVAL_BLOCK):
@@ -342,7 +384,8 @@ def multi_view(
 
     per_method, examples_of = {}, {}
     for name, photo in (("photo", True), ("item", False)):
-        pq, ranked, relevant = score(rec.image_similarity_matrix(photo=photo, out_of_fold=True))
+        sim = _expanded_similarity(rec, rec.image_similarity_matrix(photo=photo, out_of_fold=True), queries, photo)
+        pq, ranked, relevant = score(sim)
         per_method[name] = pq
         examples_of[name] = (ranked, relevant)
     sweep = []

@@ -1,0 +1,84 @@
+"""Query-side expansion: pseudo-relevance feedback at query time, catalog vectors untouched.
+
+A query is ranked once (the hybrid score at its weight); its best ``k`` results (the *feedback rows*) are
+added to it, each weighted ``max(cos, 0) ** alpha`` by its cosine to the query on that side, and the
+candidates are re-scored against the expanded query: ``q' = normalise(q + sum_j w_j x_j)`` on the image side
+(average query expansion, as :func:`~recommender.features.postprocess.average_query_expansion`) and the same
+on the sparse metadata row.
+Unlike database-side augmentation (docs/ranking.md 9.1) nothing in the catalog changes, so no two products
+can come to share a vector. The re-scoring uses the candidate rows the first pass already chose (on a large
+catalog the ANN and postings top-K): no second index search.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.preprocessing import normalize
+
+from recommender.index.exact import l2_normalise
+from recommender.ranking.hybrid import rank_candidates
+from recommender.scoring import sparse_scores
+
+
+def feedback_weights(cosines: np.ndarray, alpha: float) -> np.ndarray:
+    """``max(cos, 0) ** alpha`` per feedback row (``alpha = 0``: every row counts 1), float32."""
+    cos = np.nan_to_num(np.asarray(cosines, dtype=np.float32), nan=0.0)
+    return np.maximum(cos, 0.0) ** alpha if alpha else np.ones_like(cos)
+
+
+def expand_dense(q: np.ndarray, vectors: np.ndarray, rows: np.ndarray, alpha: float) -> np.ndarray:
+    """``normalise(q + sum_j w_j v_j)`` over ``vectors[rows]``, weights by their cosine to ``q``."""
+    q = np.asarray(q, dtype=np.float32).ravel()
+    x = np.asarray(vectors[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
+    if not len(x):
+        return q
+    w = feedback_weights(x @ q, alpha)
+    return l2_normalise(q + w @ x)
+
+
+def expand_sparse(q: sp.csr_matrix, matrix: sp.csr_matrix, rows: np.ndarray, alpha: float) -> sp.csr_matrix:
+    """The same for a sparse (metadata) query row over ``matrix[rows]``; the result is L2-normalised."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(rows):
+        return q
+    x = matrix[rows]
+    w = feedback_weights(np.asarray((x @ q.T).todense()).ravel(), alpha)
+    return normalize(sp.csr_matrix(q + sp.csr_matrix(w[None, :]) @ x, dtype=np.float32))
+
+
+def check_params(k: int, alpha: float) -> None:
+    """Raise ``ValueError`` for settings that cannot be used (checked at fit, never in ``__init__``)."""
+    if isinstance(k, bool) or int(k) != k or k < 0:
+        raise ValueError(f"qe_k must be a whole number >= 0, got {k!r}")
+    if not alpha >= 0:
+        raise ValueError(f"qe_alpha must be >= 0, got {alpha!r}")
+
+
+class ExpansionMixin:
+    """The façade's side (mixed into :class:`~recommender.querying.QueryMixin`): reads ``qe_k``, ``qe_alpha`` and
+    the fitted vectors; every method runs under the recommender's read lock, inside ``recommend``."""
+
+    def expanded_query(self, q_img, q_meta, feedback: np.ndarray) -> tuple[np.ndarray | None, sp.csr_matrix | None]:
+        """The query plus its ``feedback`` rows: its image vector with those that have an image, its metadata row
+        with all of them (``qe_alpha`` weighting); the catalog's vectors are only read."""
+        feedback = np.asarray(feedback, dtype=np.int64)
+        if q_img is not None:
+            q_img = expand_dense(q_img, self.image_vectors_, feedback[self.has_image_[feedback]], self.qe_alpha)
+        if q_meta is not None:
+            q_meta = expand_sparse(q_meta, self.metadata_matrix_, feedback, self.qe_alpha)
+        return q_img, q_meta
+
+    def _expanded_scores(self, q_img, q_col, q_meta, c, w, meta_ref, rows, img, meta, first):
+        """Both sides' raw scores of the candidate ``rows`` for the query expanded by the best ``qe_k`` of its
+        ``first`` ranking (``(rows, image, metadata)`` scores: the query's own candidates, or without the filters
+        when a filter narrowed them): the same rows re-scored, their vectors gathered again (768 rows at 1M)."""
+        f_rows, f_img, f_meta = first
+        ref = self.image_reference(c) if f_img is not None else None
+        top = rank_candidates(f_rows, f_img, f_meta, self.qe_k, w, ref, meta_ref).positions
+        q_img, q_meta = self.expanded_query(q_img, q_meta, top)
+        if img is not None:
+            img = np.nan_to_num(self._image_raw(q_img, q_col, c, rows), nan=self.references_["image"].unrelated)
+        if meta is not None:
+            meta = sparse_scores(self.metadata_matrix_, q_meta, rows, self.metadata_postings_)
+        return img, meta
