@@ -58,7 +58,9 @@ ROWS: dict[str, tuple[dict, tuple[tuple[float, ...], float]]] = {
     "text-off": ({"text_embedding": "off"}, ((), 1.0)),
     "text-minilm": ({"text_embedding": "minilm"}, ((), 1.0)),
     # query-side expansion (pseudo-relevance feedback, ranking/expansion.py): item queries; -photos also uploads
+    "qe-off": ({"qe_k": 0}, ((), 1.0)),  # the pipeline before query expansion became the default (qe_k=2)
     "qe1": ({"qe_k": 1}, ((), 1.0)),
+    "qe1-a3": ({"qe_k": 1, "qe_alpha": 3.0}, ((), 1.0)),
     "qe2": ({"qe_k": 2}, ((), 1.0)),
     "qe3": ({"qe_k": 3}, ((), 1.0)),
     "qe2-a3": ({"qe_k": 2, "qe_alpha": 3.0}, ((), 1.0)),

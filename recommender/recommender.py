@@ -50,6 +50,10 @@ DEFAULT_TEXT_EMBEDDING_WEIGHT = 0.5
 #: [0, 1] score where 0.8 is a typical best match and 0 a random pair. Set by that scale and checked on
 #: the demo queries of docs/ranking.md; not yet tuned on a labelled set of "no good match" queries.
 DEFAULT_WEAK_SCORE = 0.25
+#: Query expansion's feedback rows for "more like this" item queries (ranking/expansion.py): 2 chosen on the
+#: Fashion-MNIST slice's image P@10 (1: +.002, 2: +.005, 3: +.001; alpha 0 vs 3 within .001), then checked on the
+#: suite: objective .7393 -> .7467, demo leave-one-out P@5 .710 -> .742 (+.032*), nothing worse (docs/evaluation.md).
+DEFAULT_QE_K = 2
 PROJECTION_FOLDS = 5  # folds for out-of-fold similarities when a label projection is evaluated
 _EMBEDDER_LOCK = threading.Lock()
 
@@ -106,10 +110,12 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
     text_embedding_weight: the embedding's share of the metadata similarity (the rest is TF-IDF/BM25 words).
     image_runtime: what runs the image network, see :class:`ImageEmbedder` (``auto``: OpenVINO where
         installed, else TensorFlow).
-    qe_k, qe_alpha, qe_photos: query-side expansion (pseudo-relevance feedback; ``qe_k=0`` is off): a catalog
-        item query (and an uploaded photo with ``qe_photos``) is ranked once, then its image vector and metadata
-        row each get its best ``qe_k`` results added, weighted ``max(cos, 0) ** qe_alpha``, and the same
-        candidates are re-scored; catalog vectors never change (:mod:`recommender.ranking.expansion`).
+    qe_k, qe_alpha, qe_photos: query-side expansion (pseudo-relevance feedback; ``qe_k=0`` is off, default 2): a
+        catalog item query (and an uploaded photo with ``qe_photos``, off: grocery R@1 -.139) is ranked once, then
+        its image vector and metadata row each get its best ``qe_k`` results added, weighted
+        ``max(cos, 0) ** qe_alpha``, and the same candidates are re-scored; catalog vectors never change
+        (:mod:`recommender.ranking.expansion`). Text queries are never expanded; filters do not change the
+        feedback rows, so a product scores the same with or without them.
     """
 
     def __init__(
@@ -142,7 +148,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         text_embedding: str = "auto",
         text_embedding_weight: float = DEFAULT_TEXT_EMBEDDING_WEIGHT,
         image_runtime: str = "auto",
-        qe_k: int = 0,
+        qe_k: int = DEFAULT_QE_K,
         qe_alpha: float = 0.0,
         qe_photos: bool = False,
     ) -> None:

@@ -230,9 +230,13 @@ def test_a_result_with_no_image_evidence_never_looks_similar(demo_catalog, tmp_p
     for rel in items["image"]:
         shutil.copy(demo_catalog.root / rel, tmp_path / rel)
     items.to_csv(tmp_path / "catalog.csv", index=False)
-    rec = HybridRecommender(backbone="efficientnet_lite0", cache_dir=tmp_path / "cache").fit(
+    # Scores against the query itself (qe_k=0): expanded by its two best matches (the default), every result
+    # of this 5-product catalog has some image evidence and the check below would be vacuous.
+    rec = HybridRecommender(backbone="efficientnet_lite0", cache_dir=tmp_path / "cache", qe_k=0).fit(
         load_catalog(tmp_path / "catalog.csv"))
     assert rec.recommend(item="allstar-sneakers", k=1).ids == ["white-plimsolls"]
+    expanded = HybridRecommender(**{**rec.get_params(), "qe_k": 2}).fit(load_catalog(tmp_path / "catalog.csv"))
+    assert expanded.recommend(item="allstar-sneakers", k=1).ids == ["white-plimsolls"]
     no_image_evidence = [r for q in ids for r in rec.recommend(item=q).items if r.image_contribution <= 0]
     assert no_image_evidence  # this catalog has such results: the check below is not vacuous
     assert all(r.why() != "looks similar" for r in no_image_evidence), [(r.id, r.why()) for r in no_image_evidence]
