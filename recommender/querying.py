@@ -278,7 +278,8 @@ class QueryMixin(ExpansionMixin):
             emb = self.image_vectors_[ranking.positions].astype(np.float32, copy=False)  # the pool only
             picked = mmr_rerank(ranking.final, k=k, lam=1.0 - d, embeddings=emb)
             ranking = ranking.take(picked)
-        return ranking.take(np.arange(min(k, len(ranking.positions))))
+        ranking = ranking.take(np.arange(min(k, len(ranking.positions))))
+        return ranking if feedback is None else self._own_scores(ranking, q_img, q_col, q_meta, c)
 
     def _semantic_cosines(self, q_meta, rows: np.ndarray) -> np.ndarray:
         """Sentence-embedding cosine of a query row with catalog ``rows``, from the embedding blocks of the

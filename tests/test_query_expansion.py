@@ -94,6 +94,20 @@ def test_photo_and_text_queries_are_not_expanded_unless_asked(pair, demo_catalog
         text="black running shoe", k=10).ids
 
 
+def test_shown_side_scores_are_against_the_query_itself(pair):
+    """``score`` ranks by the expanded query; ``image_score`` / ``metadata_score`` stay the product's cosine to the
+    query product itself (an identical photo still shows 1.0)."""
+    plain, expanded = pair
+    q = expanded.catalog_.position("football")
+    res = expanded.recommend(item="football", k=8)
+    vecs = np.asarray(expanded.image_vectors_, np.float32)
+    for r in res.items:
+        assert r.image_score == pytest.approx(float(vecs[q] @ vecs[r.position]), abs=1e-5)
+        own = expanded.metadata_matrix_[q].multiply(expanded.metadata_matrix_[r.position]).sum()
+        assert r.metadata_score == pytest.approx(float(own), abs=1e-5)
+    assert [r.score for r in res.items] == sorted((r.score for r in res.items), reverse=True)
+
+
 def test_no_catalog_vector_changes(pair):
     plain, expanded = pair
     img, meta = np.array(expanded.image_vectors_, copy=True), expanded.metadata_matrix_.copy()

@@ -12,11 +12,13 @@ catalog the ANN and postings top-K): no second index search.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import scipy.sparse as sp
 
 from recommender.index.exact import l2_normalise
-from recommender.ranking.hybrid import rank_candidates
+from recommender.ranking.hybrid import Ranking, rank_candidates
 from recommender.scoring import sparse_scores
 
 
@@ -98,3 +100,12 @@ class ExpansionMixin:
         if meta is not None:
             meta = sparse_scores(self.metadata_matrix_, q_meta, rows, self.metadata_postings_)
         return img, meta
+
+    def _own_scores(self, ranking: Ranking, q_img, q_col, q_meta, c) -> Ranking:
+        """The results' raw per-side scores (``image_score``, ``metadata_score``) against the query itself, not its
+        expansion: an identical photo still shows 1.0. ``score`` and the contributions stay the expanded ranking's."""
+        pos = ranking.positions
+        img = ranking.image_raw if q_img is None else np.nan_to_num(self._image_raw(q_img, q_col, c, pos),
+                                                                       nan=self.references_["image"].unrelated)
+        meta = ranking.metadata_raw if q_meta is None else sparse_scores(self.metadata_matrix_, q_meta, pos)
+        return replace(ranking, image_raw=np.asarray(img, np.float32), metadata_raw=np.asarray(meta, np.float32))
