@@ -157,7 +157,7 @@ class QueryMixin(ExpansionMixin):
         # Query expansion (qe_k): "more like this" items, and uploaded photos only with qe_photos; never text. Its
         # feedback rows ignore the filters, so a product scores the same with or without them (docs/ranking.md 9.2).
         feedback = None
-        if self.qe_k > 0 and (item is not None or (q_image is not None and self.qe_photos)):
+        if (item is not None and self.expands()) or (q_image is not None and self.expands(photo=True)):
             feedback = allowed if not filters.active() else self.alive_.copy()
             if feedback is not allowed and query_pos is not None:
                 feedback[query_pos] = False

@@ -114,8 +114,9 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         catalog item query (and an uploaded photo with ``qe_photos``, off: grocery R@1 -.139) is ranked once, then
         its image vector and metadata row each get its best ``qe_k`` results added, weighted
         ``max(cos, 0) ** qe_alpha``, and the same candidates are re-scored; catalog vectors never change
-        (:mod:`recommender.ranking.expansion`). Text queries are never expanded; filters do not change the
-        feedback rows, so a product scores the same with or without them.
+        (:mod:`recommender.ranking.expansion`). Text queries are never expanded, nor anything with a
+        ``label_projection`` (not measured together); filters do not change the feedback rows, so a product
+        scores the same with or without them.
     """
 
     def __init__(

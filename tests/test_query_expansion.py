@@ -182,3 +182,13 @@ def test_expand_dense_and_sparse():
     m = sp.csr_matrix(x)
     qs = expand_sparse(m[0], m, np.array([1, 2]), 0.0)
     assert sp.issparse(qs) and np.allclose(qs.toarray().ravel(), l2_normalise(q + x[1] + x[2]), atol=1e-6)
+
+
+def test_what_is_expanded(pair):
+    _, expanded = pair
+    assert expanded.expands() and not expanded.expands(photo=True)
+    assert copy.copy(expanded).set_params(qe_photos=True).expands(photo=True)
+    assert not copy.copy(expanded).set_params(qe_k=0).expands()
+    projected = copy.copy(expanded)
+    projected.label_projection_ = object()  # a fitted label projection: not measured with expansion, so off
+    assert not projected.expands()

@@ -259,12 +259,11 @@ def leave_one_out(
 def _rank_query(rec: HybridRecommender, i: int, img: np.ndarray | None, meta: np.ndarray, k: int, cand: np.ndarray,
                 w: float, photo: bool):
     """Catalog row ``i`` as a query, from its similarity rows: ranked by the recommender's own calibrated scoring
-    and, with its query expansion (``qe_k``; photos only with ``qe_photos``), as ``recommend`` does: the query
+    and, when the recommender expands such queries (``expands``: ``qe_k``), as ``recommend`` does: the query
     plus the best ``qe_k`` of this first ranking, scored again against every row."""
     c = rec.default_colour_weight(photo=photo)
     ref = rec.image_reference(c)
-    if rec.qe_k > 0 and (not photo or rec.qe_photos):
-        _no_projection(rec)
+    if rec.expands(photo):
         first = rec.ranker_.rank(img, meta, rec.qe_k, cand, w, image_reference=ref).positions
         q_img, q_meta = rec.expanded_query(None if img is None else rec.image_vectors_[i], rec.metadata_matrix_[i],
                                            first)
@@ -282,9 +281,8 @@ def _mixed_colour(rec: HybridRecommender, i: int, cnn: np.ndarray, c: float) -> 
 def _expanded_similarity(rec: HybridRecommender, sim: np.ndarray, queries: Sequence[int], photo: bool) -> np.ndarray:
     """Image-only protocols (multi-view): each query row of ``sim`` re-scored for the query expanded by its own
     best ``qe_k`` other rows, as ``recommend(weight=1)`` would (image side only: w = 1)."""
-    if rec.qe_k <= 0 or (photo and not rec.qe_photos):
+    if not rec.expands(photo):
         return sim
-    _no_projection(rec)
     c = rec.default_colour_weight(photo=photo)
     sim = sim.copy()
     for i in queries:
@@ -293,11 +291,6 @@ def _expanded_similarity(rec: HybridRecommender, sim: np.ndarray, queries: Seque
         q_img, _ = rec.expanded_query(rec.image_vectors_[i], None, top)
         sim[i] = _mixed_colour(rec, i, dense_scores(rec.image_vectors_, q_img), c)
     return sim
-
-
-def _no_projection(rec: HybridRecommender) -> None:
-    if rec.label_projection_ is not None:  # its similarities are out of fold, the expanded query's would not be
-        raise RecommenderError("query expansion (qe_k) with a label projection cannot be evaluated out of fold")
 
 
 def _similarity_blocks(rec: HybridRecommender, rows: np.ndarray, block: int = EVAL_BLOCK):

@@ -75,6 +75,12 @@ class ExpansionMixin:
     """The façade's side (mixed into :class:`~recommender.querying.QueryMixin`): reads ``qe_k``, ``qe_alpha`` and
     the fitted vectors; every method runs under the recommender's read lock, inside ``recommend``."""
 
+    def expands(self, photo: bool = False) -> bool:
+        """Whether an item query (``photo``: an uploaded photo) is expanded: ``qe_k > 0`` (photos only with
+        ``qe_photos``), and never with a label projection (not measured together: leave-one-out scores a projection
+        out of fold, which an expanded query's in-fold vectors would leak)."""
+        return self.qe_k > 0 and (not photo or self.qe_photos) and getattr(self, "label_projection_", None) is None
+
     def expanded_query(self, q_img, q_meta, feedback: np.ndarray) -> tuple[np.ndarray | None, sp.csr_matrix | None]:
         """The query plus its ``feedback`` rows: its image vector with those that have an image, its metadata row
         with all of them (``qe_alpha`` weighting); the catalog's vectors are only read."""
