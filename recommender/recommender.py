@@ -53,7 +53,7 @@ DEFAULT_WEAK_SCORE = 0.25
 #: Query expansion's feedback rows for "more like this" item queries (ranking/expansion.py): 2 chosen on the
 #: Fashion-MNIST slice's image P@10 (1: +.002, 2: +.005, 3: +.001; alpha 0 vs 3 within .001), then checked on the
 #: suite: objective .7393 -> .7467, demo leave-one-out P@5 .710 -> .742 (+.032*), nothing worse (docs/evaluation.md).
-DEFAULT_QE_K = 2
+DEFAULT_QE_K = "auto"  # 2 when scanned exactly, 0 on the ANN path (expansion.resolved_k)
 PROJECTION_FOLDS = 5  # folds for out-of-fold similarities when a label projection is evaluated
 _EMBEDDER_LOCK = threading.Lock()
 
@@ -110,7 +110,9 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
     text_embedding_weight: the embedding's share of the metadata similarity (the rest is TF-IDF/BM25 words).
     image_runtime: what runs the image network, see :class:`ImageEmbedder` (``auto``: OpenVINO where
         installed, else TensorFlow).
-    qe_k, qe_alpha, qe_photos: query-side expansion (pseudo-relevance feedback; ``qe_k=0`` is off, default 2): a
+    qe_k, qe_alpha, qe_photos: query-side expansion (pseudo-relevance feedback; ``qe_k=0`` is off; ``"auto"``, the
+        default, is 2 when every allowed row is scored exactly, i.e. without an ANN index, which ``index="auto"``
+        builds from 20,000 products, and 0 with one; ``qe_k_`` is the value in use): a
         catalog item query (and an uploaded photo with ``qe_photos``, off: grocery R@1 -.139) is ranked once, then
         its image vector and metadata row each get its best ``qe_k`` results added, weighted
         ``max(cos, 0) ** qe_alpha``, and the same candidates are re-scored; catalog vectors never change
@@ -149,7 +151,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         text_embedding: str = "auto",
         text_embedding_weight: float = DEFAULT_TEXT_EMBEDDING_WEIGHT,
         image_runtime: str = "auto",
-        qe_k: int = DEFAULT_QE_K,
+        qe_k: int | str = DEFAULT_QE_K,
         qe_alpha: float = 0.0,
         qe_photos: bool = False,
     ) -> None:

@@ -66,9 +66,28 @@ def sparse_scores(matrix: sp.csr_matrix, qrow: sp.csr_matrix, rows: np.ndarray |
     if large and postings is not None:
         out = posting_scores(postings, q, matrix)
         return out if rows is None else out[rows]
-    sub = matrix if large else matrix[rows]
-    out = np.asarray((sub @ q.T).todense(), dtype=np.float32).ravel()
-    return out[rows] if sub is matrix and rows is not None else out
+    if not large:
+        return _subset_dot(matrix, q, np.asarray(rows, dtype=np.int64))
+    out = np.asarray((matrix @ q.T).todense(), dtype=np.float32).ravel()
+    return out if rows is None else out[rows]
+
+
+def _subset_dot(matrix: sp.csr_matrix, q: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+    """``matrix[rows] @ q.T`` as float32, each row's terms looked up in the query's sorted columns.
+
+    scipy's product transposes the query over the whole vocabulary first (3.9M columns with word bigrams at
+    1M products): ~3.5 ms per call even for the 10 rows of a results page, against ~0.1 ms here (768 rows:
+    4.3 vs 1.5 ms, the same scores to 6e-8; ``/tmp``-scripted in the 1M process, 50 queries)."""
+    if not q.has_canonical_format:  # sorted, unique columns for searchsorted (on a copy: never the caller's)
+        q = q.copy()
+        q.sum_duplicates()
+    sub = matrix[rows]
+    if not sub.nnz or not q.nnz:
+        return np.zeros(len(rows), np.float32)
+    pos = np.minimum(np.searchsorted(q.indices, sub.indices), q.nnz - 1)
+    contrib = np.where(q.indices[pos] == sub.indices, sub.data * q.data[pos], 0)
+    row_of = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
+    return np.bincount(row_of, weights=contrib, minlength=len(rows)).astype(np.float32)
 
 
 def postings_stale(postings: sp.csc_matrix, matrix: sp.csr_matrix) -> bool:

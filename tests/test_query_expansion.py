@@ -47,7 +47,21 @@ def test_expansion_is_a_plain_parameter():
     assert HybridRecommender(qe_k=-1).qe_k == -1  # stored as given; checked at fit
 
 
-@pytest.mark.parametrize("bad", [{"qe_k": -1}, {"qe_k": 1.5}, {"qe_alpha": -1.0}])
+def test_auto_expands_when_every_row_is_scored_exactly_and_not_on_the_ann_path(pair, demo_catalog):
+    """``qe_k="auto"`` (the default): 2 feedback rows on the exact scan, none with an ANN index, where a filtered
+    query's feedback needs a second candidate search (docs/index.md, session 13); an explicit ``qe_k`` applies."""
+    params = {k: v for k, v in pair[1].get_params().items() if k not in ("qe_k", "index")}
+    assert HybridRecommender().qe_k == "auto"
+    exact = HybridRecommender(**params).fit(demo_catalog)
+    assert exact.image_index_ is None and exact.qe_k_ == 2 and exact.expands()
+    ann = HybridRecommender(**params, index="hnsw").fit(demo_catalog)
+    assert ann.image_index_ is not None and ann.qe_k_ == 0 and not ann.expands()
+    assert copy.copy(ann).set_params(qe_k=2).qe_k_ == 2  # asked for: expanded on the ANN path too
+    for pid in demo_catalog.ids[::11]:  # auto on the exact path is qe_k=2 exactly
+        assert exact.recommend(item=pid, k=10).ids == pair[1].recommend(item=pid, k=10).ids
+
+
+@pytest.mark.parametrize("bad", [{"qe_k": -1}, {"qe_k": 1.5}, {"qe_k": "on"}, {"qe_alpha": -1.0}])
 def test_bad_settings_fail_at_fit_with_one_line(demo_catalog, bad):
     rec = HybridRecommender(**bad)
     with pytest.raises(RecommenderError, match="qe_"):

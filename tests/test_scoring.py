@@ -54,3 +54,29 @@ def test_posting_scores_read_in_place_equal_the_full_product(index_dtype, data_d
         want = np.asarray((matrix @ q.T).todense()).ravel()
         np.testing.assert_allclose(scoring.posting_scores(postings, q, matrix), want, rtol=1e-5, atol=1e-6)
     assert not scoring.posting_scores(postings, sp.csr_matrix((1, 300)), matrix).any()
+
+
+def test_subset_scores_equal_the_full_product_without_touching_the_query():
+    """``sparse_scores`` over a few rows looks each row's terms up in the query (no transpose of the query over the
+    whole vocabulary); the scores are the full product's, for unsorted and duplicated query columns too."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    # 3,000 rows of 80 terms from a 400k vocabulary; column 0 in every row (as a category is)
+    cols_per_row = [np.unique(np.r_[0, rng.integers(1, 400_000, 79)]) for _ in range(3000)]
+    indptr = np.r_[0, np.cumsum([len(c) for c in cols_per_row])]
+    data = rng.random(indptr[-1]).astype(np.float32)
+    matrix = sp.csr_matrix((data, np.concatenate(cols_per_row), indptr), shape=(3000, 400_000))
+    cols = np.array([0, 99_999, 0, 12] + [int(c) for c in matrix[5].indices[:3]], dtype=np.int32)
+    query = sp.csr_matrix((rng.random(len(cols)).astype(np.float32), cols, [0, len(cols)]), shape=(1, 400_000))
+    before = (query.indices.copy(), query.data.copy())
+    expected = np.asarray((matrix @ query.T).todense(), dtype=np.float32).ravel()
+    for rows in (np.array([5]), np.array([5, 0, 2999, 5]), rng.choice(3000, 500, replace=False), np.array([], int)):
+        got = scoring.sparse_scores(matrix, query, rows)
+        assert got.dtype == np.float32 and got.shape == (len(rows),)
+        np.testing.assert_allclose(got, expected[rows], rtol=1e-6, atol=1e-7)
+    assert expected[5] > expected[0] > 0  # row 5 shares more terms; the shared column counts for everyone
+    np.testing.assert_array_equal(query.indices, before[0])  # the caller's row is not sorted in place
+    np.testing.assert_array_equal(query.data, before[1])
+    empty = sp.csr_matrix((1, 400_000), dtype=np.float32)
+    np.testing.assert_array_equal(scoring.sparse_scores(matrix, empty, np.array([1, 2])), np.zeros(2, np.float32))

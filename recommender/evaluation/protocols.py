@@ -264,7 +264,7 @@ def _rank_query(rec: HybridRecommender, i: int, img: np.ndarray | None, meta: np
     c = rec.default_colour_weight(photo=photo)
     ref = rec.image_reference(c)
     if rec.expands(photo):
-        first = rec.ranker_.rank(img, meta, rec.qe_k, cand, w, image_reference=ref).positions
+        first = rec.ranker_.rank(img, meta, rec.qe_k_, cand, w, image_reference=ref).positions
         q_img, q_meta = rec.expanded_query(None if img is None else rec.image_vectors_[i], rec.metadata_matrix_[i],
                                            first)
         if img is not None:
@@ -287,7 +287,7 @@ def _expanded_similarity(rec: HybridRecommender, sim: np.ndarray, queries: Seque
     sim = sim.copy()
     for i in queries:
         s = np.where(np.arange(len(sim)) == i, -np.inf, sim[i])
-        top = np.lexsort((np.arange(len(s)), -s))[:rec.qe_k]
+        top = np.lexsort((np.arange(len(s)), -s))[:rec.qe_k_]
         q_img, _ = rec.expanded_query(rec.image_vectors_[i], None, top)
         sim[i] = _mixed_colour(rec, i, dense_scores(rec.image_vectors_, q_img), c)
     return sim
