@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -169,9 +170,11 @@ def test_facade_candidate_path_over_the_reduced_index_matches_the_exact_facade(d
     monkeypatch.setattr(querying, "EXACT_SCAN_LIMIT", 0)  # always take the candidate path
     monkeypatch.setattr(querying, "MAPPED_SCAN_LIMIT", 0)
     monkeypatch.setattr(querying, "CANDIDATES_PER_SIDE", 40)
-    params = {k: v for k, v in demo_recommender.get_params().items() if k != "index"}
+    # Without query expansion on both sides (qe_k="auto" expands the exact scan only): the index path is compared.
+    params = {k: v for k, v in demo_recommender.get_params().items() if k not in ("index", "qe_k")}
     monkeypatch.setattr(reduced, "DEFAULT_COMPONENTS", 32)
-    ann = HybridRecommender(**params, index=kind).fit(demo_catalog)
+    ann = HybridRecommender(**params, index=kind, qe_k=0).fit(demo_catalog)
+    exact = copy.copy(demo_recommender).set_params(qe_k=0)  # the same fit, not expanded
     assert ann.image_index_.kind == kind and ann.image_index_.reduced_dim == 32
     assert isinstance(ann.image_vectors_, np.memmap) and ann.image_vectors_.dtype == BFLOAT16
     assert not ann.image_vectors_.flags.writeable
@@ -179,11 +182,11 @@ def test_facade_candidate_path_over_the_reduced_index_matches_the_exact_facade(d
     agree = []
     for item in ids[::4]:
         for kwargs in ({}, {"filters": Filters(category=[demo_catalog.items["category"].iloc[ids.index(item)]])}):
-            want = [r.id for r in demo_recommender.recommend(item=item, k=K, **kwargs).items]
+            want = [r.id for r in exact.recommend(item=item, k=K, **kwargs).items]
             got = [r.id for r in ann.recommend(item=item, k=K, **kwargs).items]
             agree.append(len(set(want) & set(got)) / max(1, len(want)))
     for text in ("black running shoe", "wooden table", "red ball"):
-        want = [r.id for r in demo_recommender.recommend(text=text, k=K).items]
+        want = [r.id for r in exact.recommend(text=text, k=K).items]
         got = [r.id for r in ann.recommend(text=text, k=K).items]
         agree.append(len(set(want) & set(got)) / max(1, len(want)))
     assert np.mean(agree) >= 0.97, np.mean(agree)
@@ -226,7 +229,7 @@ def test_live_updates_on_mapped_bfloat16_vectors(demo_catalog, demo_recommender,
     monkeypatch.setattr(querying, "EXACT_SCAN_LIMIT", 0)
     monkeypatch.setattr(querying, "MAPPED_SCAN_LIMIT", 0)
     monkeypatch.setattr(querying, "CANDIDATES_PER_SIDE", 40)
-    params = {k: v for k, v in demo_recommender.get_params().items() if k != "index"}
+    params = {**{k: v for k, v in demo_recommender.get_params().items() if k != "index"}, "qe_k": 0}  # as above
     ann = HybridRecommender(**params, index="ivf_pca").fit(demo_catalog)
     exact = HybridRecommender(**params, index="exact").fit(demo_catalog)
     mapped = np.asarray(ann.image_vectors_).copy()

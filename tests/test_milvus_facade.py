@@ -43,9 +43,10 @@ FILTERS = [
 @pytest.fixture(scope="module")
 def demo_recommender(demo_recommender):
     """The exact-scan reference, words-only like the Milvus backend (whose sparse metadata field takes no
-    sentence embedding: ``text_embedding`` stays off with ``index="milvus"``); the session's image cache."""
+    sentence embedding: ``text_embedding`` stays off with ``index="milvus"``); the session's image cache. No query
+    expansion, as the Milvus façade (``qe_k="auto"`` expands only exactly scanned catalogs)."""
     return HybridRecommender(backbone="efficientnet_lite0", cache_dir=demo_recommender.cache_dir,
-                             text_embedding="off").fit(demo_recommender.catalog_)
+                             text_embedding="off", qe_k=0).fit(demo_recommender.catalog_)
 
 
 def milvus_recommender(demo_recommender, uri) -> HybridRecommender:
