@@ -61,7 +61,9 @@ class IndexMixin:
             loaded = load_index(folder, key, kind=index.kind, dim=index.dim)
             if loaded is not None:
                 return loaded
-        index.add(rows, vectors[rows])
+        # Every product has an image (the usual case): the vectors themselves, not a fancy-indexed copy of all of them
+        # (70k: +580 MB at the fit's peak).
+        index.add(rows, vectors if len(rows) == len(vectors) else vectors[rows])
         if key is not None:
             try:
                 save_index(index, folder, key)

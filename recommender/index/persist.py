@@ -101,8 +101,10 @@ def index_content_key(index: VectorIndex, vectors, rows) -> str:
                         sort_keys=True).encode())
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     h.update(rows.tobytes())
-    for start in range(0, len(rows), 65_536):  # bounded temporaries: a gather of 64k rows at a time
-        h.update(np.ascontiguousarray(vectors[rows[start:start + 65_536]], dtype=dtype).tobytes())
+    # 8,192 rows at a time, hashed in place: 65,536 float32 rows gathered and copied again by tobytes() were 1.2 GB of
+    # temporaries, a warm fit's peak at 70k (2.02 GB). The bytes hashed, hence the keys, are the same.
+    for start in range(0, len(rows), 8_192):
+        h.update(np.ascontiguousarray(vectors[rows[start:start + 8_192]], dtype=dtype))
     return f"{index.kind}-{h.hexdigest()}"
 
 

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 PREFIX = "vectors-bf16-"
 LEGACY_PREFIXES = ("vectors-f16-",)  # float16 files of earlier versions: never read again, removed when pruning
-ROW_BLOCK = 65_536  # rows converted at a time: bounded temporaries on a million-row catalog
+ROW_BLOCK = 8_192  # rows converted at a time: 8,192 x 2,280 bfloat16 = 37 MB (65,536 held ~600 MB at a fit's peak)
 KEEP = 3  # newest vector files kept in a folder (a catalog that changes daily does not pile them up)
 
 
@@ -54,7 +54,7 @@ def bfloat16_digest(vectors: np.ndarray) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{vectors.shape}".encode())
     for _, block in _blocks(vectors):
-        h.update(block.tobytes())
+        h.update(block)  # the contiguous block itself: tobytes() was a second copy of it
     return h.hexdigest()
 
 
