@@ -172,3 +172,30 @@ def test_skipped_images_are_named_up_to_a_cap(tmp_path, caplog):
     assert not has_image.any() and len(report.skipped) == n
     named = [r for r in caplog.records if r.getMessage().startswith("skipped ")]
     assert len(named) == MAX_SKIPPED_LOGGED and "and 5 more skipped" in caplog.text
+
+
+def test_npy_bytes_are_viewed_without_a_copy_and_hostile_ones_refused():
+    """Cache chunks are read once and viewed in place (``np.load`` of a BytesIO was a second copy of every chunk);
+    anything np.load would refuse or misread is a ValueError, and nothing is unpickled."""
+    import io
+
+    import pytest
+
+    from recommender.store.artifacts import _npy_view
+
+    x = np.arange(24, dtype=np.float32).reshape(4, 6)
+    for arr in (x, np.asfortranarray(x), x[:0]):
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        data = bytearray(buf.getvalue())
+        got = _npy_view(data)
+        np.testing.assert_array_equal(got, arr)
+        assert got.shape == arr.shape and (not got.size or np.shares_memory(got, np.frombuffer(data, np.uint8)))
+    buf = io.BytesIO()
+    np.save(buf, x)
+    whole = buf.getvalue()
+    objects = io.BytesIO()
+    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for bad in (b"", b"not an npy file at all", whole[:-5], whole[:40], objects.getvalue()):
+        with pytest.raises(ValueError):
+            _npy_view(bytearray(bad))

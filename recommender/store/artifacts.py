@@ -54,6 +54,23 @@ MAX_CHUNKS = 16
 LOCK_TIMEOUT_S = 600.0
 
 
+def _npy_view(data: bytearray) -> np.ndarray:
+    """The array stored in ``.npy`` bytes, as a view of them (no copy); ``ValueError`` for anything malformed,
+    truncated or holding Python objects (never unpickled)."""
+    head = io.BytesIO(bytes(data[:65_536 + 16]))  # magic + the longest header format 2 allows
+    try:
+        version = np.lib.format.read_magic(head)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(head)
+    except (ValueError, OSError, SyntaxError, EOFError) as exc:
+        raise ValueError(f"not a .npy file ({exc})") from None
+    if dtype.hasobject:
+        raise ValueError("holds Python objects")
+    count = int(np.prod(shape, dtype=np.int64))
+    x = np.frombuffer(data, dtype=dtype, count=count, offset=head.tell())  # ValueError if the data is short
+    return x.reshape(shape, order="F" if fortran else "C")
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -165,10 +182,13 @@ class ArtifactStore:
         try:
             if path.is_symlink() or not path.is_file():
                 raise ValueError("missing" if not path.is_symlink() else "a symlink")
-            data = path.read_bytes()
+            with open(path, "rb") as f:  # one buffer, hashed and then viewed: np.load(BytesIO) was a second copy
+                data = bytearray(os.fstat(f.fileno()).st_size)
+                if f.readinto(data) != len(data):
+                    raise ValueError("changed while being read")
             if chunk["sha256"] is not None and hashlib.sha256(data).hexdigest() != chunk["sha256"]:
                 raise ValueError("content does not match its hash")
-            x = np.load(io.BytesIO(data), allow_pickle=False)
+            x = _npy_view(data)
             if chunk["sha256"] is None:  # format 1: the name carries the hash of the array bytes
                 legacy = LEGACY_NAME.fullmatch(chunk["file"])
                 arr = np.ascontiguousarray(x, dtype=np.float32) if x.dtype == np.float32 else x
@@ -176,7 +196,7 @@ class ArtifactStore:
                     raise ValueError("content does not match its hash")
             if x.dtype != np.float32 or x.shape != (len(chunk["items"]), dim):
                 raise ValueError(f"shape {x.shape} {x.dtype}, expected ({len(chunk['items'])}, {dim}) float32")
-            if not np.isfinite(x).all():
+            if not all(np.isfinite(x[s:s + 8192]).all() for s in range(0, len(x), 8192)):  # no n x d bool temporary
                 raise ValueError("non-finite values")
             return x
         except (OSError, ValueError, EOFError, MemoryError) as exc:
