@@ -103,17 +103,47 @@ class Catalog:
         """``(as written, resolved path or None, why it is refused or None)`` for row ``i``."""
         resolved = self._memo.setdefault("resolved", {})
         if i not in resolved:
-            written = Path(str(self.items["image"].iat[i]))
+            column = self._memo.get("image_column")
+            if column is None:  # a list once: the DataFrame lookup of the column cost 30 us a row
+                column = self._memo["image_column"] = self.items["image"].tolist()
+            written = Path(str(column[i]))
             shown = written if written.is_absolute() else self.root / written
-            target = _resolve(shown)
+            target, inside = self._resolve_file(shown)
             if target is None:
                 resolved[i] = (shown, None, "path cannot be resolved")
-            elif not any(target == r or r in target.parents for r in self.allowed_roots() if r is not None):
+            elif not inside:
                 resolved[i] = (shown, None, "image path is outside the catalog folder (and the allowed "
                                f"image roots; see {IMAGE_ROOTS_ENV}): not read")
             else:
                 resolved[i] = (shown, target, None)
         return resolved[i]
+
+    def _resolve_file(self, shown: Path) -> tuple[Path | None, bool]:
+        """``(shown resolved, whether inside an allowed root)``, as ``Path.resolve`` would resolve it: its folder is
+        resolved (and placed) once per folder, and then only its last component is looked at (a symlink there is
+        followed in full). Resolving every path from the top cost ~60 us a row: 6 s of a 100k catalog's fit."""
+        folders = self._memo.setdefault("folders", {})
+        name = shown.name
+        if "\0" in str(shown):  # os.path.islink would say False rather than refuse it
+            return None, False
+        if name in ("", ".", ".."):
+            return self._placed(_resolve(shown))
+        if shown.parent not in folders:
+            folders[shown.parent] = self._placed(_resolve(shown.parent))
+        base, inside = folders[shown.parent]
+        if base is None:
+            return None, False
+        try:
+            if not os.path.islink(base / name):  # inside if its folder is, or if it names a root itself
+                return base / name, inside or base / name in self.allowed_roots()
+        except (OSError, ValueError):  # an embedded NUL byte
+            return None, False
+        return self._placed(_resolve(base / name))
+
+    def _placed(self, target: Path | None) -> tuple[Path | None, bool]:
+        inside = target is not None and any(target == r or r in target.parents for r in self.allowed_roots()
+                                            if r is not None)
+        return target, inside
 
     def image_path(self, i: int) -> Path:
         """Where row ``i``'s image may be read: resolved, inside the allowed roots. A path that
