@@ -127,3 +127,19 @@ def test_the_conversion_child_builds_image_embedders_only(capsys):
     assert _child_main("os:system", "{}") == 2
     assert _child_main("recommender.features.inference:nothing", "{}") == 2
     assert "not an image embedder" in capsys.readouterr().err
+
+
+@needs_openvino
+def test_the_graph_mirrors_each_image_exactly_as_numpy_does(pixels, lite0_embedder):
+    """flip-TTA on OpenVINO: the second compilation reverses the width axis inside the graph (no numpy copy of the
+    batch); its two views per image are the plain network's outputs for the image and for ``x[:, :, ::-1]``."""
+    from recommender.features.postprocess import mirror_mean
+
+    forward = lite0_embedder._forward
+    both = forward.with_mirror(pixels)
+    assert both.shape == (len(pixels), 2, lite0_embedder.feature_dim_)
+    np.testing.assert_allclose(both[:, 0], forward(pixels), atol=1e-6)
+    np.testing.assert_allclose(both[:, 1], forward(np.ascontiguousarray(pixels[:, :, ::-1])), atol=1e-6)
+    assert not np.allclose(both[:, 0], both[:, 1], atol=1e-3)  # an asymmetric photo: the views differ
+    flipped = ImageEmbedder("efficientnet_lite0", flip_tta=True).fit()
+    np.testing.assert_allclose(flipped.embed_arrays(pixels), mirror_mean(both[:, 0], both[:, 1]), atol=1e-6)
