@@ -20,7 +20,7 @@ from recommender.ranking.calibration import DEFAULT_PROBES
 from recommender.ranking.filters import Filters
 from recommender.ranking.results import Recommendations
 from recommender.store.build import default_cache_dir
-from recommender.store.vector_file import mapped_bfloat16
+from recommender.store.vector_file import content_digest, mapped_bfloat16
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class IndexMixin:
             return index.mirror(self)
         rows = np.flatnonzero(has_image)
         folder = None if index.kind == "milvus" else self._index_folder()
-        key = index_content_key(index, vectors, rows) if folder is not None else None
+        key = index_content_key(index, vectors, rows, digest=content_digest(vectors)) if folder is not None else None
         if key is not None:
             loaded = load_index(folder, key, kind=index.kind, dim=index.dim)
             if loaded is not None:
@@ -72,25 +72,32 @@ class IndexMixin:
                 log.warning("could not save the image index under %s: %s", folder, exc)
         return index
 
-    def _serving_vectors(self, vectors: np.ndarray) -> np.ndarray:
+    def _serves_mapped(self, n: int, dim: int, catalog=None) -> bool:
+        """Whether a fit of ``n`` products of ``dim`` serves its image vectors from a bfloat16 file (an
+        in-process ANN index and a cache folder): the fit then asks the build for bfloat16 rows at once."""
+        kind = self.index if self.index_options else resolve_kind(self.index, n, dim)
+        return not (kind in ("exact", "milvus") or self.index_options or self._index_folder(catalog) is None)
+
+    def _serving_vectors(self, vectors: np.ndarray, catalog=None, name: str = "vectors") -> np.ndarray:
         """The copy of the image vectors queries re-score candidates with: with an in-process ANN index, bfloat16
         memory-mapped from the cache (a query reads only its candidates' rows; the process's anonymous
         memory no longer holds 9 KB per product); with the exact scan (every row, every query) or a remote
-        collection, ``vectors`` themselves. A cache that cannot be written keeps them in memory, with a warning."""
-        kind = self.index if self.index_options else resolve_kind(self.index, len(vectors), vectors.shape[1])
-        folder = self._index_folder()
-        if kind in ("exact", "milvus") or self.index_options or folder is None:
+        collection, ``vectors`` themselves. A cache that cannot be written keeps them in memory, with a warning.
+        Vectors already mapped from a file (``fit`` converts early, to free its in-memory copy) stay as they are."""
+        if content_digest(vectors) is not None or not self._serves_mapped(len(vectors), vectors.shape[1], catalog):
             return vectors
+        folder = self._index_folder(catalog)
         try:
-            return mapped_bfloat16(vectors, folder.parent / "vectors")
+            return mapped_bfloat16(vectors, folder.parent / name)  # a folder per kind: each keeps its newest files
         except OSError as exc:
             log.warning("could not write the bfloat16 vector file under %s (%s): vectors kept in memory",
                         folder.parent, exc)
             return vectors
 
-    def _index_folder(self) -> Path | None:
+    def _index_folder(self, catalog=None) -> Path | None:
+        catalog = catalog if catalog is not None else getattr(self, "catalog_", None)
         return Path(self.cache_dir) / "index" if self.cache_dir else (
-            default_cache_dir(self.catalog_) / "index" if getattr(self, "catalog_", None) is not None else None)
+            default_cache_dir(catalog) / "index" if catalog is not None else None)
 
     def catalog_rows(self, rows: np.ndarray):
         """Catalog rows (the current catalog, live updates included) by position: a Milvus index's attributes."""

@@ -38,6 +38,7 @@ from recommender.ranking.results import Recommendation, Recommendations
 from recommender.scoring import rows_against_all
 from recommender.shop_photos import fit_catalog_adapter
 from recommender.store.build import BuildReport, Progress, build_embeddings, default_cache_dir, image_hashes
+from recommender.store.vector_file import BFLOAT16
 
 __all__ = ["Filters", "HybridRecommender", "Recommendation", "Recommendations"]
 log = logging.getLogger(__name__)
@@ -203,12 +204,22 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         catalog = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
         hashes = image_hashes(catalog)  # read every image file once for both caches
         self.choose_features(catalog, hashes)
+        image_embedder = self._image_embedder(self.backbone)
+        # Served from a bfloat16 file (an ANN catalog): built as bfloat16 at once, half the float32 matrix.
+        mapped = self._serves_mapped(len(catalog), image_embedder.identity().feature_dim, catalog)
         vectors, has_image, report, embedder = build_embeddings(
-            catalog, self._image_embedder(self.backbone), self.cache_dir, progress=progress, hashes=hashes)
-        # Colour histograms need no model: cheap, cached beside the CNN vectors.
-        colours, _, _, _ = build_embeddings(catalog, ColourEmbedder(), self.cache_dir, hashes=hashes)
+            catalog, image_embedder, self.cache_dir, progress=progress, hashes=hashes,
+            dtype=BFLOAT16 if mapped else np.float32)
+        # Colour histograms need no model: cheap, cached beside the CNN vectors; at scale served from a file too
+        # (512-d float32 is 2 KB a product: 2 GB of a million-product process).
+        colours, _, _, _ = build_embeddings(catalog, ColourEmbedder(), self.cache_dir, hashes=hashes,
+                                            dtype=BFLOAT16 if mapped else np.float32)
+        if mapped:
+            colours = self._serving_vectors(colours, catalog, "colours")
         choice, embedder = fit_catalog_adapter(self.adapter, catalog, vectors, has_image, photos, embedder,
                                                lambda: self._image_embedder(self.backbone), self.cache_dir)
+        if mapped and choice.adapter is None and not self.dba_k and not self.label_projection:
+            vectors = self._serving_vectors(vectors, catalog)  # written now: this frame stops holding the rows
         self._fit_vectors(catalog, vectors, colours, has_image, report, embedder, choice)
         self._image_rows = {h: i for i, h in enumerate(hashes) if h is not None and has_image[i]}  # see live.py
         return self
@@ -250,6 +261,8 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
                      adapted=None) -> HybridRecommender:
         self.adapter_ = adapted.adapter if adapted else None
         self.adapter_note_ = adapted.note if adapted else "adapter off: vectors given to fit_vectors"
+        if vectors.dtype == BFLOAT16 and (self.adapter_ is not None or self.dba_k > 0 or self.label_projection):
+            vectors = vectors.astype(np.float32)  # these steps compute in float32 (fit() builds bfloat16 at scale)
         if self.adapter_ is not None:  # catalog images move into the adapted space photo queries are mapped to
             vectors = vectors.copy()
             vectors[has_image] = self.adapter_.catalog_vectors_
@@ -368,7 +381,11 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
                                          folds=min(PROJECTION_FOLDS, len(labels)))[rows]
         else:
             sim = rows_against_all(self.image_vectors_, rows)
-        return sim if not c else (1 - c) * sim + c * (self.colour_vectors_[rows] @ self.colour_vectors_.T)
+        if not c:
+            return sim
+        colour = self.colour_vectors_  # float32 in memory; bfloat16 mapped beside an ANN index (converted blockwise)
+        return (1 - c) * sim + c * (colour[rows] @ colour.T if colour.dtype == np.float32
+                                    else rows_against_all(colour, rows))
 
     def image_similarity_matrix(
         self, colour_weight: float | None = None, photo: bool = False, out_of_fold: bool = False

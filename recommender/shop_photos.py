@@ -189,7 +189,8 @@ def fit_catalog_adapter(mode: str, catalog: Catalog, vectors: np.ndarray, has_im
     ids = np.asarray(catalog.ids, dtype=object)
     labels = table["id"].to_numpy(dtype=object)
     usable = readable & np.isin(labels, ids[has_image])  # a photo of a product without an image teaches nothing
-    choice = choose_adapter(mode, photo_vectors[usable], labels[usable], vectors[has_image], ids[has_image],
+    catalog_rows = np.asarray(vectors[has_image], dtype=np.float32)  # a large catalog's rows arrive as bfloat16
+    choice = choose_adapter(mode, photo_vectors[usable], labels[usable], catalog_rows, ids[has_image],
                             cache)
     dropped = int(len(table) - usable.sum())
     if dropped:

@@ -17,6 +17,7 @@ from recommender.index.persist import load_index, save_index
 from recommender.index.reduced import ReducedHNSWIndex, ReducedIVFIndex
 from recommender.ranking.filters import Filters
 from recommender.store.vector_file import BFLOAT16
+from tests.conftest import DEMO_DIR
 
 K = 10
 
@@ -202,7 +203,7 @@ def test_a_warm_fit_loads_the_saved_graph_and_a_changed_catalog_builds_its_own(d
     cache = tmp_path / "cache"
     params = {**{k: v for k, v in demo_recommender.get_params().items() if k != "index"}, "index": "hnsw_pca"}
     # The vectors come from the session's warm cache; the graph goes into this test's own folder.
-    monkeypatch.setattr(HybridRecommender, "_index_folder", lambda self: cache / "index")
+    monkeypatch.setattr(HybridRecommender, "_index_folder", lambda self, catalog=None: cache / "index")
     first = HybridRecommender(**params).fit(demo_catalog)
     assert len(builds) == 1 and len(list((cache / "index").iterdir())) == 1
     second = HybridRecommender(**params).fit(demo_catalog)
@@ -244,3 +245,23 @@ def test_live_updates_on_mapped_bfloat16_vectors(demo_catalog, demo_recommender,
     assert ann.recommend(text="lunar", k=5).ids == exact.recommend(text="lunar", k=5).ids
     assert set(ann.recommend(item="tent", k=K).ids) == set(exact.recommend(item="tent", k=K).ids)
     assert "road-bike" not in ann.recommend(item="basketball", k=88).ids
+
+
+def test_colours_are_served_from_their_own_bfloat16_file_beside_an_ann_index(demo_catalog, demo_recommender,
+                                                                             monkeypatch):
+    """At scale the colour histograms (512-d, 2 KB a product in float32) are built as bfloat16 and mapped like the
+    image vectors; colour-mixed similarities stay those of the in-memory float32 histograms within bfloat16's step."""
+    from recommender.store.vector_file import content_digest
+
+    monkeypatch.setattr(reduced, "MIN_FIT_ROWS", 20)
+    monkeypatch.setattr(reduced, "DEFAULT_COMPONENTS", 32)
+    params = {k: v for k, v in demo_recommender.get_params().items() if k != "index"}
+    ann = HybridRecommender(**params, index="ivf_pca").fit(demo_catalog)
+    for mapped in (ann.image_vectors_, ann.colour_vectors_):
+        assert mapped.dtype == BFLOAT16 and content_digest(mapped) is not None
+    assert len(list((ann._index_folder().parent / "colours").glob("*.npy"))) == 1
+    np.testing.assert_allclose(ann.colour_vectors_.astype(np.float32), demo_recommender.colour_vectors_, atol=4e-3)
+    rows = np.arange(0, len(demo_catalog), 7)
+    np.testing.assert_allclose(ann.image_similarity_rows(rows, colour_weight=1.0),
+                               demo_recommender.image_similarity_rows(rows, colour_weight=1.0), atol=8e-3)
+    assert ann.recommend(image=DEMO_DIR / "images" / "t-shirt.png", k=5).ids[0] == "t-shirt"

@@ -57,3 +57,37 @@ def test_a_float16_file_under_the_name_is_rewritten_and_old_float16_files_go(tmp
     fixed = mapped_bfloat16(x, tmp_path)
     np.testing.assert_array_equal(fixed.view(np.uint16), x.astype(BFLOAT16).view(np.uint16))
     assert not legacy.exists() and outside.is_file()
+
+
+def test_the_content_digest_names_only_the_whole_mapped_file(tmp_path):
+    """The index key of a fit over a mapped file hashes the file's digest, not its 456 MB again (at 100k): only the
+    mapping of the whole file may answer with it, never a slice (a slice keeps the file's name) or other arrays."""
+    from recommender.index.factory import make_index
+    from recommender.index.persist import index_content_key
+    from recommender.store.vector_file import bfloat16_digest, content_digest
+
+    x = _vectors()
+    mapped = mapped_bfloat16(x, tmp_path)
+    assert content_digest(mapped) == bfloat16_digest(x) == Path(mapped.filename).stem.removeprefix(PREFIX)
+    for other in (mapped[:10], mapped[5:], mapped[:, :3], mapped[::-1], x, x.astype(BFLOAT16), np.asarray(mapped)):
+        assert content_digest(other) is None
+    index = make_index("ivf_pca", x.shape[1], expected_size=len(x))
+    rows = np.arange(len(x))
+    by_digest = index_content_key(index, mapped, rows, digest=content_digest(mapped))
+    assert by_digest == index_content_key(index, mapped, rows, digest=content_digest(mapped))
+    assert by_digest != index_content_key(index, mapped, rows[1:], digest=content_digest(mapped))
+    assert by_digest != index_content_key(index, mapped, rows)  # the bytes-hashed key of older fits: rebuilt once
+    other = mapped_bfloat16(_vectors(seed=5), tmp_path)
+    assert by_digest != index_content_key(index, other, rows, digest=content_digest(other))
+
+
+def test_written_with_plain_writes_and_verified_without_the_map(tmp_path):
+    """The file is written and checked with read()/write(), so its pages are never this process's RSS until a query
+    touches them; a file of the right size whose header is not ours is rewritten."""
+    x = _vectors()
+    path = Path(mapped_bfloat16(x, tmp_path).filename)
+    np.testing.assert_array_equal(np.load(path), x.astype(BFLOAT16).view(np.uint16))
+    path.write_bytes(path.read_bytes().replace(b"'<u2'", b"'<i2'", 1))  # same size, another dtype in the header
+    assert np.load(path).dtype == np.int16
+    fixed = mapped_bfloat16(x, tmp_path)
+    np.testing.assert_array_equal(fixed.view(np.uint16), x.astype(BFLOAT16).view(np.uint16))

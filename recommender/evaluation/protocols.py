@@ -275,7 +275,10 @@ def _rank_query(rec: HybridRecommender, i: int, img: np.ndarray | None, meta: np
 
 def _mixed_colour(rec: HybridRecommender, i: int, cnn: np.ndarray, c: float) -> np.ndarray:
     """CNN scores of one query against every row with ``c`` of colour mixed in, as ``image_similarity_rows``."""
-    return cnn if not c else (1 - c) * cnn + c * (rec.colour_vectors_[i] @ rec.colour_vectors_.T)
+    if not c:
+        return cnn
+    colour = rec.colour_vectors_  # bfloat16 when mapped beside an ANN index: scored blockwise in float32
+    return (1 - c) * cnn + c * (colour[i] @ colour.T if colour.dtype == np.float32 else dense_scores(colour, colour[i]))
 
 
 def _expanded_similarity(rec: HybridRecommender, sim: np.ndarray, queries: Sequence[int], photo: bool) -> np.ndarray:

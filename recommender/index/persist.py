@@ -82,11 +82,14 @@ def load_index(folder: Path | str, key: str, kind: str | None = None, dim: int |
     return index
 
 
-def index_content_key(index: VectorIndex, vectors, rows) -> str:
+def index_content_key(index: VectorIndex, vectors, rows, digest: str | None = None) -> str:
     """A key naming exactly what an index built from ``vectors[rows]`` (labelled ``rows``) would hold.
 
     Hashes the kind, the backend's parameters, the labels and every vector byte (blake2b: ~1 s per GB),
     so a different catalog, model, post-processing or parameter can never load another's graph.
+    ``digest``: a hash already naming every byte of ``vectors`` (a content-addressed vector file's, verified
+    when it was mapped), hashed instead of the vectors: reading them again through the map put the whole
+    file in the process's RSS.
     """
     import hashlib
 
@@ -101,6 +104,9 @@ def index_content_key(index: VectorIndex, vectors, rows) -> str:
                         sort_keys=True).encode())
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     h.update(rows.tobytes())
+    if digest is not None:
+        h.update(f"content {digest} {tuple(np.shape(vectors))}".encode())
+        return f"{index.kind}-{h.hexdigest()}"
     # 8,192 rows at a time, hashed in place: 65,536 float32 rows gathered and copied again by tobytes() were 1.2 GB of
     # temporaries, a warm fit's peak at 70k (2.02 GB). The bytes hashed, hence the keys, are the same.
     for start in range(0, len(rows), 8_192):
