@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from recommender import recommender as facade  # noqa: E402
+from recommender.evaluation.metrics import paired_bootstrap_diff  # noqa: E402
 from recommender.evaluation.suite import compare, run_suite, summary_markdown  # noqa: E402
 from recommender.features.embedders import ColourEmbedder, ImageEmbedder, has_classifier_head  # noqa: E402
 from recommender.features.images import open_image  # noqa: E402
@@ -67,7 +68,27 @@ ROWS: dict[str, tuple[dict, tuple[tuple[float, ...], float]]] = {
     "qe3-a3": ({"qe_k": 3, "qe_alpha": 3.0}, ((), 1.0)),
     "qe2-photos": ({"qe_k": 2, "qe_photos": True}, ((), 1.0)),
     "qe3-photos": ({"qe_k": 3, "qe_photos": True}, ((), 1.0)),
+    # issue 12, demo P@5 >= .75: self-dominant DBA (catalog side, neighbours through the index) on top of
+    # query expansion (qe_k="auto" = 2 on these exactly scanned catalogs); names: dba<k>-a<alpha>-m<mix>
+    "dba2-a3-m0.5": ({"dba_k": 2, "dba_alpha": 3.0, "dba_mix": 0.5}, ((), 1.0)),
+    "dba2-a3-m0.3": ({"dba_k": 2, "dba_alpha": 3.0, "dba_mix": 0.3}, ((), 1.0)),
+    "dba1-a3-m0.5": ({"dba_k": 1, "dba_alpha": 3.0, "dba_mix": 0.5}, ((), 1.0)),
+    "dba1-a3-m0.3": ({"dba_k": 1, "dba_alpha": 3.0, "dba_mix": 0.3}, ((), 1.0)),
+    "dba2-a0-m0.5": ({"dba_k": 2, "dba_alpha": 0.0, "dba_mix": 0.5}, ((), 1.0)),  # neighbours alike, not cos**3
+    "dba2-a0-m0.9": ({"dba_k": 2, "dba_alpha": 0.0, "dba_mix": 0.9}, ((), 1.0)),
+    "w0.6": ({"weight": 0.6}, ((), 1.0)),
+    # variants of the expansion's feedback (ExpansionMixin class attributes, EXPANSION_ATTRS; defaults = today's)
+    "qe-decay0.5": ({"qe_decay": 0.5}, ((), 1.0)),  # rank-weighted: the 2nd feedback row weighs half
+    "qe-mass0.5": ({"qe_side_mass": (0.5, 0.5)}, ((), 1.0)),  # the query keeps half the expanded vector, not 1/3
+    "qe-mass-img0": ({"qe_side_mass": (0.0, 1.0)}, ((), 1.0)),  # only the metadata row is expanded
+    "qe-mass-meta0": ({"qe_side_mass": (1.0, 0.0)}, ((), 1.0)),  # only the image vector is expanded
+    "qe-mass-meta2": ({"qe_side_mass": (1.0, 2.0)}, ((), 1.0)),  # the metadata row's feedback counts double
 }
+#: Row parameters that are ExpansionMixin class attributes rather than HybridRecommender arguments: set on the
+#: class for that row only (ranking/expansion.py).
+EXPANSION_ATTRS = ("qe_decay", "qe_side_mass")
+#: Non-headline figures also compared per query (protocol, method, metric): grocery R@5 is issue 12's second target.
+EXTRA = [("grocery/val", "default", "R@5")]
 
 
 def _install_query_side(crops: tuple[float, ...], colour_crop: float, memo: dict) -> None:
@@ -119,15 +140,22 @@ def main() -> None:
     memo: dict = {}
     original = facade.HybridRecommender._image_embedder
     original_upload = facade.HybridRecommender._embed_upload
-    results, baseline = {}, None
+    results, baseline, baseline_extra = {}, None, {}
     table = ["| row | " + " | ".join(["objective"]) + " | per protocol: mean (diff to baseline [95% CI]) |",
              "|---|---|---|"]
     for name, (params, (crops, colour_crop)) in rows.items():
         facade.HybridRecommender._image_embedder = original
         facade.HybridRecommender._embed_upload = original_upload
         _install_query_side(crops, colour_crop, memo)
+        for attr in EXPANSION_ATTRS:  # back to the class default, then this row's value
+            if attr in vars(facade.HybridRecommender):
+                delattr(facade.HybridRecommender, attr)
+        for attr in set(params) & set(EXPANSION_ATTRS):
+            value = params[attr]
+            setattr(facade.HybridRecommender, attr, tuple(value) if isinstance(value, list) else value)
         t0 = time.perf_counter()
-        suite = run_suite({**BASE, **params}, cache_root=args.cache,
+        suite = run_suite({**BASE, **{k: v for k, v in params.items() if k not in EXPANSION_ATTRS}},
+                          cache_root=args.cache,
                           fashion=None if args.fashion == "none" else args.fashion,
                           log=lambda m: print(m, file=sys.stderr))
         elapsed = time.perf_counter() - t0
@@ -142,8 +170,19 @@ def main() -> None:
                          f"{d['hi']:+.3f}]{star})")
         table.append(f"| {name} | {suite.objective:.4f} | " + "; ".join(cells) + " |")
         print("\n".join(table), flush=True)
+        extra = {f"{p} {m} {k}": suite.results[p]["per_query"][m][k] for p, m, k in EXTRA
+                 if p in suite.results and "per_query" in suite.results[p]}
+        extra_diffs = {key: paired_bootstrap_diff(v, baseline_extra[key]) for key, v in extra.items()
+                       if key in baseline_extra}
+        if not baseline_extra:
+            baseline_extra.update(extra)
+        for key, v in extra.items():
+            d = extra_diffs.get(key, {"mean_diff": 0.0, "lo": 0.0, "hi": 0.0, "significant": False})
+            print(f"  {name} {key}: {sum(v) / len(v):.3f} ({d['mean_diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+                  f"{'*' if d['significant'] else ''})", flush=True)
         results[name] = {"params": params, "query_crops": list(crops), "colour_crop": colour_crop,
-                         "seconds": round(elapsed, 1), "suite": suite.to_dict(), "vs_baseline": diffs}
+                         "seconds": round(elapsed, 1), "suite": suite.to_dict(), "vs_baseline": diffs,
+                         "extra_per_query": extra, "extra_vs_baseline": extra_diffs}
         if args.out:
             args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     print("\nFinal table (first row = baseline; * = paired 95% interval excludes 0):")

@@ -17,7 +17,7 @@ from recommender import Filters, HybridRecommender, querying
 from recommender.errors import RecommenderError
 from recommender.evaluation.protocols import leave_one_out
 from recommender.index.exact import l2_normalise
-from recommender.ranking.expansion import expand_dense, expand_sparse, feedback_weights
+from recommender.ranking.expansion import expand_dense, expand_sparse, feedback_scale, feedback_weights
 
 LABEL_FREE = ("category", "sub_category")  # as leave-one-out by sub_category: the label is not a feature
 
@@ -206,3 +206,40 @@ def test_what_is_expanded(pair):
     projected = copy.copy(expanded)
     projected.label_projection_ = object()  # a fitted label projection: not measured with expansion, so off
     assert not projected.expands()
+
+
+def test_feedback_variants_rank_decay_and_side_mass(pair, demo_catalog):
+    """Opt-in variants of the feedback (``qe_decay``, ``qe_side_mass``: class attributes whose defaults are today's
+    expansion): ``qe_decay=0`` keeps only the best feedback row, so ``qe_k=2`` ranks as ``qe_k=1``; a side's mass 0
+    leaves that side of the query as it was."""
+    _, expanded = pair
+    assert expanded.qe_decay == 1.0 and expanded.qe_side_mass == (1.0, 1.0)
+    assert feedback_scale(2) is None  # the default: no multiplier at all
+    assert np.allclose(feedback_scale(3, 0.5, 2.0), [2.0, 1.0, 0.5])
+    q = expanded.catalog_.position("football")
+    q_img, q_meta = expanded.image_vectors_[q], expanded.metadata_matrix_[q]
+    feedback = np.array([r.position for r in expanded.recommend(item="football", k=2).items])
+    full_img, full_meta = expanded.expanded_query(q_img, q_meta, feedback)
+    best_img, best_meta = expanded.expanded_query(q_img, q_meta, feedback[:1])
+    assert not np.allclose(full_img, best_img)  # the second row does move the query by default
+
+    decayed = copy.copy(expanded)
+    decayed.qe_decay = 0.0
+    got_img, got_meta = decayed.expanded_query(q_img, q_meta, feedback)
+    assert np.allclose(got_img, best_img, atol=1e-6)
+    assert np.allclose(got_meta.toarray(), best_meta.toarray(), atol=1e-6)
+    one_row = copy.copy(expanded).set_params(qe_k=1)
+    for pid in demo_catalog.ids[::11]:
+        assert decayed.recommend(item=pid, k=10).ids == one_row.recommend(item=pid, k=10).ids
+
+    image_only = copy.copy(expanded)
+    image_only.qe_side_mass = (1.0, 0.0)
+    got_img, got_meta = image_only.expanded_query(q_img, q_meta, feedback)
+    assert np.allclose(got_img, full_img, atol=1e-6)
+    assert np.allclose(got_meta.toarray(), l2_normalise(q_meta.toarray()), atol=1e-6)
+    assert not np.allclose(got_meta.toarray(), full_meta.toarray())
+    halved = copy.copy(expanded)
+    halved.qe_side_mass = (0.5, 0.5)
+    x = np.asarray(expanded.image_vectors_, np.float32)[feedback]
+    assert np.allclose(halved.expanded_query(q_img, None, feedback)[0],
+                       l2_normalise(np.asarray(q_img, np.float32) + 0.5 * x.sum(axis=0)), atol=1e-6)
