@@ -207,15 +207,16 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         image_embedder = self._image_embedder(self.backbone)
         # Served from a bfloat16 file (an ANN catalog): built as bfloat16 at once, half the float32 matrix.
         mapped = self._serves_mapped(len(catalog), image_embedder.identity().feature_dim, catalog)
-        vectors, has_image, report, embedder = build_embeddings(
-            catalog, image_embedder, self.cache_dir, progress=progress, hashes=hashes,
-            dtype=BFLOAT16 if mapped else np.float32)
         # Colour histograms need no model: cheap, cached beside the CNN vectors; at scale served from a file too
-        # (512-d float32 is 2 KB a product: 2 GB of a million-product process).
+        # (512-d float32 is 2 KB a product: 2 GB of a million-product process), written before the CNN rows are
+        # built so the two in-memory copies are never held at once.
         colours, _, _, _ = build_embeddings(catalog, ColourEmbedder(), self.cache_dir, hashes=hashes,
                                             dtype=BFLOAT16 if mapped else np.float32)
         if mapped:
             colours = self._serving_vectors(colours, catalog, "colours")
+        vectors, has_image, report, embedder = build_embeddings(
+            catalog, image_embedder, self.cache_dir, progress=progress, hashes=hashes,
+            dtype=BFLOAT16 if mapped else np.float32)
         choice, embedder = fit_catalog_adapter(self.adapter, catalog, vectors, has_image, photos, embedder,
                                                lambda: self._image_embedder(self.backbone), self.cache_dir)
         if mapped and choice.adapter is None and not self.dba_k and not self.label_projection:

@@ -91,3 +91,36 @@ def test_written_with_plain_writes_and_verified_without_the_map(tmp_path):
     assert np.load(path).dtype == np.int16
     fixed = mapped_bfloat16(x, tmp_path)
     np.testing.assert_array_equal(fixed.view(np.uint16), x.astype(BFLOAT16).view(np.uint16))
+
+
+def test_rows_read_from_the_file_are_the_mapped_rows(tmp_path):
+    """A fit's sampled reads (calibration) go through pread, not the map; the same float32 values either way."""
+    from recommender.store.vector_file import read_rows
+
+    x = _vectors()
+    mapped = mapped_bfloat16(x, tmp_path)
+    rows = np.array([299, 0, 5, 5, 123])
+    np.testing.assert_array_equal(read_rows(mapped, rows), mapped[rows].astype(np.float32))
+    for part in (slice(0, 300), slice(290, 400), slice(10, 20), slice(300, 310)):
+        np.testing.assert_array_equal(read_rows(mapped, part), mapped[part].astype(np.float32))
+    np.testing.assert_array_equal(read_rows(x, rows), x[rows])  # an in-memory array: itself, as float32
+    assert read_rows(mapped, rows[:0]).shape == (0, x.shape[1])
+
+
+def test_calibration_of_a_large_mapped_catalog_reads_a_pool_of_rows(tmp_path, monkeypatch):
+    """Above ``SAMPLED_PAIRS_ABOVE`` rows the unrelated anchor comes from pairs within ``PAIR_POOL`` sampled rows,
+    read from the file: the same anchors as the in-memory rows, and close to the all-rows estimate."""
+    from recommender.ranking import calibration
+
+    x = _vectors(n=3000, seed=7)
+    x[:1500] += 0.5  # two clusters: pairs are not all alike
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rows = np.arange(len(x))
+    full = calibration.dense_reference(x, rows)
+    monkeypatch.setattr(calibration, "SAMPLED_PAIRS_ABOVE", 1000)
+    monkeypatch.setattr(calibration, "PAIR_POOL", 500)
+    mapped = mapped_bfloat16(x, tmp_path)
+    pooled_file = calibration.dense_reference(mapped, rows)
+    pooled_memory = calibration.dense_reference(mapped.astype(np.float32), rows)
+    assert pooled_file == pooled_memory
+    assert abs(pooled_file.unrelated - full.unrelated) < 0.02 and abs(pooled_file.close - full.close) < 0.01

@@ -17,6 +17,10 @@ import scipy.sparse as sp
 
 DEFAULT_PAIRS = 20_000
 DEFAULT_PROBES = 256  # products whose nearest neighbour sets the "close" anchor
+# Above this many rows (an ANN catalog, vectors mapped from a file) pairs are drawn among PAIR_POOL sampled rows:
+# 20,000 pairs of 100k rows read (with the kernel's fault-around) the whole 456 MB file into the fit's RSS.
+SAMPLED_PAIRS_ABOVE = 20_000
+PAIR_POOL = 8_192
 CLOSE_SCORE = 0.8
 
 
@@ -67,12 +71,20 @@ def dense_reference(vectors: np.ndarray, rows: np.ndarray, n_pairs: int = DEFAUL
     ``nearest``: the similarity of sampled products to their nearest other product, if the caller
     has them (e.g. from an ANN index); otherwise ``DEFAULT_PROBES`` products are scanned exactly.
     """
-    a, b = random_pairs(rows, n_pairs, seed)
-    if not len(a):
-        return SideReference()
-    sims = np.concatenate([np.einsum("ij,ij->i", vectors[a[s:s + block]].astype(np.float32),
-                                     vectors[b[s:s + block]].astype(np.float32))
-                           for s in range(0, len(a), block)])
+    from recommender.store.vector_file import read_rows  # mapped files read with pread, not through the map
+
+    if len(rows) > SAMPLED_PAIRS_ABOVE:
+        pool = np.sort(_probes(rows, PAIR_POOL, seed + 1))
+        a, b = random_pairs(np.arange(len(pool)), n_pairs, seed)
+        pooled = read_rows(vectors, pool)
+        sims = np.einsum("ij,ij->i", pooled[a], pooled[b])
+    else:
+        a, b = random_pairs(rows, n_pairs, seed)
+        if not len(a):
+            return SideReference()
+        sims = np.concatenate([np.einsum("ij,ij->i", vectors[a[s:s + block]].astype(np.float32),
+                                         vectors[b[s:s + block]].astype(np.float32))
+                               for s in range(0, len(a), block)])
     if nearest is None:
         probes = _probes(rows, DEFAULT_PROBES, seed)
         live = np.zeros(len(vectors), dtype=bool)
@@ -82,9 +94,9 @@ def dense_reference(vectors: np.ndarray, rows: np.ndarray, n_pairs: int = DEFAUL
         for s in range(0, len(probes), step):
             p = probes[s:s + step]
             sim = np.empty((len(p), len(vectors)), np.float32)
-            q = vectors[p].astype(np.float32)
-            for b in range(0, len(vectors), 65_536):  # no full-size float32 copy of a float16 matrix
-                sim[:, b:b + 65_536] = q @ vectors[b:b + 65_536].astype(np.float32, copy=False).T
+            q = read_rows(vectors, p)
+            for b in range(0, len(vectors), 65_536):  # no full-size float32 copy of a 16-bit matrix
+                sim[:, b:b + 65_536] = q @ read_rows(vectors, slice(b, b + 65_536)).T
             sim[:, ~live] = -np.inf
             sim[np.arange(len(p)), p] = -np.inf
             nearest[s:s + step] = sim.max(axis=1)

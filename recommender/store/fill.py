@@ -26,7 +26,7 @@ from recommender.store.artifacts import ArtifactStore, StoredEmbeddings, _one_li
 __all__ = ["BLOCK_BYTES", "fill_cached"]
 
 log = logging.getLogger(__name__)
-BLOCK_BYTES = 32 << 20  # read and hashed at a time: bounds the extra memory whatever the cache holds
+BLOCK_BYTES = 8 << 20  # read and hashed at a time: bounds the extra memory whatever the cache holds
 _HEADER_MAX = 65_536 + 16  # magic + the longest header .npy format 2 allows
 
 

@@ -120,6 +120,30 @@ def content_digest(vectors: np.ndarray) -> str | None:
     return name[len(PREFIX):-len(".npy")] if whole else None
 
 
+def read_rows(vectors: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+    """``vectors[rows]`` as float32. From a mapped vector file the rows are read with ``pread`` rather than through
+    the map: a fit's sampled reads through it pulled (with the kernel's fault-around) the whole file into the
+    process's RSS, where a query's pages belong."""
+    if content_digest(vectors) is None:
+        return np.asarray(vectors[rows], dtype=np.float32)
+    dim = vectors.shape[1]
+    row_bytes, header = 2 * dim, len(_header(vectors.shape))
+    if isinstance(rows, slice):
+        start, stop, _ = rows.indices(len(vectors))
+        out = np.empty((max(stop - start, 0), dim), np.uint16)
+        with open(vectors.filename, "rb") as f:
+            f.seek(header + start * row_bytes)
+            if out.size and f.readinto(memoryview(out.reshape(-1)).cast("B")) != out.nbytes:
+                raise OSError(f"{vectors.filename}: shorter than its header says")
+    else:
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), dim), np.uint16)
+        with open(vectors.filename, "rb") as f:
+            for j, r in enumerate(rows.tolist()):
+                out[j] = np.frombuffer(os.pread(f.fileno(), row_bytes, header + r * row_bytes), np.uint16)
+    return out.view(BFLOAT16).astype(np.float32)
+
+
 def mapped_bfloat16(vectors: np.ndarray, folder: Path | str) -> np.ndarray:
     """``vectors`` as a read-only bfloat16 memory map of ``folder/vectors-bf16-<hash>.npy`` (written if absent
     or not matching). ``OSError`` if the folder cannot be written; the caller then keeps them in memory."""
