@@ -207,13 +207,6 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         image_embedder = self._image_embedder(self.backbone)
         # Served from a bfloat16 file (an ANN catalog): built as bfloat16 at once, half the float32 matrix.
         mapped = self._serves_mapped(len(catalog), image_embedder.identity().feature_dim, catalog)
-        # Colour histograms need no model: cheap, cached beside the CNN vectors; at scale served from a file too
-        # (512-d float32 is 2 KB a product: 2 GB of a million-product process), written before the CNN rows are
-        # built so the two in-memory copies are never held at once.
-        colours, _, _, _ = build_embeddings(catalog, ColourEmbedder(), self.cache_dir, hashes=hashes,
-                                            dtype=BFLOAT16 if mapped else np.float32)
-        if mapped:
-            colours = self._serving_vectors(colours, catalog, "colours")
         vectors, has_image, report, embedder = build_embeddings(
             catalog, image_embedder, self.cache_dir, progress=progress, hashes=hashes,
             dtype=BFLOAT16 if mapped else np.float32)
@@ -221,6 +214,13 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
                                                lambda: self._image_embedder(self.backbone), self.cache_dir)
         if mapped and choice.adapter is None and not self.dba_k and not self.label_projection:
             vectors = self._serving_vectors(vectors, catalog)  # written now: this frame stops holding the rows
+        # Colour histograms need no model: cheap, cached beside the CNN vectors; at scale served from a file too
+        # (512-d float32 is 2 KB a product: 2 GB of a million-product process), built once the CNN rows are
+        # on disk so the two in-memory copies are never held at once.
+        colours, _, _, _ = build_embeddings(catalog, ColourEmbedder(), self.cache_dir, hashes=hashes,
+                                            dtype=BFLOAT16 if mapped else np.float32)
+        if mapped:
+            colours = self._serving_vectors(colours, catalog, "colours")
         self._fit_vectors(catalog, vectors, colours, has_image, report, embedder, choice)
         self._image_rows = {h: i for i, h in enumerate(hashes) if h is not None and has_image[i]}  # see live.py
         return self

@@ -152,3 +152,38 @@ def test_a_build_into_bfloat16_keeps_the_float32_bits_rounded(small_catalog_dir,
 def _ident(report):
     m = json.loads((report.cache_dir / MANIFEST).read_text())
     return report.cache_dir.name, m["backbone"], m["preprocess"], m["weights"], m["feature_dim"]
+
+
+def test_checkpoints_reread_the_manifest_only_when_another_writer_changed_it(tmp_path, monkeypatch):
+    """A build's appends remember the manifest they wrote (each chunk's JSON kept), so a checkpoint costs its own
+    chunk, not the catalog; a write by another store (another build) is noticed and merged, never overwritten."""
+    from recommender.store import artifacts
+
+    parses = []
+    real_parse = artifacts.parse_manifest
+    monkeypatch.setattr(artifacts, "parse_manifest", lambda raw: parses.append(1) or real_parse(raw))
+    mine, other = ArtifactStore(tmp_path), ArtifactStore(tmp_path)
+    stored = StoredEmbeddings("f", "colour_histogram", DIM, "p", "w")
+    rng = np.random.default_rng(0)
+
+    def append(store, tag: str) -> list[str]:
+        keys = [_key(f"{tag}-{i}") for i in range(3)]
+        store.append(stored, [{"sha256": k, "id": tag, "image": ""} for k in keys],
+                     rng.standard_normal((3, DIM)).astype(np.float32), {_key(f"bad-{tag}"): "not an image"})
+        return keys
+
+    expected = []
+    for c in range(5):
+        expected += append(mine, f"mine{c}")
+    assert len(parses) == 0  # nothing read back: every checkpoint merged into what it had written itself
+    expected += append(other, "other")  # another build: reads the file once, appends
+    expected += append(mine, "mine5")  # the file changed under us: read again, the other's chunk kept
+    assert len(parses) == 2
+    loaded = mine.load("f", "colour_histogram", "p", "w", DIM)
+    assert list(loaded.vectors) == expected
+    assert set(loaded.failures) == {_key(f"bad-mine{c}") for c in range(6)} | {_key("bad-other")}
+    raw = json.loads((tmp_path / "f" / MANIFEST).read_text())  # plain JSON, format 2, as before
+    assert raw["format"] == 2 and [len(c["items"]) for c in raw["chunks"]] == [3] * 7
+    assert mine.compact(stored, max_chunks=2)  # a compaction rewrites the manifest: later appends still merge
+    expected += append(mine, "mine6")
+    assert list(ArtifactStore(tmp_path).load("f", "colour_histogram", "p", "w", DIM).vectors) == expected

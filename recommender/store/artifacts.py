@@ -41,7 +41,14 @@ from pathlib import Path
 import numpy as np
 
 from recommender.errors import CacheError
-from recommender.store.manifest import CHUNK_NAME, FORMAT_VERSION, LEGACY_NAME, parse_manifest
+from recommender.store.manifest import (
+    CHUNK_NAME,
+    FORMAT_VERSION,
+    LEGACY_NAME,
+    ManifestMemo,
+    parse_manifest,
+    stat_key,
+)
 
 __all__ = ["MANIFEST", "ArtifactStore", "StoredEmbeddings", "file_sha256", "parse_manifest"]
 
@@ -118,6 +125,10 @@ def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], object]) -> N
         raise
 
 
+def _made(stored: StoredEmbeddings) -> tuple:
+    return stored.backbone, stored.preprocess, stored.weights, stored.feature_dim
+
+
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
@@ -130,6 +141,7 @@ class ArtifactStore:
     def __init__(self, root: Path | str, lock_timeout: float = LOCK_TIMEOUT_S) -> None:
         self.root = Path(root)
         self.lock_timeout = lock_timeout
+        self._memos: dict[str, ManifestMemo] = {}  # per folder; a build's checkpoints share this store
 
     def folder(self, name: str) -> Path:
         return self.root / name
@@ -269,8 +281,11 @@ class ArtifactStore:
                 with contextlib.suppress(OSError):
                     p.unlink()
 
+    def _memo(self, folder: str) -> ManifestMemo:
+        return self._memos.setdefault(folder, ManifestMemo())
+
     def _write_manifest(self, path: Path, stored: StoredEmbeddings, chunks: list[dict], failures: dict) -> None:
-        manifest = {
+        header = {
             "format": FORMAT_VERSION,
             "backbone": stored.backbone,
             "feature_dim": stored.feature_dim,
@@ -278,11 +293,11 @@ class ArtifactStore:
             "weights": stored.weights,
             "catalog_fingerprint": stored.catalog_fingerprint,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "chunks": [{"file": c["file"], "sha256": c["sha256"], "items": c["items"]} for c in chunks],
-            "failures": [{"sha256": h, "reason": r} for h, r in failures.items()],
         }
-        data = json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8")
+        memo = self._memo(path.name)
+        data = memo.render(header, chunks, failures)
         _atomic_write(path / MANIFEST, lambda f: f.write(data))
+        memo.remember(stat_key(path / MANIFEST), _made(stored), chunks, failures)
 
     def _write_chunk(self, path: Path, vectors: np.ndarray) -> tuple[str, str]:
         buf = io.BytesIO()
@@ -295,6 +310,9 @@ class ArtifactStore:
 
     def _current(self, folder: str, stored: StoredEmbeddings) -> tuple[list[dict], dict]:
         """Chunks and failures of the manifest on disk now, if it was made the way ``stored`` was."""
+        recalled = self._memo(folder).recall(stat_key(self.folder(folder) / MANIFEST), _made(stored))
+        if recalled is not None:  # the file is still the one this store wrote or read last
+            return recalled
         m = self.manifest(folder)
         same = m is not None and (m["backbone"], m["preprocess"], m["weights"], m["feature_dim"]) == (
             stored.backbone, stored.preprocess, stored.weights, stored.feature_dim)
