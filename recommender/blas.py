@@ -11,7 +11,9 @@ from contextlib import contextmanager
 _BLAS_LIBS: tuple[int, list] = (-1, [])
 
 
-def _blas_libs() -> list:
+def find_blas_libraries() -> list:
+    """threadpoolctl's controllers of the BLAS libraries loaded now. The first look costs ~17 ms (it inspects every
+    loaded library): a fit calls this at its end so that the first query does not pay it."""
     global _BLAS_LIBS
     if _BLAS_LIBS[0] != len(sys.modules):
         from threadpoolctl import ThreadpoolController
@@ -33,7 +35,7 @@ def one_blas_thread() -> Iterator[None]:
     own get/set calls are used directly: threadpoolctl's ``limit()`` walks every loaded library on each
     call (0.5-0.7 ms, a tenth of a 100k query; bench_candidates.py profile).
     """
-    libs = _blas_libs()
+    libs = find_blas_libraries()
     before = [lib.get_num_threads() for lib in libs]
     for lib, n in zip(libs, before, strict=True):
         if n != 1:

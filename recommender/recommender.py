@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from recommender.blas import find_blas_libraries
 from recommender.catalog.loader import Catalog, load_catalog, split_values
 from recommender.customers import CustomersMixin
 from recommender.errors import RecommenderError
@@ -304,6 +305,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         self.ranker_ = HybridRanker(self.weight, self.references_["image"], self.references_["metadata"])
         self.changed_since_metadata_fit_ = 0
         self._lock = ReadWriteLock()
+        find_blas_libraries()  # queries limit BLAS to one thread; finding the libraries is a first query's 17 ms
         return self
 
     def _check_expansion(self) -> None:
