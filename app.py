@@ -84,8 +84,9 @@ class Engine:
     def get(self, progress=None) -> HybridRecommender:
         with self._lock:
             if self._rec is None:
-                self._rec = HybridRecommender(backbone=self.backbone).fit(
-                    load_catalog(self.catalog_path), progress=progress)
+                rec = HybridRecommender(backbone=self.backbone).fit(load_catalog(self.catalog_path), progress=progress)
+                rec.warm_up()  # a large catalog's vector file mapped now, not in the first searches
+                self._rec = rec
             return self._rec
 
 

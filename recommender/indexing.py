@@ -20,7 +20,7 @@ from recommender.ranking.calibration import DEFAULT_PROBES
 from recommender.ranking.filters import Filters
 from recommender.ranking.results import Recommendations
 from recommender.store.build import default_cache_dir
-from recommender.store.vector_file import content_digest, mapped_bfloat16, read_rows
+from recommender.store.vector_file import content_digest, mapped_bfloat16, populate, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,12 @@ class IndexMixin:
             log.warning("could not write the bfloat16 vector file under %s (%s): vectors kept in memory",
                         folder.parent, exc)
             return vectors
+
+    def warm_up(self) -> int:
+        """Map the vector files queries read (image, colour) into this process now, not in the first queries;
+        returns the bytes mapped (0 when nothing is served from a file). Serving shells call it after a fit
+        (the live catalog does); ``fit`` does not, so that a fit's memory stays its own."""
+        return sum(populate(v) for v in (self.image_vectors_, self.colour_vectors_) if content_digest(v) is not None)
 
     def _index_folder(self, catalog=None) -> Path | None:
         catalog = catalog if catalog is not None else getattr(self, "catalog_", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from recommender.store.vector_file import BFLOAT16, PREFIX, mapped_bfloat16
 
@@ -124,3 +125,43 @@ def test_calibration_of_a_large_mapped_catalog_reads_a_pool_of_rows(tmp_path, mo
     pooled_memory = calibration.dense_reference(mapped.astype(np.float32), rows)
     assert pooled_file == pooled_memory
     assert abs(pooled_file.unrelated - full.unrelated) < 0.02 and abs(pooled_file.close - full.close) < 0.01
+
+
+def _mapped_rss_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isalnum() and "-" in line.split()[0]:  # a mapping's header line
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+def test_populate_maps_the_whole_file_into_the_process_and_changes_nothing(tmp_path):
+    """Written with write(), the file is not in the process's mapping until queries fault its pages in one by one;
+    ``populate`` maps them all at once. An in-memory array, or a file over the allowed share of memory: nothing."""
+    from recommender.store.vector_file import populate
+
+    x = _vectors(n=4000)  # 4000 x 64 bfloat16: 500 kB
+    mapped = mapped_bfloat16(x, tmp_path)
+    path, size = Path(mapped.filename), len(mapped._mmap)
+    assert _mapped_rss_kb(path) < size / 1024 / 2
+    assert populate(mapped, max_share=0.0) == 0 and populate(x) == 0
+    assert populate(mapped) == size
+    assert _mapped_rss_kb(path) >= size // 1024
+    np.testing.assert_array_equal(mapped.view(np.uint16), x.astype(BFLOAT16).view(np.uint16))
+
+
+def test_warm_up_maps_what_an_ann_catalog_serves_and_answers_the_same(demo_catalog, tmp_path):
+    from recommender import HybridRecommender
+
+    x = _vectors(n=len(demo_catalog), seed=3)
+    rec = HybridRecommender(index="hnsw", cache_dir=tmp_path).fit_vectors(demo_catalog, x)
+    assert rec.image_vectors_.dtype == BFLOAT16  # served from the file
+    item = str(demo_catalog.items["id"].iat[4])
+    before = rec.recommend(item=item, k=5).ids
+    assert rec.warm_up() == len(rec.image_vectors_._mmap)
+    assert rec.recommend(item=item, k=5).ids == before
+    assert HybridRecommender(index="exact").fit_vectors(demo_catalog, x).warm_up() == 0

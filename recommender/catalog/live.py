@@ -213,6 +213,7 @@ class LiveCatalog:
         if products:
             catalog = catalog_from_frame(catalog_frame(products), self.media.root)
             rec = self.make_recommender().fit(catalog)
+            rec.warm_up()  # a served catalog's vector files mapped now, not in its first queries
             self._fit_customers(rec)
         return rec, revision
 
