@@ -61,20 +61,30 @@ MAX_CHUNKS = 16
 LOCK_TIMEOUT_S = 600.0
 
 
+NPY_HEADER_MAX = 65_536 + 16  # magic + the longest header .npy format 2 allows
+
+
+def npy_header(head: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """``(shape, fortran_order, dtype, data offset)`` of the ``.npy`` file starting with ``head`` (its first
+    ``NPY_HEADER_MAX`` bytes, or all of it); ``ValueError`` for anything that is not one."""
+    buf = io.BytesIO(head)
+    try:
+        version = np.lib.format.read_magic(buf)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(buf)
+    except (ValueError, OSError, SyntaxError, EOFError) as exc:
+        raise ValueError(f"not a .npy file ({exc})") from None
+    return shape, fortran, dtype, buf.tell()
+
+
 def _npy_view(data: bytearray) -> np.ndarray:
     """The array stored in ``.npy`` bytes, as a view of them (no copy); ``ValueError`` for anything malformed,
     truncated or holding Python objects (never unpickled)."""
-    head = io.BytesIO(bytes(data[:65_536 + 16]))  # magic + the longest header format 2 allows
-    try:
-        version = np.lib.format.read_magic(head)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(head)
-    except (ValueError, OSError, SyntaxError, EOFError) as exc:
-        raise ValueError(f"not a .npy file ({exc})") from None
+    shape, fortran, dtype, offset = npy_header(bytes(data[:NPY_HEADER_MAX]))
     if dtype.hasobject:
         raise ValueError("holds Python objects")
     count = int(np.prod(shape, dtype=np.int64))
-    x = np.frombuffer(data, dtype=dtype, count=count, offset=head.tell())  # ValueError if the data is short
+    x = np.frombuffer(data, dtype=dtype, count=count, offset=offset)  # ValueError if the data is short
     return x.reshape(shape, order="F" if fortran else "C")
 
 

@@ -14,36 +14,35 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
-from recommender.store.artifacts import ArtifactStore, StoredEmbeddings, _one_line, file_sha256
+from recommender.store.artifacts import (
+    NPY_HEADER_MAX,
+    ArtifactStore,
+    StoredEmbeddings,
+    _one_line,
+    file_sha256,
+    npy_header,
+)
 
 __all__ = ["BLOCK_BYTES", "fill_cached"]
 
 log = logging.getLogger(__name__)
 BLOCK_BYTES = 8 << 20  # read and hashed at a time: bounds the extra memory whatever the cache holds
-_HEADER_MAX = 65_536 + 16  # magic + the longest header .npy format 2 allows
 
 
 def _float32_header(f, rows: int, dim: int) -> int:
     """Offset of the data in an ``.npy`` file holding exactly ``(rows, dim)`` little-endian float32 in C
     order; ``ValueError`` for anything else (the store writes nothing else)."""
-    head = io.BytesIO(f.read(_HEADER_MAX))
-    try:
-        version = np.lib.format.read_magic(head)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(head)
-    except (ValueError, OSError, SyntaxError, EOFError) as exc:
-        raise ValueError(f"not a .npy file ({exc})") from None
+    shape, fortran, dtype, offset = npy_header(f.read(NPY_HEADER_MAX))
     if dtype != np.dtype("<f4") or fortran or shape != (rows, dim):
         order = " Fortran order" if fortran else ""
         raise ValueError(f"shape {shape} {dtype}{order}, expected ({rows}, {dim}) float32")
-    return head.tell()
+    return offset
 
 
 def _stream_chunk(path: Path, chunk: dict, dim: int, pairs: np.ndarray, out: np.ndarray) -> None:
