@@ -11,7 +11,8 @@ per round in one process (the machine is shared; ratios are what to read):
 - ``openvino-dynamic-32``: the converted model compiled for any batch, latency mode, batches of 32
   (the first OpenVINO attempt);
 - ``openvino`` / ``openvino-bf16``: today's :class:`OpenVinoForward` (one image per request, fixed
-  shape, throughput streams, a full queue), float32 (the default) and bfloat16.
+  shape, throughput streams, a full queue), float32 (the default) and bfloat16;
+- ``openvino-mixed``: the same, the network's first half in float32 and the rest in bfloat16.
 
 Prints img/s median [min-max] over rounds, the ratio to TensorFlow, and each row's largest distance
 to TensorFlow's vectors (1 - cosine).
@@ -73,6 +74,7 @@ def main() -> None:
     rows["openvino"] = ImageEmbedder(**params, runtime="openvino").fit()
     rows["openvino-dynamic-32"] = _dynamic_openvino(rows["openvino"])
     rows["openvino-bf16"] = ImageEmbedder(**params, runtime="openvino-bf16").fit()
+    rows["openvino-mixed"] = ImageEmbedder(**params, runtime="openvino-mixed").fit()
     for emb in rows.values():
         emb.embed_arrays(pixels[:4])  # trace / warm up outside the timing
     rates: dict[str, list[float]] = {name: [] for name in rows}

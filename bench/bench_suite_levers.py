@@ -37,6 +37,8 @@ ROWS: dict[str, tuple[dict, tuple[tuple[float, ...], float]]] = {
     "features-gap": ({"features": "gap"}, ((), 1.0)),
     # TensorFlow float32 vs the default runtime (OpenVINO; bfloat16 on CPUs with bfloat16 units)
     "runtime-tensorflow": ({"image_runtime": "tensorflow"}, ((), 1.0)),
+    "runtime-bf16": ({"image_runtime": "openvino-bf16"}, ((), 1.0)),
+    "runtime-mixed": ({"image_runtime": "openvino-mixed"}, ((), 1.0)),  # float32 first half, bfloat16 after
     "features-grid": ({"features": "grid"}, ((), 1.0)),
     "adapter-off": ({"adapter": "off"}, ((), 1.0)),
     "no-flip-adapter-off": ({"flip_tta": False, "adapter": "off"}, ((), 1.0)),

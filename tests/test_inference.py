@@ -116,7 +116,7 @@ def test_an_unwritable_model_cache_still_embeds(pixels, tmp_path, monkeypatch):
 
 
 def test_unknown_runtime_is_one_line(demo_catalog, tmp_path):
-    expected = "image runtime must be one of auto, openvino, openvino-bf16, tensorflow, got 'cuda'"
+    expected = "image runtime must be one of auto, openvino, openvino-bf16, openvino-mixed, tensorflow, got 'cuda'"
     with pytest.raises(RecommenderError, match=expected):
         HybridRecommender(image_runtime="cuda", cache_dir=tmp_path).fit(demo_catalog)
 
@@ -143,3 +143,55 @@ def test_the_graph_mirrors_each_image_exactly_as_numpy_does(pixels, lite0_embedd
     assert not np.allclose(both[:, 0], both[:, 1], atol=1e-3)  # an asymmetric photo: the views differ
     flipped = ImageEmbedder("efficientnet_lite0", flip_tta=True).fit()
     np.testing.assert_allclose(flipped.embed_arrays(pixels), mirror_mean(both[:, 0], both[:, 1]), atol=1e-6)
+
+
+@needs_openvino
+def test_a_model_cut_at_a_clean_cut_composes_back_to_itself():
+    """A residual block: the tensors inside it are not cuts (the skip connection reads past them); the block's
+    input and output are. Head then tail gives the whole model's output."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from recommender.features.graph_split import clean_cuts, split_model
+
+    rng = np.random.default_rng(0)
+
+    def conv(x, c_in, c_out):
+        return ops.convolution(x, ops.constant(rng.normal(size=(c_out, c_in, 1, 1)).astype(np.float32)),
+                               [1, 1], [0, 0], [0, 0], [1, 1])
+
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="x")
+    stem = ops.relu(conv(x, 3, 4))
+    inner = ops.relu(conv(stem, 4, 4))
+    block = ops.add(conv(inner, 4, 4), stem)
+    model = ov.Model([ops.result(conv(block, 4, 2))], [x], "toy")
+    order = [op.get_name() for op in model.get_ordered_ops()]
+    cuts = {order[i] for i in clean_cuts(model)}
+    assert stem.get_name() in cuts and block.get_name() in cuts
+    assert inner.get_name() not in cuts  # the skip connection still reads ``stem`` after it
+    image = rng.normal(size=(1, 3, 8, 8)).astype(np.float32)
+
+    def run(m, data):  # float32 said explicitly: on CPUs with bfloat16 units OpenVINO's default is bfloat16
+        return ov.Core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(data)[0]
+
+    whole = run(model, image)
+    for fraction in (0.0, 0.5, 0.99):
+        head, tail = split_model(model, fraction)
+        np.testing.assert_allclose(run(tail, run(head, image)), whole, rtol=1e-5, atol=1e-6)
+
+
+@needs_openvino
+def test_mixed_precision_is_closer_to_float32_than_bfloat16_and_keeps_its_own_cache(pixels, lite0_embedder):
+    plan = plan_inference("openvino-mixed")
+    if plan.precision != "mixed":
+        pytest.skip("this CPU has no bfloat16 units: openvino-mixed runs float32")
+    params = {"backbone": "efficientnet_lite0", "flip_tta": True, "semantic": 0.5}
+    reference = ImageEmbedder(**params).fit().embed_arrays(pixels)
+    mixed = ImageEmbedder(**params, runtime="openvino-mixed").fit()
+    assert mixed.runtime_ == "openvino mixed"
+    bf16 = ImageEmbedder(**params, runtime="openvino-bf16").fit().embed_arrays(pixels)
+    off_mixed = 1 - (mixed.embed_arrays(pixels) * reference).sum(axis=1)
+    off_bf16 = 1 - (bf16 * reference).sum(axis=1)
+    assert 0 < off_mixed.mean() < off_bf16.mean() and off_mixed.max() < 1e-3, (off_mixed, off_bf16)
+    runtimes = ("auto", "openvino-bf16", "openvino-mixed")
+    assert len({ImageEmbedder(**params, runtime=r).identity().folder for r in runtimes}) == 3

@@ -156,10 +156,11 @@ class ImageEmbedder(BaseEstimator):
         keeping these fractions of the photo's sides and average them with the whole photo - a shop
         photo's product is usually in the middle of its clutter. Catalog vectors (and the cache) do
         not change with it.
-    runtime: ``"auto"`` | ``"openvino"`` | ``"openvino-bf16"`` | ``"tensorflow"``: what runs the network
-        (:mod:`recommender.features.inference`); ``auto`` is OpenVINO in float32 where it is installed
-        (about 3x TensorFlow's speed, the same vectors and cache); ``openvino-bf16`` is faster again on
-        CPUs with bfloat16 units, with vectors of their own (and cache) and a measured quality cost.
+    runtime: ``"auto"`` | ``"openvino"`` | ``"openvino-bf16"`` | ``"openvino-mixed"`` | ``"tensorflow"``: what
+        runs the network (:mod:`recommender.features.inference`); ``auto`` is OpenVINO in float32 where it is
+        installed (about 3x TensorFlow's speed, the same vectors and cache); ``openvino-bf16`` is faster again
+        on CPUs with bfloat16 units, with vectors of their own (and cache) and a measured quality cost;
+        ``openvino-mixed`` runs the first half of the network in float32 and the rest in bfloat16.
 
     ``fit()`` loads the model (no training: ImageNet weights are used as they are) and sets
     ``backbone_``, ``reason_``, ``input_size_``, ``feature_dim_``, ``runtime_``. :meth:`identity` answers which

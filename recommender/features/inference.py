@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from recommender.errors import RecommenderError, WeightsUnavailableError
+from recommender.features.graph_split import split_model
 from recommender.store.artifacts import file_sha256
 
-RUNTIMES = ("auto", "openvino", "openvino-bf16", "tensorflow")
+RUNTIMES = ("auto", "openvino", "openvino-bf16", "openvino-mixed", "tensorflow")
 IR_FORMAT = 1  # bump when what goes into the IR (our graph or its conversion) changes
 _IR_FILES = ("model.xml", "model.bin")
 
@@ -47,7 +48,7 @@ class InferencePlan:
     """Which runtime runs the image network, at which precision, and why."""
 
     runtime: str  # "openvino" | "tensorflow"
-    precision: str  # "f32" | "bf16"
+    precision: str  # "f32" | "bf16" | "mixed" (the first half of the network in float32, the rest bfloat16)
     reason: str
 
     @property
@@ -73,7 +74,8 @@ def plan_inference(runtime: str = "auto") -> InferencePlan:
 
     ``auto`` takes OpenVINO in float32 where it is installed (vectors equal to TensorFlow's), else
     TensorFlow; ``openvino-bf16`` asks for bfloat16 where the CPU has bfloat16 units (about twice as
-    fast again, but grocery shop-photo R@1 -.030 [-.054, -.007] on the suite: opt-in, docs/evaluation.md).
+    fast again, but grocery shop-photo R@1 -.030 [-.054, -.007] on the suite: opt-in, docs/evaluation.md);
+    ``openvino-mixed`` runs the network's first half in float32 and the rest in bfloat16 (:mod:`graph_split`).
     """
     if runtime not in RUNTIMES:
         raise RecommenderError(f"image runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -83,9 +85,9 @@ def plan_inference(runtime: str = "auto") -> InferencePlan:
         if runtime == "auto":
             return InferencePlan("tensorflow", "f32", "auto: OpenVINO is not installed")
         raise WeightsUnavailableError(f"image runtime {runtime!r} needs OpenVINO: pip install -r requirements.txt")
-    if runtime == "openvino-bf16":
+    if runtime in ("openvino-bf16", "openvino-mixed"):
         if _cpu_has_bfloat16():
-            return InferencePlan("openvino", "bf16", "requested")
+            return InferencePlan("openvino", runtime.split("-")[1], "requested")
         return InferencePlan("openvino", "f32", "bfloat16 requested, but this CPU has no bfloat16 units")
     return InferencePlan("openvino", "f32", f"{runtime}: OpenVINO installed")
 
@@ -150,10 +152,12 @@ class OpenVinoForward:
 
     def __init__(self, model, precision: str) -> None:
         self._model, self._precision = model, precision
-        self._compiled: dict[bool, tuple[object, int]] = {}
+        self._compiled: dict[bool, tuple[list, int]] = {}
         self._lock = threading.Lock()
 
-    def _variant(self, mirrored: bool) -> tuple[object, int]:
+    def _variant(self, mirrored: bool) -> tuple[list, int]:
+        """The compiled stages of one variant (one model; two for ``mixed``, run one after the other) and the
+        output width."""
         if mirrored not in self._compiled:
             import openvino as ov
             from openvino.preprocess import PrePostProcessor
@@ -167,22 +171,38 @@ class OpenVinoForward:
             # rather than as a 4x larger float copy of every batch while the cores wait.
             ppp = PrePostProcessor(model)
             ppp.input().tensor().set_element_type(ov.Type.u8)
-            compiled = ov.Core().compile_model(
-                ppp.build(), "CPU", {"INFERENCE_PRECISION_HINT": self._precision, "PERFORMANCE_HINT": "THROUGHPUT"})
-            # Twice what OpenVINO suggests: a request waits ready while Python collects a finished one.
-            queue = ov.AsyncInferQueue(compiled, 2 * int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-            queue.set_callback(_store_output)
-            self._compiled[mirrored] = queue, compiled.outputs[0].get_partial_shape()[1].get_length()
+            model = ppp.build()
+            if self._precision == "mixed":
+                head, tail = split_model(model)
+                stages = [(head, "f32"), (tail, "bf16")]
+            else:
+                stages = [(model, self._precision)]
+            queues = []
+            for part, precision in stages:
+                compiled = ov.Core().compile_model(
+                    part, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT"})
+                # Twice what OpenVINO suggests: a request waits ready while Python collects a finished one.
+                queues.append(ov.AsyncInferQueue(
+                    compiled, 2 * int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))
+                queues[-1].set_callback(_store_output)
+            self._compiled[mirrored] = queues, model.outputs[0].get_partial_shape()[1].get_length()
         return self._compiled[mirrored]
 
     def _run(self, x: np.ndarray, mirrored: bool) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.uint8)
         with self._lock:
-            queue, dim = self._variant(mirrored)
+            queues, dim = self._variant(mirrored)
+            inputs = [x[i:i + 1] for i in range(len(x))]
+            for queue in queues[:-1]:  # a stage's outputs are the next one's inputs, a whole batch at a time
+                middle: list = [None] * len(inputs)
+                for i, item in enumerate(inputs):
+                    queue.start_async({0: item}, (middle, i))
+                queue.wait_all()
+                inputs = middle
             out = np.empty((len(x), 2, dim) if mirrored else (len(x), dim), dtype=np.float32)
-            for i in range(len(x)):
-                queue.start_async({0: x[i:i + 1]}, (out, i))
-            queue.wait_all()
+            for i, item in enumerate(inputs):
+                queues[-1].start_async({0: item}, (out, i))
+            queues[-1].wait_all()
         return out
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -209,10 +229,13 @@ def _mirror_inside(model, height: int, width: int, channels: int):
     return ov.Model(model.get_results(), [image], model.get_friendly_name())
 
 
-def _store_output(request, where: tuple[np.ndarray, int]) -> None:
+def _store_output(request, where: tuple[np.ndarray | list, int]) -> None:
     out, row = where
     data = request.get_output_tensor(0).data
-    out[row] = data if out.ndim == 3 else data[0]
+    if isinstance(out, list):  # a first stage's tensor: copied, the request's buffer is reused
+        out[row] = data.copy()
+    else:
+        out[row] = data if out.ndim == 3 else data[0]
 
 
 def openvino_forward(key: str, plan: InferencePlan, tf_function: Callable[[], object],
