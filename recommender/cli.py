@@ -50,7 +50,7 @@ def cmd_build(args) -> int:
     # The same configuration `recommend` and the app use, so the cache it fills is the one they read.
     catalog = _catalog(args)
     with cache_required(catalog, args.cache):  # an unwritable cache fails here, before any embedding
-        rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache).fit(
+        rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache, image_runtime=args.image_runtime).fit(
             catalog, progress=_progress_bar("embedding"))
     report = rec.build_report_
     print(f"backbone: {report.backbone} ({report.reason})")
@@ -77,7 +77,8 @@ def cmd_recommend(args) -> int:
         from recommender.features.images import open_image
 
         open_image(image)  # ImageError now; recommend decodes it again (one photo: under 1 s at the pixel limit)
-    rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache, label_projection=args.label_projection).fit(
+    rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache, label_projection=args.label_projection,
+                            image_runtime=args.image_runtime).fit(
         _catalog(args), progress=_progress_bar("embedding"))
     result = rec.recommend(item=args.item, image=image, text=args.text, k=args.k, weight=args.weight,
                            filters=filters, colour_weight=args.colour_weight, diversity=args.diversity)
@@ -115,7 +116,8 @@ def cmd_evaluate(args) -> int:
               "projection_mix": args.projection_mix, "adapter": getattr(args, "adapter", None),
               "text_embedding": getattr(args, "text_embedding", None)}
     # Only the levers given on the command line; the rest keep the recommender's defaults.
-    params = {"backbone": args.backbone, "cache_dir": args.cache, **{k: v for k, v in levers.items() if v is not None}}
+    params = {"backbone": args.backbone, "cache_dir": args.cache, "image_runtime": args.image_runtime,
+              **{k: v for k, v in levers.items() if v is not None}}
     from recommender.recommender import HybridRecommender
 
     if args.suite:
@@ -179,7 +181,8 @@ def cmd_info(args) -> int:
     from recommender.cli_scaleout import show_index
 
     show_index(args, catalog)
-    ident = HybridRecommender(backbone=args.backbone)._image_embedder(args.backbone).identity()
+    ident = HybridRecommender(backbone=args.backbone, image_runtime=args.image_runtime)._image_embedder(
+        args.backbone).identity()
     store = ArtifactStore(args.cache or default_cache_dir(catalog))
     manifest = store.manifest(ident.folder)
     if manifest is None:
@@ -225,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="image model (default auto: VGG16 if its weights are here, else EfficientNet-Lite0)")
         p.add_argument("--cache", type=Path, default=None,
                        help="embedding cache folder (default: .cache beside the catalog)")
+        from recommender.features.inference import RUNTIMES
+
+        p.add_argument("--image-runtime", choices=RUNTIMES, default="auto",
+                       help="what runs the image network (default auto: OpenVINO float32 where installed); "
+                       "openvino-mixed and openvino-bf16 are faster with vectors (and a cache) of their own")
 
     p = sub.add_parser("build", help="embed the catalog's images into the cache")
     common(p)

@@ -59,7 +59,7 @@ def before_build(args) -> None:
     from recommender.store.ray_build import build_with_ray
 
     catalog = load_catalog(args.catalog)
-    rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache)
+    rec = HybridRecommender(backbone=args.backbone, cache_dir=args.cache, image_runtime=args.image_runtime)
     print(rec.choose_features(catalog).note)  # on a bounded sample, locally: Ray embeds the chosen view only
     embedder = rec._image_embedder(args.backbone)
     report = build_with_ray(catalog, embedder, cache_dir=args.cache, address=args.address,
@@ -88,7 +88,8 @@ def show_index(args, catalog) -> None:
     from recommender.index.milvus import catalog_collection, collection_stats
     from recommender.recommender import HybridRecommender
 
-    ident = HybridRecommender(backbone=args.backbone)._image_embedder(args.backbone).identity()
+    ident = HybridRecommender(backbone=args.backbone, image_runtime=args.image_runtime)._image_embedder(
+        args.backbone).identity()
     name = args.milvus_collection or catalog_collection(catalog, ident.folder)
     uri = _milvus_uri(args, catalog)
     stats = collection_stats(uri, args.milvus_token, name)

@@ -10,6 +10,7 @@ from PIL import Image
 
 from recommender.catalog.loader import DEMO_CATALOG
 from recommender.cli import main
+from recommender.features.inference import plan_inference
 
 REPO = DEMO_CATALOG.parents[2]
 
@@ -33,6 +34,11 @@ def test_build_then_info(small_catalog_dir, tmp_path, capsys, lite0_embedder):
     assert "0 embedded, 6 reused" in capsys.readouterr().out
     assert main(["info", "--catalog", cat, "--cache", cache, "--backbone", "efficientnet_lite0"]) == 0
     assert "6/6 catalog images cached" in capsys.readouterr().out
+    # Another runtime's vectors are another cache: nothing of it built yet.
+    assert main(["info", "--catalog", cat, "--cache", cache, "--backbone", "efficientnet_lite0",
+                 "--image-runtime", "openvino-mixed"]) == 0
+    out = capsys.readouterr().out
+    assert ("cache: none yet" in out) == plan_inference("openvino-mixed").tag.startswith("+"), out
 
 
 def test_recommend_json(small_catalog_dir, tmp_path, capsys):
@@ -214,7 +220,8 @@ def test_bad_query_input_is_one_stderr_line_and_fails_before_the_fit(small_catal
 
 
 @pytest.mark.parametrize("argv", [["recommend", "--k", "abc"], ["recommend", "--item", "x", "--image", "y"],
-                                  ["no-such-command"], ["evaluate", "--protocol", "nope"]])
+                                  ["no-such-command"], ["evaluate", "--protocol", "nope"],
+                                  ["build", "--image-runtime", "cuda"]])
 def test_a_usage_mistake_is_one_line_not_the_usage_block(argv, capsys):
     """argparse's default prints a 20-line usage block before the error; the promise is one line, exit 2."""
     with pytest.raises(SystemExit) as exited:
