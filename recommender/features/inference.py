@@ -7,6 +7,9 @@ run, interleaved): TensorFlow 44.7 img/s; OpenVINO float32 129.1 (2.9x), with ve
 TensorFlow's (1 - cosine <= 1.2e-7, so the two share one cache); OpenVINO bfloat16 259.9 (5.8x), vectors
 1.6e-3 away, which cost grocery shop-photo R@1 .030 on the suite: opt-in (``openvino-bf16``), with a
 cache of its own (the ``+bf16`` tag in :meth:`InferencePlan.tag`, part of the embedder's identity).
+``openvino-mixed`` (opt-in) runs the first half of the network in float32 and the rest in bfloat16
+(:mod:`recommender.features.graph_split`): 1.38x float32's speed, a third of bfloat16's distance, grocery
+R@1 -.010 (not significant) and Fashion-MNIST P@10 -.001 (significant) on the suite.
 
 The converted model is kept as OpenVINO IR in a small content-addressed folder (``model_cache_dir``): a
 later start reads it (well under a second) and never imports TensorFlow (3-5 s); the conversion itself
