@@ -115,6 +115,15 @@ def test_label_projection_on_an_unknown_column_is_a_message(small_catalog_dir, t
     assert "column 'genre' is not in the catalog" in capsys.readouterr().err
 
 
+def test_a_negative_query_budget_is_refused_before_the_fit(tmp_path, capsys):
+    args = ["evaluate", "--cache", str(tmp_path / "c"), "--label", "sub_category", "--protocol", "loo",
+            "--max-queries", "-1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "max_queries must be at least 1, got -1" in err, err
+    assert not (tmp_path / "c").exists()
+
+
 @pytest.mark.parametrize(
     ("csv", "message"),
     [("id,name,price\na,A,1\n", "missing required column(s): image"),

@@ -132,6 +132,23 @@ def test_report_is_written(loo, mv, uploads, demo_catalog, tmp_path):
     assert saved["leave_one_out"]["n_queries"] == 89 and saved["photo_to_product"]["n_queries"] == 15
 
 
+def test_a_sample_of_queries_scores_each_as_the_full_run_does(demo_catalog, tmp_path):
+    """``max_queries``: a seeded sample of the queries, each still ranked against the whole catalog, so each
+    sampled query's figures are the full run's for that query."""
+    rec = HybridRecommender(backbone="efficientnet_lite0", cache_dir=tmp_path)
+    args = (demo_catalog, "sub_category", (1, 5), (0.75,))
+    full = leave_one_out(*args, recommender=rec, per_query=True)
+    sample = leave_one_out(*args, recommender=rec, per_query=True, max_queries=30)
+    assert (sample["n_queries"], sample["n_sampled_from"], full["n_queries"]) == (30, 89, 89)
+    assert sample == leave_one_out(*args, recommender=rec, per_query=True, max_queries=30)  # seeded
+    by_id = dict(zip(full["query_ids"], full["per_query"]["hybrid_w0.75"]["P@5"], strict=True))
+    assert len(set(sample["query_ids"])) == 30
+    assert [by_id[q] for q in sample["query_ids"]] == sample["per_query"]["hybrid_w0.75"]["P@5"]
+    assert leave_one_out(*args, recommender=rec, max_queries=200)["n_queries"] == 89  # fewer eligible: all
+    with pytest.raises(RecommenderError, match="max_queries must be at least 1"):
+        leave_one_out(*args, recommender=rec, max_queries=0)
+
+
 def test_unknown_label_is_a_clear_error(demo_catalog):
     with pytest.raises(RecommenderError, match="label column 'nope'"):
         leave_one_out(demo_catalog, "nope")

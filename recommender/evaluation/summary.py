@@ -78,8 +78,10 @@ def _comparisons(comparisons: Sequence[Mapping], labels: Mapping[str, str] = MET
 
 def _leave_one_out(r: Mapping) -> list[str]:
     best = r.get("best", {})
+    sampled = r.get("n_sampled_from", r["n_queries"])
     lines = [f"Leave-one-out by {r['label']}: {r['n_queries']} queries over {r['n_products']} products "
-             f"({r.get('n_skipped_queries', 0)} skipped)",
+             f"({r.get('n_skipped_queries', 0)} skipped"
+             f"{f'; a seeded sample of the {sampled} eligible' if sampled > r['n_queries'] else ''})",
              f"  image pipeline: {r.get('image_pipeline', '')}"]
     if r.get("excluded_from_metadata"):
         lines.append(f"  kept out of the metadata side: {', '.join(r['excluded_from_metadata'])}")
