@@ -83,12 +83,13 @@ def test_cli_suite_passes_levers_and_prints_the_table(suite, cache_root, capsys,
 
     monkeypatch.setattr(suite_mod, "run_suite", fake_run_suite)
     code = main(["evaluate", "--suite", "--backbone", "efficientnet_lite2", "--no-flip-tta", "--photo-colour-weight",
-                 "0.1", "--fashion", "none", "--grocery", str(cache_root / "absent"), "--cache", str(cache_root),
+                 "0.1", "--image-runtime", "openvino-mixed", "--fashion", "none", "--grocery", str(cache_root / "absent"), "--cache", str(cache_root),
                  "--out", str(tmp_path / "report")])
     out = capsys.readouterr().out
     assert code == 0
     params, kw = calls[0]
-    assert params == {"backbone": "efficientnet_lite2", "flip_tta": False, "photo_colour_weight": 0.1}
+    assert params == {"backbone": "efficientnet_lite2", "flip_tta": False, "photo_colour_weight": 0.1,
+                      "image_runtime": "openvino-mixed"}
     assert kw["fashion"] is None and kw["cache_root"] == cache_root and {1, 5, 10} <= set(kw["ks"])
     assert "| demo/uploads | default R@1 |" in out and "| grocery | skipped |" in out
     objective = float(out.split("Objective (mean of the headlines): **")[1].split("**")[0])
