@@ -84,7 +84,8 @@ def test_cli_suite_passes_levers_and_prints_the_table(suite, cache_root, capsys,
     monkeypatch.setattr(suite_mod, "run_suite", fake_run_suite)
     code = main(["evaluate", "--suite", "--backbone", "efficientnet_lite2", "--no-flip-tta", "--photo-colour-weight",
                  "0.1", "--image-runtime", "openvino-mixed", "--fashion", "none",
-                 "--grocery", str(cache_root / "absent"), "--cache", str(cache_root), "--out", str(tmp_path / "report")])
+                 "--grocery", str(cache_root / "absent"), "--cache", str(cache_root),
+                 "--out", str(tmp_path / "report")])
     out = capsys.readouterr().out
     assert code == 0
     params, kw = calls[0]
