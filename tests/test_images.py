@@ -51,6 +51,25 @@ def test_other_modes_become_rgb(mode):
     assert img.mode == "RGB" and img.size == (512, 384)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_greyscale_resized_before_it_becomes_rgb_gives_the_same_pixels(fmt):
+    """load_for_model keeps plain greyscale through the resize (one band, not three): not a pixel differs."""
+    grey = _encode(Image.open(LAPTOP).convert("L"), fmt)
+    kept = open_image(grey, min_side=224, keep_grey=True)
+    assert kept.mode == "L"
+    converted_first = pad_to_square(open_image(grey, min_side=224), 224)
+    assert np.array_equal(load_for_model(grey, 224), converted_first)
+    small = _encode(Image.open(LAPTOP).convert("L").resize((28, 28)), fmt)  # upscaled, as Fashion-MNIST's
+    assert np.array_equal(load_for_model(small, 224), pad_to_square(open_image(small), 224))
+
+
+def test_greyscale_with_a_transparent_colour_still_lands_on_white():
+    img = Image.new("L", (8, 8), 0)
+    img.info["transparency"] = 0
+    out = load_for_model(_encode(img, "PNG", transparency=0), 16)
+    assert out.shape == (16, 16, 3) and (out == 255).all()
+
+
 def test_16_bit_greyscale_keeps_its_range():
     arr = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
     img = open_image(_encode(Image.fromarray(arr), "PNG"))
