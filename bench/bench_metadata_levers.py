@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loo_common import ci, diff, hybrid_loo, parse_cache_args  # noqa: E402
 
 from recommender import HybridRecommender, load_catalog  # noqa: E402
-from recommender.evaluation.protocols import _labels, leaking_columns, leave_one_out  # noqa: E402
+from recommender.evaluation.protocols import labels_of, leaking_columns, leave_one_out  # noqa: E402
 from recommender.features.metadata import MetadataEncoder  # noqa: E402
 
 LABEL = "sub_category"
@@ -30,7 +30,7 @@ GRID = [(k1, b) for k1 in (0.5, 1.2, 2.0) for b in (0.0, 0.5, 0.75, 1.0)]
 
 def metadata_only(catalog, encoder: MetadataEncoder, image_sims: np.ndarray) -> dict[str, np.ndarray]:
     m = encoder.fit_transform(catalog.items)
-    labels = np.array(["|".join(v) for v in _labels(catalog, LABEL)], dtype=object)
+    labels = np.array(["|".join(v) for v in labels_of(catalog, LABEL)], dtype=object)
     return hybrid_loo(image_sims, (m @ m.T).toarray(), labels, [0.0])[0.0]
 
 
