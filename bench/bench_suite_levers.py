@@ -27,64 +27,71 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from recommender import recommender as facade  # noqa: E402
 from recommender.evaluation.metrics import paired_bootstrap_diff  # noqa: E402
 from recommender.evaluation.suite import compare, run_suite, summary_markdown  # noqa: E402
-from recommender.features.embedders import ColourEmbedder, ImageEmbedder, has_classifier_head  # noqa: E402
+from recommender.features.embedders import (  # noqa: E402
+    DEFAULT_COLOUR_QUERY_CROP,
+    ColourEmbedder,
+    ImageEmbedder,
+    has_classifier_head,
+)
 from recommender.features.images import open_image  # noqa: E402
 
 BASE = {"backbone": "efficientnet_lite0"}
+COLOUR_CROP = DEFAULT_COLOUR_QUERY_CROP  # the façade's: an upload's colour on its centre 60% (session 16)
 # name -> (HybridRecommender params on top of BASE, query side: (image centre crops, colour crop))
 ROWS: dict[str, tuple[dict, tuple[tuple[float, ...], float]]] = {
-    "baseline": ({}, ((), 1.0)),
-    "features-gap": ({"features": "gap"}, ((), 1.0)),
+    "baseline": ({}, ((), COLOUR_CROP)),
+    "features-gap": ({"features": "gap"}, ((), COLOUR_CROP)),
     # TensorFlow float32 vs the default runtime (OpenVINO; bfloat16 on CPUs with bfloat16 units)
-    "runtime-tensorflow": ({"image_runtime": "tensorflow"}, ((), 1.0)),
-    "runtime-bf16": ({"image_runtime": "openvino-bf16"}, ((), 1.0)),
-    "runtime-mixed": ({"image_runtime": "openvino-mixed"}, ((), 1.0)),  # float32 first half, bfloat16 after
-    "features-grid": ({"features": "grid"}, ((), 1.0)),
-    "adapter-off": ({"adapter": "off"}, ((), 1.0)),
-    "no-flip-adapter-off": ({"flip_tta": False, "adapter": "off"}, ((), 1.0)),
-    "colour0": ({"photo_colour_weight": 0.0}, ((), 1.0)),
-    "colour0.1": ({"photo_colour_weight": 0.1}, ((), 1.0)),
-    "no-flip": ({"flip_tta": False}, ((), 1.0)),
-    "semantic0": ({"semantic": 0.0}, ((), 1.0)),
-    "semantic0.3": ({"semantic": 0.3}, ((), 1.0)),
-    "dba0": ({"dba_k": 0}, ((), 1.0)),
-    "w0.8": ({"weight": 0.8}, ((), 1.0)),
-    "lite1": ({"backbone": "efficientnet_lite1"}, ((), 1.0)),
-    "lite2": ({"backbone": "efficientnet_lite2"}, ((), 1.0)),
-    "lite1-no-flip": ({"backbone": "efficientnet_lite1", "flip_tta": False}, ((), 1.0)),
-    "lite2-no-flip": ({"backbone": "efficientnet_lite2", "flip_tta": False}, ((), 1.0)),
-    "no-flip-crop0.7": ({"flip_tta": False}, ((0.7,), 1.0)),
+    "runtime-tensorflow": ({"image_runtime": "tensorflow"}, ((), COLOUR_CROP)),
+    "runtime-bf16": ({"image_runtime": "openvino-bf16"}, ((), COLOUR_CROP)),
+    "runtime-mixed": ({"image_runtime": "openvino-mixed"}, ((), COLOUR_CROP)),  # float32 first half, bfloat16 after
+    "features-grid": ({"features": "grid"}, ((), COLOUR_CROP)),
+    "adapter-off": ({"adapter": "off"}, ((), COLOUR_CROP)),
+    "no-flip-adapter-off": ({"flip_tta": False, "adapter": "off"}, ((), COLOUR_CROP)),
+    "colour0": ({"photo_colour_weight": 0.0}, ((), COLOUR_CROP)),
+    "colour0.1": ({"photo_colour_weight": 0.1}, ((), COLOUR_CROP)),
+    "no-flip": ({"flip_tta": False}, ((), COLOUR_CROP)),
+    "semantic0": ({"semantic": 0.0}, ((), COLOUR_CROP)),
+    "semantic0.3": ({"semantic": 0.3}, ((), COLOUR_CROP)),
+    "dba0": ({"dba_k": 0}, ((), COLOUR_CROP)),
+    "w0.8": ({"weight": 0.8}, ((), COLOUR_CROP)),
+    "lite1": ({"backbone": "efficientnet_lite1"}, ((), COLOUR_CROP)),
+    "lite2": ({"backbone": "efficientnet_lite2"}, ((), COLOUR_CROP)),
+    "lite1-no-flip": ({"backbone": "efficientnet_lite1", "flip_tta": False}, ((), COLOUR_CROP)),
+    "lite2-no-flip": ({"backbone": "efficientnet_lite2", "flip_tta": False}, ((), COLOUR_CROP)),
+    "no-flip-crop0.7": ({"flip_tta": False}, ((0.7,), COLOUR_CROP)),
     "no-flip-colour-crop0.6": ({"flip_tta": False}, ((), 0.6)),
-    "crop0.7": ({}, ((0.7,), 1.0)),
+    "crop0.7": ({}, ((0.7,), COLOUR_CROP)),
     "crops0.5+0.75": ({}, ((0.5, 0.75), 1.0)),
     "colour-crop0.6": ({}, ((), 0.6)),
-    "text-off": ({"text_embedding": "off"}, ((), 1.0)),
-    "text-minilm": ({"text_embedding": "minilm"}, ((), 1.0)),
+    "colour-whole": ({}, ((), 1.0)),  # an upload's colour on the whole photo: the default before session 16
+    "text-off": ({"text_embedding": "off"}, ((), COLOUR_CROP)),
+    "text-minilm": ({"text_embedding": "minilm"}, ((), COLOUR_CROP)),
     # query-side expansion (pseudo-relevance feedback, ranking/expansion.py): item queries; -photos also uploads
-    "qe-off": ({"qe_k": 0}, ((), 1.0)),  # the pipeline before query expansion became the default (qe_k=2)
-    "qe1": ({"qe_k": 1}, ((), 1.0)),
-    "qe1-a3": ({"qe_k": 1, "qe_alpha": 3.0}, ((), 1.0)),
-    "qe2": ({"qe_k": 2}, ((), 1.0)),
-    "qe3": ({"qe_k": 3}, ((), 1.0)),
-    "qe2-a3": ({"qe_k": 2, "qe_alpha": 3.0}, ((), 1.0)),
-    "qe3-a3": ({"qe_k": 3, "qe_alpha": 3.0}, ((), 1.0)),
-    "qe2-photos": ({"qe_k": 2, "qe_photos": True}, ((), 1.0)),
-    "qe3-photos": ({"qe_k": 3, "qe_photos": True}, ((), 1.0)),
+    "qe-off": ({"qe_k": 0}, ((), COLOUR_CROP)),  # the pipeline before query expansion became the default (qe_k=2)
+    "qe1": ({"qe_k": 1}, ((), COLOUR_CROP)),
+    "qe1-a3": ({"qe_k": 1, "qe_alpha": 3.0}, ((), COLOUR_CROP)),
+    "qe2": ({"qe_k": 2}, ((), COLOUR_CROP)),
+    "qe3": ({"qe_k": 3}, ((), COLOUR_CROP)),
+    "qe2-a3": ({"qe_k": 2, "qe_alpha": 3.0}, ((), COLOUR_CROP)),
+    "qe3-a3": ({"qe_k": 3, "qe_alpha": 3.0}, ((), COLOUR_CROP)),
+    "qe2-photos": ({"qe_k": 2, "qe_photos": True}, ((), COLOUR_CROP)),
+    "qe3-photos": ({"qe_k": 3, "qe_photos": True}, ((), COLOUR_CROP)),
     # issue 12, demo P@5 >= .75: self-dominant DBA (catalog side, neighbours through the index) on top of
     # query expansion (qe_k="auto" = 2 on these exactly scanned catalogs); names: dba<k>-a<alpha>-m<mix>
-    "dba2-a3-m0.5": ({"dba_k": 2, "dba_alpha": 3.0, "dba_mix": 0.5}, ((), 1.0)),
-    "dba2-a3-m0.3": ({"dba_k": 2, "dba_alpha": 3.0, "dba_mix": 0.3}, ((), 1.0)),
-    "dba1-a3-m0.5": ({"dba_k": 1, "dba_alpha": 3.0, "dba_mix": 0.5}, ((), 1.0)),
-    "dba1-a3-m0.3": ({"dba_k": 1, "dba_alpha": 3.0, "dba_mix": 0.3}, ((), 1.0)),
-    "dba2-a0-m0.5": ({"dba_k": 2, "dba_alpha": 0.0, "dba_mix": 0.5}, ((), 1.0)),  # neighbours alike, not cos**3
-    "dba2-a0-m0.9": ({"dba_k": 2, "dba_alpha": 0.0, "dba_mix": 0.9}, ((), 1.0)),
-    "w0.6": ({"weight": 0.6}, ((), 1.0)),
+    "dba2-a3-m0.5": ({"dba_k": 2, "dba_alpha": 3.0, "dba_mix": 0.5}, ((), COLOUR_CROP)),
+    "dba2-a3-m0.3": ({"dba_k": 2, "dba_alpha": 3.0, "dba_mix": 0.3}, ((), COLOUR_CROP)),
+    "dba1-a3-m0.5": ({"dba_k": 1, "dba_alpha": 3.0, "dba_mix": 0.5}, ((), COLOUR_CROP)),
+    "dba1-a3-m0.3": ({"dba_k": 1, "dba_alpha": 3.0, "dba_mix": 0.3}, ((), COLOUR_CROP)),
+    "dba2-a0-m0.5": ({"dba_k": 2, "dba_alpha": 0.0, "dba_mix": 0.5}, ((), COLOUR_CROP)),  # neighbours alike, not cos**3
+    "dba2-a0-m0.9": ({"dba_k": 2, "dba_alpha": 0.0, "dba_mix": 0.9}, ((), COLOUR_CROP)),
+    "w0.6": ({"weight": 0.6}, ((), COLOUR_CROP)),
     # variants of the expansion's feedback (ExpansionMixin class attributes, EXPANSION_ATTRS; defaults = today's)
-    "qe-decay0.5": ({"qe_decay": 0.5}, ((), 1.0)),  # rank-weighted: the 2nd feedback row weighs half
-    "qe-mass0.5": ({"qe_side_mass": (0.5, 0.5)}, ((), 1.0)),  # the query keeps half the expanded vector, not 1/3
-    "qe-mass-img0": ({"qe_side_mass": (0.0, 1.0)}, ((), 1.0)),  # only the metadata row is expanded
-    "qe-mass-meta0": ({"qe_side_mass": (1.0, 0.0)}, ((), 1.0)),  # only the image vector is expanded
-    "qe-mass-meta2": ({"qe_side_mass": (1.0, 2.0)}, ((), 1.0)),  # the metadata row's feedback counts double
+    "qe-decay0.5": ({"qe_decay": 0.5}, ((), COLOUR_CROP)),  # rank-weighted: the 2nd feedback row weighs half
+    "qe-mass0.5": ({"qe_side_mass": (0.5, 0.5)}, ((), COLOUR_CROP)),  # the query keeps half, not 1/3
+    "qe-mass-img0": ({"qe_side_mass": (0.0, 1.0)}, ((), COLOUR_CROP)),  # only the metadata row is expanded
+    "qe-mass-meta0": ({"qe_side_mass": (1.0, 0.0)}, ((), COLOUR_CROP)),  # only the image vector is expanded
+    "qe-mass-meta2": ({"qe_side_mass": (1.0, 2.0)}, ((), COLOUR_CROP)),  # the metadata row's feedback counts double
 }
 #: Row parameters that are ExpansionMixin class attributes rather than HybridRecommender arguments: set on the
 #: class for that row only (ranking/expansion.py).
@@ -93,7 +100,11 @@ EXPANSION_ATTRS = ("qe_decay", "qe_side_mass")
 EXTRA = [("grocery/val", "default", "R@5")]
 
 
-def _install_query_side(crops: tuple[float, ...], colour_crop: float, memo: dict) -> None:
+#: Per row: ColourEmbedder arguments (catalog side and uploads alike), from --combo '{"colour": {...}}'.
+COLOUR_ARGS: dict[str, dict] = {}
+
+
+def _install_query_side(crops: tuple[float, ...], colour_crop: float, memo: dict, colour_args: dict) -> None:
     """Point the façade at embedders with these query-side settings, and memoise upload vectors."""
     original_image_embedder = facade.HybridRecommender._image_embedder
 
@@ -106,7 +117,7 @@ def _install_query_side(crops: tuple[float, ...], colour_crop: float, memo: dict
 
     def embed_upload(self, image):
         image_key = ("image", self.embedder.identity().folder, crops, str(image))
-        colour_key = ("colour", colour_crop, str(image))
+        colour_key = ("colour", colour_crop, json.dumps(colour_args, sort_keys=True), str(image))
         if image_key not in memo or colour_key not in memo:
             img = open_image(image)
             if image_key not in memo:
@@ -120,7 +131,7 @@ def _install_query_side(crops: tuple[float, ...], colour_crop: float, memo: dict
 
     facade.HybridRecommender._image_embedder = image_embedder
     facade.HybridRecommender._embed_upload = embed_upload
-    facade.ColourEmbedder = partial(ColourEmbedder, query_crop=colour_crop)
+    facade.ColourEmbedder = partial(ColourEmbedder, query_crop=colour_crop, **colour_args)
     return original_image_embedder
 
 
@@ -138,7 +149,9 @@ def main() -> None:
     for spec in args.combo:
         name, _, js = spec.partition("=")
         d = json.loads(js)
-        rows[name] = (d.get("params", {}), (tuple(d.get("crops", ())), float(d.get("colour_crop", 1.0))))
+        rows[name] = (d.get("params", {}), (tuple(d.get("crops", ())), float(d.get("colour_crop", COLOUR_CROP))))
+        if d.get("colour"):  # ColourEmbedder arguments for this row (e.g. {"centre_sigma": 0.5})
+            COLOUR_ARGS[name] = d["colour"]
     memo: dict = {}
     original = facade.HybridRecommender._image_embedder
     original_upload = facade.HybridRecommender._embed_upload
@@ -148,7 +161,7 @@ def main() -> None:
     for name, (params, (crops, colour_crop)) in rows.items():
         facade.HybridRecommender._image_embedder = original
         facade.HybridRecommender._embed_upload = original_upload
-        _install_query_side(crops, colour_crop, memo)
+        _install_query_side(crops, colour_crop, memo, COLOUR_ARGS.get(name, {}))
         for attr in EXPANSION_ATTRS:  # back to the class default, then this row's value
             if attr in vars(facade.HybridRecommender):
                 delattr(facade.HybridRecommender, attr)

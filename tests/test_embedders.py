@@ -163,9 +163,15 @@ def test_embed_query_is_the_upload_path_and_crops_look_at_the_middle(lite0_embed
     photo = Image.new("RGB", (200, 200), (20, 160, 40))
     photo.paste(Image.new("RGB", (80, 80), (200, 20, 20)), (60, 60))
     red = Image.new("RGB", (50, 50), (200, 20, 20))
-    whole = ColourEmbedder().fit()
+    whole = ColourEmbedder(query_crop=1.0).fit()
     centre = ColourEmbedder(query_crop=0.4).fit()
     red_vec = whole.embed_query(red)
     assert centre.embed_query(photo) @ red_vec > 0.99 > whole.embed_query(photo) @ red_vec + 0.3
+    # The default measures an upload on its centre 60%: more of the product than the whole photo, and the
+    # catalog side (embed_arrays) is the whole image whatever the crop.
+    default = ColourEmbedder().fit()
+    assert whole.embed_query(photo) @ red_vec + 0.1 < default.embed_query(photo) @ red_vec < 0.99
+    pixels = pad_to_square(photo, 96)[None]
+    np.testing.assert_array_equal(default.embed_arrays(pixels), whole.embed_arrays(pixels))
     with pytest.raises(ValueError, match="crop fraction"):
         centre_crop(photo, 0.0)
