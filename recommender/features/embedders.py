@@ -41,14 +41,13 @@ _LITE_INPUT_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "effi
 AUTO_LITE_ORDER = ("efficientnet_lite0",)
 
 
-# Opt-in: an uploaded photo embedded whole and as its centre 70% (averaged) gains on the suite (grocery
-# val R@1 +.030 [+.007, +.057], no protocol worse; docs/evaluation.md), but then a product's own catalog
-# photo, uploaded, no longer always finds that product first (Apple Juice's photo -> Orange Juice), a
-# guarantee a shopper relies on. Off by default; ``query_crops=(0.7,)`` turns it on.
+# Opt-in: an uploaded photo embedded whole and as its centre 70% (averaged). It gained on the suite before the
+# colour crop below (grocery val R@1 +.030 [+.007, +.057]); on top of it the objective falls (.7528 -> .7408,
+# demo uploads -.067; docs/evaluation.md, session 16). Off by default; ``query_crops=(0.7,)`` turns it on.
 DEFAULT_QUERY_CROPS: tuple[float, ...] = ()
 # An uploaded photo's colour is measured on its centre 60% (the product, more than the shelf around it): on
 # the suite (session 16) objective .7467 -> .7528, grocery val R@1 +.030 [-.003, +.064], no protocol worse;
-# catalog vectors are unchanged (query side only). docs/evaluation.md, "Colour of uploads on the centre".
+# catalog vectors are unchanged (query side only). docs/evaluation.md, "Session 16: an upload's colour".
 DEFAULT_COLOUR_QUERY_CROP = 0.6
 
 
