@@ -233,6 +233,59 @@ def test_appended_rows_grow_in_place_without_touching_what_readers_hold():
     assert len(grown) == 45 and np.array_equal(grown[5:, 0], np.arange(40, dtype=np.float32))
 
 
+def _process_anon_kb() -> int:
+    from pathlib import Path
+
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("RssAnon:")[1].split()[0])
+
+
+def test_rows_appended_to_a_mapped_file_grow_in_a_mapped_scratch_file(tmp_path):
+    """A catalog served from a mapped vector file (bfloat16 at scale) grows in a scratch file beside it, not in
+    the process's memory: the first write at 100k had copied the file into RssAnon (+538 MB). The cache file
+    itself is never written, and the scratch file has no name (nothing is left in the folder)."""
+    import ml_dtypes
+
+    from recommender.live import appended
+
+    path = tmp_path / "vectors.bin"
+    rows, dim = 20_000, 1024  # 40 MB of bfloat16
+    source = np.memmap(path, mode="w+", dtype=ml_dtypes.bfloat16, shape=(rows, dim), offset=128)
+    source[:] = np.arange(rows, dtype=np.float32)[:, None]
+    source.flush()
+    del source
+    before = path.read_bytes()
+    served = np.memmap(path, mode="r", dtype=ml_dtypes.bfloat16, shape=(rows, dim), offset=128)
+    anon = _process_anon_kb()
+    grown = appended(served, np.full((3, dim), -1, ml_dtypes.bfloat16))
+    assert _process_anon_kb() - anon < 10_000  # well under the 40 MB a copy in memory would take
+    assert isinstance(grown.base, np.memmap) and len(grown.base) == 2 * rows
+    expected = np.arange(rows, dtype=np.float32).astype(ml_dtypes.bfloat16).astype(np.float32)
+    assert np.array_equal(grown[:rows, 0].astype(np.float32), expected)
+    assert (grown[rows:].astype(np.float32) == -1).all()
+    again = appended(grown, np.full((1, dim), 7, ml_dtypes.bfloat16))  # in the spare room, no new file
+    assert again.base is grown.base and float(again[-1, 0]) == 7.0 and len(grown) == rows + 3
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["vectors.bin"]
+
+
+def test_a_mapped_file_on_a_full_disk_grows_in_memory(tmp_path, monkeypatch):
+    import errno
+
+    from recommender import live as live_module
+
+    path = tmp_path / "vectors.bin"
+    np.memmap(path, mode="w+", dtype=np.float32, shape=(100, 4))[:] = 1
+    served = np.memmap(path, mode="r", dtype=np.float32, shape=(100, 4))
+
+    def full_disk(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(live_module.os, "posix_fallocate", full_disk)  # reserved first: never a SIGBUS later
+    grown = live_module.appended(served, np.zeros((2, 4), np.float32))
+    assert not isinstance(grown.base, np.memmap) and grown.shape == (102, 4) and grown[:100].sum() == 400
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vectors.bin"]
+
+
 def test_many_upserts_keep_metadata_scores_exact(live, demo_catalog):
     """The postings are rebuilt only now and then: rows appended since are scored from the CSR rows."""
     from recommender.scoring import posting_scores

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import mmap
 import os
 import tempfile
 import time
@@ -170,8 +171,15 @@ def populate(vectors: np.ndarray, max_share: float = 0.5) -> int:
     available = _memory_available()
     if mapping is None or available is None:
         return 0
-    if len(mapping) > max_share * available:
-        log.info("vector file of %.1f GB not populated: %.1f GB available", len(mapping) / 2**30, available / 2**30)
+    # The array's own pages (a view may cover part of its mapping: the rows of a live catalog's grown buffer).
+    if vectors.flags.c_contiguous and vectors.nbytes:
+        address = vectors.ctypes.data
+        start = address - address % mmap.PAGESIZE
+        length = address + vectors.nbytes - start
+    else:
+        start, length = np.frombuffer(mapping, dtype=np.uint8).ctypes.data, len(mapping)
+    if length > max_share * available:
+        log.info("vector file of %.1f GB not populated: %.1f GB available", length / 2**30, available / 2**30)
         return 0
     import ctypes
 
@@ -181,11 +189,10 @@ def populate(vectors: np.ndarray, max_share: float = 0.5) -> int:
     except (OSError, AttributeError):
         return 0
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    start = np.frombuffer(mapping, dtype=np.uint8).ctypes.data  # page-aligned: the mapping's own start
-    if madvise(start, len(mapping), MADV_POPULATE_READ) != 0:  # EINVAL before Linux 5.14: left to the queries
+    if madvise(start, length, MADV_POPULATE_READ) != 0:  # EINVAL before Linux 5.14: left to the queries
         log.debug("madvise(MADV_POPULATE_READ) failed: errno %d", ctypes.get_errno())
         return 0
-    return len(mapping)
+    return length
 
 
 def mapped_bfloat16(vectors: np.ndarray, folder: Path | str) -> np.ndarray:
