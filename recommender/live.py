@@ -145,7 +145,8 @@ def _file_backed_copy(view: np.memmap, capacity: int) -> np.memmap | None:
             grown = np.memmap(f, dtype=view.dtype, mode="r+", shape=(capacity, *view.shape[1:]))
     except (OSError, ValueError):
         return None
-    populate(grown[:len(view)])  # mapped now, as warm_up maps a served file: queries do not fault it in page by page
+    # Mapped now, as warm_up maps a served file: the next queries do not fault it in page by page.
+    populate(grown[:len(view)], own_pages_only=True)
     return grown
 
 

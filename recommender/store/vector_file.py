@@ -160,19 +160,20 @@ def _memory_available() -> int | None:
 MADV_POPULATE_READ = 22  # Linux >= 5.14: fault every page of a range in, read-only, without touching its bytes
 
 
-def populate(vectors: np.ndarray, max_share: float = 0.5) -> int:
+def populate(vectors: np.ndarray, max_share: float = 0.5, own_pages_only: bool = False) -> int:
     """Map every page of a vector file's mapping now (``madvise(MADV_POPULATE_READ)``) and return the bytes mapped;
     0 for vectors not mapped from a file, a file larger than ``max_share`` of the memory available, or a system
     without the call. Until its pages are mapped, a query's gather of ~768 rows faults them in one by one: at 1M
     products the first queries after a start took 24-173 ms against 7 once warm, and the median over the first
     100 8.4-9.3 ms against 7.0-7.6 populated (4.4 GB in 0.2 s when the file is in the page cache; docs/index.md,
-    session 15). The pages are the shared page cache (``RssFile``): the kernel may still drop them."""
+    session 15). The pages are the shared page cache (``RssFile``): the kernel may still drop them.
+    ``own_pages_only``: only the pages under ``vectors`` (a live catalog's grown buffer: not its spare rows), not
+    the whole mapping (a served file: what else it holds is read by the index too)."""
     mapping = getattr(vectors, "_mmap", None)
     available = _memory_available()
     if mapping is None or available is None:
         return 0
-    # The array's own pages (a view may cover part of its mapping: the rows of a live catalog's grown buffer).
-    if vectors.flags.c_contiguous and vectors.nbytes:
+    if own_pages_only and vectors.flags.c_contiguous and vectors.nbytes:
         address = vectors.ctypes.data
         start = address - address % mmap.PAGESIZE
         length = address + vectors.nbytes - start
