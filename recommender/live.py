@@ -2,9 +2,10 @@
 
 Row slots are append-only: a new or changed product gets a new slot at the end and its old slot is
 tombstoned (``alive_`` False), so the rows a reader is looking at never change under it. An update
-prepares everything slow (reading and embedding images through the store, encoding metadata)
-outside any lock, then applies it under the write lock, which waits for the readers in flight and
-holds new ones back for the few array appends: a query sees an update wholly or not at all.
+prepares everything slow (reading and embedding images through the store, encoding metadata) outside
+any lock, builds the new state (appended arrays, postings, filter index) under the update lock only, then
+swaps it in under the write lock, which waits for the readers in flight and holds new ones back for the
+assignments and the ANN index's own update: a query sees an update wholly or not at all.
 
 The metadata vocabulary as the catalog drifts: new rows are encoded with the fitted TF-IDF
 vocabulary (a new word counts for nothing until the next fit; filters see new values at once).
@@ -16,14 +17,11 @@ lock, and swapped in under it. Measured in docs/ranking.md.
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,7 +32,7 @@ from recommender.errors import CatalogError, QueryError
 from recommender.features.embedders import ColourEmbedder
 from recommender.scoring import postings_stale
 from recommender.store.build import build_embeddings, image_hashes
-from recommender.store.vector_file import populate
+from recommender.store.vector_file import growable_copy
 
 #: Fields ``patch`` may change: metadata only (an image change is an ``upsert``).
 PATCHABLE = ("name", "description", "category", "sub_category", "brand", "colour", "price")
@@ -112,45 +110,13 @@ def appended(view: np.ndarray, rows: np.ndarray) -> np.ndarray:
            and view.__array_interface__["data"][0] == base.__array_interface__["data"][0])
     if not own or len(base) < n + m:
         capacity = max(n + m, 2 * n, 16)
-        base = _file_backed_copy(view, capacity) if isinstance(view, np.memmap) else None
+        base = growable_copy(view, capacity) if isinstance(view, np.memmap) else None
         if base is None:
             base = np.empty((capacity, *view.shape[1:]), dtype=view.dtype)
             base[:n] = view
         _OWN_BUFFERS[id(base)] = base
     base[n:n + m] = rows
     return base[:n + m]
-
-
-def _file_backed_copy(view: np.memmap, capacity: int) -> np.memmap | None:
-    """``view``'s rows in a scratch file beside the file it maps, with room for ``capacity`` rows, mapped
-    read-write; None where that folder cannot take it (the caller then grows in memory).
-
-    A catalog served from its mapped vector file (a bfloat16 file of ~2.3 KB a product at scale) would
-    otherwise be copied into the process's own memory at its first live write (at 100k: +538 MB RssAnon,
-    0.4 s; ~5 GB at 1M). The copy lives in the page cache instead, like the file it came from, which is never
-    written: it is the content-addressed cache's.
-    """
-    folder = Path(view.filename).parent if getattr(view, "filename", None) else None
-    if folder is None or not view.flags.c_contiguous:
-        return None
-    row_bytes = view.dtype.itemsize * int(np.prod(view.shape[1:], dtype=np.int64))
-    try:
-        # A file without a name (O_TMPFILE): nothing to clean up, even after a kill -9.
-        with tempfile.TemporaryFile(dir=folder) as f:
-            # Blocks reserved up front: a full disk is an OSError here, never a SIGBUS on a later write.
-            os.posix_fallocate(f.fileno(), 0, capacity * row_bytes)
-            for start in range(0, len(view), _COPY_ROWS):  # from the mapping, a block at a time
-                f.write(memoryview(np.ascontiguousarray(view[start:start + _COPY_ROWS]).view(np.uint8)))
-            f.flush()
-            grown = np.memmap(f, dtype=view.dtype, mode="r+", shape=(capacity, *view.shape[1:]))
-    except (OSError, ValueError):
-        return None
-    # Mapped now, as warm_up maps a served file: the next queries do not fault it in page by page.
-    populate(grown[:len(view)], own_pages_only=True)
-    return grown
-
-
-_COPY_ROWS = 16_384  # rows copied to a scratch file per write: tens of MB at a time
 
 
 def _extended_catalog(catalog: Catalog, items: pd.DataFrame) -> Catalog:

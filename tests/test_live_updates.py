@@ -272,6 +272,7 @@ def test_a_mapped_file_on_a_full_disk_grows_in_memory(tmp_path, monkeypatch):
     import errno
 
     from recommender import live as live_module
+    from recommender.store import vector_file
 
     path = tmp_path / "vectors.bin"
     np.memmap(path, mode="w+", dtype=np.float32, shape=(100, 4))[:] = 1
@@ -280,7 +281,7 @@ def test_a_mapped_file_on_a_full_disk_grows_in_memory(tmp_path, monkeypatch):
     def full_disk(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(live_module.os, "posix_fallocate", full_disk)  # reserved first: never a SIGBUS later
+    monkeypatch.setattr(vector_file.os, "posix_fallocate", full_disk)  # reserved first: never a SIGBUS later
     grown = live_module.appended(served, np.zeros((2, 4), np.float32))
     assert not isinstance(grown.base, np.memmap) and grown.shape == (102, 4) and grown[:100].sum() == 400
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vectors.bin"]

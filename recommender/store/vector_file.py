@@ -196,6 +196,35 @@ def populate(vectors: np.ndarray, max_share: float = 0.5, own_pages_only: bool =
     return length
 
 
+def growable_copy(view: np.memmap, capacity: int) -> np.memmap | None:
+    """``view``'s rows in a scratch file beside the file it maps, with room for ``capacity`` rows, mapped
+    read-write and populated; None where that folder cannot take it (the caller then grows in memory).
+
+    For a live catalog served from its mapped vector file (~2.3 KB a product at scale), which would otherwise be
+    copied into the process's own memory at its first write (at 100k: +538 MB RssAnon, 0.4 s; ~5 GB at 1M). The
+    copy lives in the page cache instead, like the file it came from, which is never written: it is the
+    content-addressed cache's.
+    """
+    folder = Path(view.filename).parent if getattr(view, "filename", None) else None
+    if folder is None or not view.flags.c_contiguous:
+        return None
+    row_bytes = view.dtype.itemsize * int(np.prod(view.shape[1:], dtype=np.int64))
+    try:
+        # A file without a name (O_TMPFILE): nothing to clean up, even after a kill -9.
+        with tempfile.TemporaryFile(dir=folder) as f:
+            # Blocks reserved up front: a full disk is an OSError here, never a SIGBUS on a later write.
+            os.posix_fallocate(f.fileno(), 0, capacity * row_bytes)
+            for start in range(0, len(view), ROW_BLOCK):  # read from the mapping a block at a time
+                f.write(memoryview(view[start:start + ROW_BLOCK].view(np.uint8)))
+            f.flush()
+            grown = np.memmap(f, dtype=view.dtype, mode="r+", shape=(capacity, *view.shape[1:]))
+    except (OSError, ValueError):
+        return None
+    # Mapped now, as warm_up maps a served file: the next queries do not fault the rows in page by page.
+    populate(grown[:len(view)], own_pages_only=True)
+    return grown
+
+
 def mapped_bfloat16(vectors: np.ndarray, folder: Path | str) -> np.ndarray:
     """``vectors`` as a read-only bfloat16 memory map of ``folder/vectors-bf16-<hash>.npy`` (written if absent
     or not matching). ``OSError`` if the folder cannot be written; the caller then keeps them in memory."""
