@@ -24,8 +24,8 @@ import numpy as np  # noqa: E402
 from recommender.features.embedders import ImageEmbedder  # noqa: E402
 
 CONFIGS = {
-    "lite0 flip sem.5 (today's default)": dict(backbone="efficientnet_lite0", flip_tta=True, semantic=0.5),
-    "lite0 sem.5": dict(backbone="efficientnet_lite0", flip_tta=False, semantic=0.5),
+    "lite0 flip sem.5 (the default until session 17)": dict(backbone="efficientnet_lite0", flip_tta=True, semantic=0.5),
+    "lite0 sem.5 (today's default)": dict(backbone="efficientnet_lite0", flip_tta=False, semantic=0.5),
     "lite1 sem.5": dict(backbone="efficientnet_lite1", flip_tta=False, semantic=0.5),
     "lite2 sem.5": dict(backbone="efficientnet_lite2", flip_tta=False, semantic=0.5),
     "lite1 flip sem.5": dict(backbone="efficientnet_lite1", flip_tta=True, semantic=0.5),

@@ -2,7 +2,7 @@
 
     python bench/bench_runtimes.py [--n 256] [--rounds 3] [--grocery ../shared/data/grocery/catalog.csv]
 
-The default pipeline's network (EfficientNet-Lite0 + semantic 0.5, flip-TTA: both views in one call) on
+The default pipeline's network until session 17 (EfficientNet-Lite0 + semantic 0.5, flip-TTA: both views in one call) on
 real images decoded and padded beforehand (the demo photos, then grocery studio photos up to ``--n``), so
 the figures are the network alone; ``bench/bench_build.py`` measures whole builds. Rows, interleaved
 per round in one process (the machine is shared; ratios are what to read):

@@ -51,6 +51,7 @@ ROWS: dict[str, tuple[dict, tuple[tuple[float, ...], float]]] = {
     "colour0": ({"photo_colour_weight": 0.0}, ((), COLOUR_CROP)),
     "colour0.1": ({"photo_colour_weight": 0.1}, ((), COLOUR_CROP)),
     "no-flip": ({"flip_tta": False}, ((), COLOUR_CROP)),
+    "flip": ({"flip_tta": True}, ((), COLOUR_CROP)),  # flip-TTA, the default until session 17
     "semantic0": ({"semantic": 0.0}, ((), COLOUR_CROP)),
     "semantic0.3": ({"semantic": 0.3}, ((), COLOUR_CROP)),
     "dba0": ({"dba_k": 0}, ((), COLOUR_CROP)),

@@ -74,7 +74,8 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
     n_inferred: for an uploaded photo without text, how many closest image matches lend their
         metadata to the query.
     flip_tta: embed every image also mirrored and average the two (cached separately; twice the
-        embedding cost of a cold build).
+        embedding cost of a cold build). Off by default since it stopped making a measurable difference
+        on the benchmark suite (docs/evaluation.md, "Session 17").
     features: ``"auto"`` | ``"gap"`` | ``"grid"`` image features (see :class:`ImageEmbedder`); ``auto`` scores
         both on a sample of the catalog by its own category labels and keeps the grid only when it is
         significantly better (:mod:`recommender.features.view_choice`); ``features_`` is the view used,
@@ -134,7 +135,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         text_weighting: str = "tfidf",
         n_inferred: int = 5,
         batch_size: int = 32,
-        flip_tta: bool = True,
+        flip_tta: bool = False,
         features: str = "auto",
         semantic: float = 0.5,
         dba_k: int = 0,

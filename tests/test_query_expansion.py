@@ -70,10 +70,12 @@ def test_bad_settings_fail_at_fit_with_one_line(demo_catalog, bad):
 
 def test_expanded_item_queries_find_more_of_the_same_sub_category(pair, demo_catalog):
     """The lever's point: "more like this" ranks products of the query's own kind higher (leave-one-out by
-    sub_category, labels not in the features; measured .710 -> .742 at qe_k=2, docs/evaluation.md)."""
+    sub_category, labels not in the features; measured .710 -> .742 at qe_k=2 with flip-TTA, .717 -> .735 without,
+    the default since session 17: docs/evaluation.md)."""
     plain, expanded = pair
     before, after = _p_at_5(plain, demo_catalog), _p_at_5(expanded, demo_catalog)
-    assert after.mean() > before.mean() + 0.02, (before.mean(), after.mean())
+    assert after.mean() > before.mean() + 0.01, (before.mean(), after.mean())
+    assert (after > before).sum() > (after < before).sum(), (after - before).tolist()  # more queries gain than lose
 
 
 def test_the_protocol_scores_what_recommend_returns(pair, demo_catalog):

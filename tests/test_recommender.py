@@ -19,11 +19,11 @@ def _mirrored(path) -> bytes:
 def test_fitted_state(demo_recommender, demo_catalog):
     rec = demo_recommender
     assert rec.backbone_ == "efficientnet_lite0"
-    # Default pipeline: pooled features (1280) + ImageNet class probabilities (1000), flip-TTA (DBA off).
+    # Default pipeline: pooled features (1280) + ImageNet class probabilities (1000); no flip-TTA, no DBA.
     assert rec.image_vectors_.shape == (89, 1280 + 1000) and rec.image_vectors_.dtype == np.float32
     plan = plan_inference("auto")
     assert rec.image_pipeline_description() == (
-        f"efficientnet_lite0 + {plan.runtime} {plan.precision} + flip-TTA + semantic 0.5 + photo colour 0.3")
+        f"efficientnet_lite0 + {plan.runtime} {plan.precision} + semantic 0.5 + photo colour 0.3")
     assert rec.colour_vectors_.shape == (89, 512)
     np.testing.assert_allclose(np.linalg.norm(rec.image_vectors_, axis=1), 1.0, rtol=1e-5)
     assert rec.has_image_.all()
