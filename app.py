@@ -302,7 +302,7 @@ def main() -> None:
 
     with st.sidebar:
         filters = filter_widgets(f)
-        weight = weight_widget(mode)
+        weight = weight_widget(rec, mode)
         colour = colour_widget(rec, mode)
         diversity = diversity_widget()
         k = k_widget()
@@ -315,8 +315,10 @@ def main() -> None:
     st.divider()
     try:
         with st.spinner("Finding similar products..."):
-            # A description has no image side: its (disabled) weight is not passed on.
-            res = rec.recommend(**query, k=k, weight=None if mode == "text" else weight, filters=filters,
+            # A description has no image side: its (disabled) weight is not passed on. Left at its default, the
+            # weight is not passed either, so the library adapts it to the query (adaptive_weight).
+            at_default = weight == rec.default_weight(photo=mode == "photo")
+            res = rec.recommend(**query, k=k, weight=None if mode == "text" or at_default else weight, filters=filters,
                                 colour_weight=colour, diversity=diversity)
     except RecommenderError as exc:
         st.error(str(exc), icon=":material/error:")

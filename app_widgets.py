@@ -16,7 +16,6 @@ from recommender import Filters, HybridRecommender
 from recommender.catalog.loader import Catalog
 from recommender.export import format_price, recommendations_csv
 from recommender.ranking.results import Recommendation, Recommendations
-from recommender.recommender import DEFAULT_WEIGHT
 
 FILTER_COLUMNS = {"category": "Category", "sub_category": "Sub-category", "brand": "Brand", "colour": "Colour"}
 BACKBONE_NAMES = {"vgg16": "VGG16", "resnet50": "ResNet50", "efficientnet_lite0": "EfficientNet-Lite0"}
@@ -119,23 +118,31 @@ def filter_widgets(f: dict) -> Filters:
     return Filters(price_min=price_min, price_max=price_max, **chosen)
 
 
-def weight_widget(mode: str) -> float:
+def weight_widget(rec: HybridRecommender, mode: str) -> float:
     st.header("Ranking", divider="gray")
-    grid = {round(i / 20, 2) for i in range(21)} | {DEFAULT_WEIGHT}
+    # One slider per query mode, as for colour: a product's own metadata is a strong signal, a photo's is
+    # only borrowed from its closest image matches, so each starts at the library's default for its kind.
+    start = rec.default_weight(photo=mode == "photo")
+    grid = {round(i / 20, 2) for i in range(21)} | {start}
+    key = f"weight_{mode}"
+    st.session_state.setdefault(key, start)
 
     def label(w: float) -> str:
         return "metadata only" if w == 0 else "image only" if w == 1 else f"{w:.0%} image"
 
     text_mode = mode == "text"
     w = st.select_slider(
-        "Weight: metadata ◀ ▶ image", sorted(grid), value=DEFAULT_WEIGHT, key="weight", format_func=label,
-        disabled=text_mode,
+        "Weight: metadata ◀ ▶ image", sorted(grid), key=key, format_func=label, disabled=text_mode,
         help="Slide left to rank by text, category, brand and colour; right to rank by how the photos look. "
-             f"The default, {DEFAULT_WEIGHT:.0%} image, ranked best in a leave-one-out test on the demo catalog.")
+             f"It starts at {rec.default_weight():.0%} image for a product and {rec.default_weight(photo=True):.0%} "
+             "for a photo (chosen by the evaluation on several catalogs).")
     if text_mode:
         st.caption("A description has no image: it is matched by name, description, category, brand and colour.")
     else:
-        st.caption(f"score = **{w:.0%}** image + **{1 - w:.0%}** metadata  \n◀ metadata only · image only ▶")
+        adapted = mode == "product" and w == start and rec.adaptive_weight and rec.expands()
+        st.caption(f"score = **{w:.0%}** image + **{1 - w:.0%}** metadata"
+                   + (", shifted per product towards the side whose best match stands out" if adapted else "")
+                   + "  \n◀ metadata only · image only ▶")
     return float(w)
 
 

@@ -88,7 +88,7 @@ class QueryMixin(ExpansionMixin, ExplainMixin):
             raise QueryError("nothing to search for: give an item id, an image or a text description")
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
-        w = self.weight if weight is None else float(weight)
+        w = self.default_weight(photo=image is not None) if weight is None else float(weight)
         c = self.default_colour_weight(photo=image is not None) if colour_weight is None else float(colour_weight)
         d = self.diversity if diversity is None else float(diversity)
         for name, value in (("weight", w), ("colour_weight", c), ("diversity", d)):
@@ -162,7 +162,8 @@ class QueryMixin(ExpansionMixin, ExplainMixin):
             feedback = allowed if not filters.active() else self.alive_.copy()
             if feedback is not allowed and query_pos is not None:
                 feedback[query_pos] = False
-        ranking = self._ranked(q_img, q_col, q_meta, strict, w, c, meta_ref, evidence_row, k, d, feedback)
+        ranking = self._ranked(q_img, q_col, q_meta, strict, w, c, meta_ref, evidence_row, k, d, feedback,
+                               adapt=weight_given is None)
         if text_filters is not None and not len(ranking.positions) and allowed.any():
             ranking = self._ranked(q_img, q_col, q_meta, allowed, w, c, meta_ref, evidence_row, k, d)
             if len(ranking.positions):
@@ -240,9 +241,11 @@ class QueryMixin(ExpansionMixin, ExplainMixin):
             img = np.nan_to_num(img, nan=self.references_["image"].unrelated)
         return (rows, hits, img, meta) if with_hits else (rows, img, meta)
 
-    def _ranked(self, q_img, q_col, q_meta, allowed, w, c, meta_ref, evidence_row, k, d, feedback=None) -> Ranking:
+    def _ranked(self, q_img, q_col, q_meta, allowed, w, c, meta_ref, evidence_row, k, d, feedback=None,
+                adapt: bool = False) -> Ranking:
         """Exact hybrid ranking of the candidates, results without evidence cut, MMR if asked; with a ``feedback``
-        mask (query expansion), ranked against the query expanded by the best ``qe_k`` of those rows."""
+        mask (query expansion), ranked against the query expanded by the best ``qe_k`` of those rows, and with
+        ``adapt`` (the default weight) at the weight its first pass suggests (``adaptive_weight``)."""
         gathered: list[np.ndarray] = []
         rows, hits, img, meta = self._scored(q_img, q_col, q_meta, c, allowed, True,
                                              None if feedback is None else gathered)
@@ -267,6 +270,8 @@ class QueryMixin(ExpansionMixin, ExplainMixin):
             # rows as the unfiltered query's), reusing the postings walk if there was one: it ignores the filter.
             first = (rows, img, meta) if feedback is allowed else self._scored(q_img, q_col, q_meta, c, feedback,
                                                                                hits=hits)
+            if adapt:
+                w = self.query_weight(w, c, meta_ref, first)
             block = None if not gathered else gathered[0] if keep.all() else gathered[0][keep]
             img, meta = self._expanded_scores(q_img, q_col, q_meta, c, w, meta_ref, rows, img, meta, first, block)
         pool = k if d <= 0 else max(MMR_POOL, 10 * k)

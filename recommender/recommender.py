@@ -8,6 +8,7 @@ remove) in :mod:`recommender.live`.
 from __future__ import annotations
 
 import logging
+import numbers
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -43,7 +44,11 @@ from recommender.store.vector_file import BFLOAT16
 
 __all__ = ["Filters", "HybridRecommender", "Recommendation", "Recommendations"]
 log = logging.getLogger(__name__)
-DEFAULT_WEIGHT = 0.7
+#: The image weight of a catalog item query ("more like this"): chosen on two catalogs' leave-one-out (demo by
+#: sub-category, grocery by category) in session 18, when the metadata side had its sentence embedding. An
+#: uploaded photo keeps 0.7: its metadata side is only borrowed from its closest image matches (docs/evaluation.md).
+DEFAULT_WEIGHT = 0.5
+DEFAULT_PHOTO_WEIGHT = 0.7
 DEFAULT_PHOTO_COLOUR_WEIGHT = 0.3
 #: The sentence embedding's share of the metadata side: the plain mean of the two cosines, chosen before
 #: measuring (bench/bench_minilm.py's "mean of both"), not tuned on the suite (docs/evaluation.md).
@@ -66,8 +71,14 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
     Parameters
     ----------
     backbone: ``auto`` | ``vgg16`` | ``resnet50`` | ``efficientnet_lite0``.
-    weight: default image weight ``w`` (``score = w * image + (1 - w) * metadata``, each side
-        calibrated to [0, 1] against the catalog's own distribution of pair similarities).
+    weight: default image weight ``w`` of catalog-item queries (``score = w * image + (1 - w) * metadata``,
+        each side calibrated to [0, 1] against the catalog's own distribution of pair similarities).
+    photo_weight: the same for uploaded photos, whose metadata side (when no text comes with the photo) is
+        borrowed from their closest image matches, so the image side leads.
+    adaptive_weight: an item query asked with the default weight moves it towards the side whose best match
+        stands out of its top few (query-adaptive fusion, :func:`~recommender.ranking.hybrid.standout_weight`),
+        measured on query expansion's first, unfiltered pass, so where items are expanded (``qe_k``); the weight
+        used is each result list's ``weight``. An explicit ``recommend(weight=...)`` is used as given.
     cache_dir: where embeddings are cached (default: ``.cache`` beside the catalog file).
     text_fields, categorical_fields, exclude_fields, text_weighting: passed to :class:`MetadataEncoder`
         (``text_weighting``: ``"tfidf"`` or ``"bm25"``).
@@ -128,6 +139,8 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         self,
         backbone: str = "auto",
         weight: float = DEFAULT_WEIGHT,
+        photo_weight: float = DEFAULT_PHOTO_WEIGHT,
+        adaptive_weight: bool = True,
         cache_dir: Path | str | None = None,
         text_fields: Mapping[str, float] | None = None,
         categorical_fields: Mapping[str, float] | None = None,
@@ -160,6 +173,8 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
     ) -> None:
         self.backbone = backbone
         self.weight = weight
+        self.photo_weight = photo_weight
+        self.adaptive_weight = adaptive_weight
         self.cache_dir = cache_dir
         self.text_fields = text_fields
         self.categorical_fields = categorical_fields
@@ -202,7 +217,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
     def fit(self, catalog: Catalog | Path | str, progress: Progress | None = None, photos=None) -> HybridRecommender:
         """Embed (cached) and index the catalog. ``photos``: labelled shop photos for the adapter, an
         ``id,image`` CSV path or table (default: ``views.csv`` beside the catalog; ``False``: none)."""
-        self._check_expansion()  # before the slow part
+        self._check_settings()  # before the slow part
         catalog = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
         hashes = image_hashes(catalog)  # read every image file once for both caches
         self.choose_features(catalog, hashes)
@@ -246,7 +261,7 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         For catalogs embedded by another process, and for benchmarks; photo queries still need the
         image model of ``backbone``. ``colour_vectors`` default to zeros (no colour side).
         """
-        self._check_expansion()
+        self._check_settings()
         n = len(catalog)
         image_vectors = np.asarray(image_vectors)
         if image_vectors.dtype not in (np.float16, np.float32):  # float16 is kept: no 2x copy of a large catalog
@@ -309,11 +324,16 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         find_blas_libraries()  # queries limit BLAS to one thread; finding the libraries is a first query's 17 ms
         return self
 
-    def _check_expansion(self) -> None:
+    def _check_settings(self) -> None:
+        """One-line errors for settings that would otherwise fail only at the first query."""
         try:
             check_expansion(self.qe_k, self.qe_alpha)
         except ValueError as exc:
             raise RecommenderError(str(exc)) from None
+        for name in ("weight", "photo_weight", "colour_weight", "photo_colour_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+                raise RecommenderError(f"{name} must be a number between 0 and 1, got {value!r}")
 
     def _prepare_rows(self, new, report):
         """Live-added rows enter the adapted space too (their raw vectors whitened like a photo query).
@@ -358,6 +378,10 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         self.__dict__.update(state)
         if "catalog_" in state:
             self._lock = ReadWriteLock()
+
+    def default_weight(self, photo: bool = False) -> float:
+        """The default image weight ``w``: for uploaded photos or for catalog items (and text, where it is moot)."""
+        return float(self.photo_weight if photo else self.weight)
 
     def default_colour_weight(self, photo: bool = False) -> float:
         """Colour's default share of the image side: for uploaded photos or for catalog items."""

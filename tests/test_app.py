@@ -23,7 +23,7 @@ from recommender.catalog.loader import DEMO_CATALOG
 from recommender.errors import ImageError
 from recommender.features.images import MAX_PIXELS
 from recommender.features.uploads import MAX_UPLOAD_BYTES, display_name, open_upload, read_upload, sniff_format
-from recommender.recommender import DEFAULT_WEIGHT
+from recommender.recommender import DEFAULT_PHOTO_WEIGHT, DEFAULT_WEIGHT
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 IMAGES = DEMO_CATALOG.parent / "images"
@@ -89,7 +89,7 @@ def test_opens_on_the_demo_catalog_with_results(app, catalog):
     # Sidebar: filters built from the catalog, the weight at the library's default.
     for col in ("category", "sub_category", "brand", "colour"):
         assert app.multiselect(key=f"filter_{col}").options == catalog.values(col)
-    assert app.select_slider(key="weight").value == DEFAULT_WEIGHT
+    assert app.select_slider(key="weight_product").value == DEFAULT_WEIGHT
     # Each card: a score breakdown (two bars), a "why" line, details with an image download.
     assert len(app.progress) == 2 * len(ids)
     assert len(app.expander) >= len(ids)
@@ -183,22 +183,22 @@ def test_clear_filters_restores_the_results(app):
 
 def test_weight_slider_changes_the_order(app):
     pick(app, "laptop")
-    app.select_slider(key="weight").set_value(1.0)
+    app.select_slider(key="weight_product").set_value(1.0)
     image_only = result_ids(run(app))
     assert "100%** image" in plain(app.sidebar.caption)
     # The card breakdown follows: at weight 1 the metadata side contributes nothing.
     assert {p.text for p in app.progress if p.text.startswith("metadata")} == {"metadata 0.00"}
-    app.select_slider(key="weight").set_value(0.0)
+    app.select_slider(key="weight_product").set_value(0.0)
     metadata_only = result_ids(run(app))
     assert {p.text for p in app.progress if p.text.startswith("image")} == {"image 0.00"}
     assert image_only != metadata_only
-    app.select_slider(key="weight").set_value(DEFAULT_WEIGHT)
+    app.select_slider(key="weight_product").set_value(DEFAULT_WEIGHT)
     assert result_ids(run(app)) not in (image_only, metadata_only)
 
 
 def test_colour_slider_brings_up_the_same_colour(app, catalog):
     pick(app, "yellow-plimsolls")
-    app.select_slider(key="weight").set_value(1.0)
+    app.select_slider(key="weight_product").set_value(1.0)
     by_shape = result_ids(run(app))
     app.slider(key="colour_product").set_value(1.0)
     by_colour = result_ids(run(app))
@@ -249,11 +249,23 @@ def test_currency_setting_reaches_the_page(monkeypatch):
 
 
 def test_weight_slider_is_disabled_for_a_description(app):
-    assert not app.select_slider(key="weight").disabled
+    assert not app.select_slider(key="weight_product").disabled
     app.segmented_control(key="mode").set_value("text")
     run(app)
-    assert app.select_slider(key="weight").disabled
+    assert app.select_slider(key="weight_text").disabled
     assert "has no image" in plain(app.sidebar.caption)
+
+
+def test_weight_slider_starts_at_each_modes_default(app):
+    # A product's own metadata is a strong signal, a photo's is borrowed: the two defaults differ.
+    assert DEFAULT_WEIGHT != DEFAULT_PHOTO_WEIGHT
+    app.select_slider(key="weight_product").set_value(0.9)
+    run(app)
+    assert "90%** image" in plain(app.sidebar.caption)
+    app.segmented_control(key="mode").set_value("photo")
+    run(app)
+    assert app.select_slider(key="weight_photo").value == DEFAULT_PHOTO_WEIGHT
+    assert f"{DEFAULT_PHOTO_WEIGHT:.0%}** image" in plain(app.sidebar.caption)
 
 
 # -- queries -------------------------------------------------------------------------------

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from recommender import ExactIndex, Filters, HybridRanker
-from recommender.ranking.hybrid import minmax
+from recommender.ranking.hybrid import minmax, standout_weight
 
 
 @pytest.fixture()
@@ -64,6 +64,24 @@ def test_normalisation_is_over_candidates_only():
     cand = np.array([False, True, True, True])
     out = minmax(x, cand)
     assert out[2] == 1.0 and out[1] == 0.0  # the excluded outlier does not squash the others
+
+
+def test_standout_weight_leans_to_the_side_that_can_tell_products_apart():
+    rng = np.random.default_rng(1)
+    flat = rng.uniform(0.40, 0.42, 50).astype(np.float32)  # every product about as close: no standout
+    sharp = flat.copy()
+    sharp[7] = 0.9  # one product clearly closer than the rest
+    assert standout_weight(0.5, sharp, flat, 5) > 0.9  # the image side knows; the metadata side does not
+    assert standout_weight(0.5, flat, sharp, 5) < 0.1
+    assert standout_weight(0.5, sharp, sharp, 5) == pytest.approx(0.5)  # equal standouts keep the weight
+    w = standout_weight(0.7, sharp, flat, 5)
+    assert standout_weight(0.3, flat, sharp, 5) == pytest.approx(1 - w)  # the two sides are treated alike
+    # The weight as given: 0 or 1, a missing side, k 0, fewer rows than k + 1.
+    assert standout_weight(1.0, flat, sharp, 5) == 1.0 and standout_weight(0.0, sharp, flat, 5) == 0.0
+    assert standout_weight(0.5, None, sharp, 5) == standout_weight(0.5, sharp, None, 5) == 0.5
+    assert standout_weight(0.5, sharp, flat, 0) == 0.5 and standout_weight(0.5, sharp[:5], flat[:5], 5) == 0.5
+    zeros = np.zeros(50, np.float32)  # nothing in common on either side: the floor keeps the prior
+    assert standout_weight(0.6, zeros, zeros, 5) == pytest.approx(0.6)
 
 
 def test_missing_side_falls_back_to_the_other():

@@ -245,3 +245,19 @@ def test_feedback_variants_rank_decay_and_side_mass(pair, demo_catalog):
     x = np.asarray(expanded.image_vectors_, np.float32)[feedback]
     assert np.allclose(halved.expanded_query(q_img, None, feedback)[0],
                        l2_normalise(np.asarray(q_img, np.float32) + 0.5 * x.sum(axis=0)), atol=1e-6)
+
+
+def test_the_default_weight_adapts_per_item_query_and_an_explicit_one_does_not(pair, demo_catalog):
+    """adaptive_weight: the default weight moves towards the side whose best match stands out on the first,
+    unfiltered pass (docs/evaluation.md, session 18); an explicit weight, a photo, or no expansion keep it."""
+    plain, expanded = pair
+    used = {pid: expanded.recommend(item=pid, k=5).weight for pid in demo_catalog.ids[::4]}
+    assert all(0.0 < w < 1.0 for w in used.values())
+    assert len({round(w, 3) for w in used.values()}) > 5 and min(used.values()) < 0.4 < 0.6 < max(used.values())
+    for pid in list(used)[:5]:
+        assert expanded.recommend(item=pid, k=5, weight=expanded.weight).weight == expanded.weight
+        assert plain.recommend(item=pid, k=5).weight == plain.weight  # qe_k=0: no first pass to measure
+        fixed = copy.copy(expanded).set_params(adaptive_weight=False)
+        assert fixed.recommend(item=pid, k=5).weight == expanded.weight
+    photo = demo_catalog.image_path(demo_catalog.position("tennis-ball"))
+    assert expanded.recommend(image=photo, k=5).weight == expanded.photo_weight

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from recommender import Filters, ImageError, QueryError
+from recommender import Filters, HybridRecommender, ImageError, QueryError, RecommenderError
 from recommender.features.inference import plan_inference
 
 
@@ -68,6 +68,18 @@ def test_weight_changes_the_order(demo_recommender):
     assert by_image != by_meta
 
 
+def test_items_and_photos_have_their_own_default_weight(demo_recommender, demo_catalog):
+    # An item brings its own metadata; a photo only borrows its matches', so its image side leads.
+    item = demo_recommender.recommend(item="laptop", k=5)
+    photo = demo_recommender.recommend(image=demo_catalog.image_path(0), k=5)
+    assert item.weight == demo_recommender.weight == 0.5
+    assert photo.weight == demo_recommender.photo_weight == 0.7
+    assert demo_recommender.recommend(image=demo_catalog.image_path(0), k=5, weight=0.2).weight == 0.2
+    # The breakdown follows the weight used: each side's contribution is its weight times a score in [0, 1].
+    assert all(r.image_contribution <= 0.7 + 1e-6 and r.metadata_contribution <= 0.3 + 1e-6 for r in photo.items)
+    assert photo.items[0].image_contribution > 0.5  # the photo's own product: its image side is near 1
+
+
 def test_filters_apply_before_ranking(demo_recommender, demo_catalog):
     f = Filters(category=["Home & Garden"], price_max=50)
     res = demo_recommender.recommend(item="laptop", k=20, filters=f)
@@ -105,6 +117,14 @@ def test_text_only_query(demo_recommender, demo_catalog):
     subs = demo_catalog.items.set_index("id").loc[res.ids, "sub_category"]
     assert (subs == "Plants").sum() >= 4
     assert res.weight == 0.0 and np.isnan(res.items[0].image_score)
+
+
+@pytest.mark.parametrize("bad", [{"weight": 1.5}, {"photo_weight": -0.1}, {"photo_weight": float("nan")},
+                                 {"colour_weight": "0.3"}, {"photo_colour_weight": True}])
+def test_bad_weights_fail_at_fit_with_one_line(demo_catalog, bad):
+    name = next(iter(bad))
+    with pytest.raises(RecommenderError, match=f"^{name} must be a number between 0 and 1"):
+        HybridRecommender(**bad).fit_vectors(demo_catalog, np.eye(len(demo_catalog), 8, dtype=np.float32))
 
 
 def test_bad_queries(demo_recommender):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from recommender.evaluation.suite import compare, run_suite, summary_markdown, write_suite_report
+from recommender.recommender import DEFAULT_WEIGHT
 
 pytestmark = pytest.mark.slow
 PARAMS = {"backbone": "efficientnet_lite0"}  # what the conftest demo recommender uses
@@ -43,7 +44,7 @@ def test_suite_runs_every_ci_protocol_with_n_and_intervals(suite):
         lo, hi = r["ci95"]
         assert 0.0 <= lo <= r["mean"] <= hi <= 1.0
     # The headline is the recommender's own weight, not the best of a sweep.
-    assert rows["demo/loo"]["metric"] == "hybrid_w0.7 P@5"
+    assert rows["demo/loo"]["metric"] == f"hybrid_w{DEFAULT_WEIGHT:g} P@5"
     assert suite.objective == pytest.approx(sum(r["mean"] for r in rows.values()) / 4, abs=1e-4)
     # Quality floors far below today's figures (demo P@5 .76, uploads R@1 .73, Fashion P@10 .74):
     # a broken pipeline (random vectors, shuffled ids) lands near chance and fails them.
@@ -65,7 +66,7 @@ def test_report_files_and_paired_comparison(suite, tmp_path):
     assert (tmp_path / "out" / "summary.png").stat().st_size > 1000
     assert (tmp_path / "out" / "demo" / "report.md").is_file()
     text = md.read_text()
-    assert "| demo/loo | hybrid_w0.7 P@5 |" in text and "Objective" in text
+    assert f"| demo/loo | hybrid_w{DEFAULT_WEIGHT:g} P@5 |" in text and "Objective" in text
     same = compare(suite, suite)
     assert len(same) == 4 and all(d["mean_diff"] == 0 and not d["significant"] for d in same)
 

@@ -197,10 +197,15 @@ def _rank_query(rec: HybridRecommender, i: int, img: np.ndarray | None, meta: np
                 w: float, photo: bool):
     """Catalog row ``i`` as a query, from its similarity rows: ranked by the recommender's own calibrated scoring
     and, when the recommender expands such queries (``expands``: ``qe_k``), as ``recommend`` does: the query
-    plus the best ``qe_k`` of this first ranking, scored again against every row."""
+    plus the best ``qe_k`` of this first ranking, scored again against every row; at the recommender's own weight
+    (the default call) that weight is adapted to the query as ``recommend`` adapts it."""
     c = rec.default_colour_weight(photo=photo)
     ref = rec.image_reference(c)
     if rec.expands(photo):
+        if w == rec.weight:  # recommend(item=...) without a weight: the default, adapted (adaptive_weight)
+            rows = np.flatnonzero(cand)
+            w = rec.query_weight(w, c, rec.references_["metadata"],
+                                 (rows, None if img is None else img[rows], meta[rows]))
         first = rec.ranker_.rank(img, meta, rec.qe_k_, cand, w, image_reference=ref).positions
         q_img, q_meta = rec.expanded_query(None if img is None else rec.image_vectors_[i], rec.metadata_matrix_[i],
                                            first)

@@ -191,7 +191,7 @@ def photo_to_product(
         "image_pipeline": rec.image_pipeline_description(),
         "features": rec.features_note_,
         "adapter": rec.adapter_note_,
-        "weight": rec.weight,
+        "weight": rec.default_weight(photo=True),
         "n_products": len(catalog),
         "n_queries": len(views),
         "results": {m: {k: round(float(v.mean()), 4) for k, v in pq.items()} for m, pq in per_method.items()},

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommender.index.exact import l2_normalise
-from recommender.ranking.hybrid import Ranking, rank_candidates
+from recommender.ranking.hybrid import Ranking, rank_candidates, standout_weight
 from recommender.scoring import sparse_scores
 
 
@@ -112,6 +112,11 @@ class ExpansionMixin:
     #: leave-one-out P@5 lower (-.002 to -.013, none significant) and Fashion-MNIST within +-.005: none adopted.
     qe_decay: float = 1.0
     qe_side_mass: tuple[float, float] = (1.0, 1.0)
+    #: With ``adaptive_weight``, an expanded item query's weight moves towards the side whose best match stands out
+    #: of its ``standout_k + 1`` best (:func:`~recommender.ranking.hybrid.standout_weight`), measured on the first,
+    #: unfiltered pass, so a filter does not change a product's score. 5 was the first value tried; 3 and 10 move
+    #: the suite the same way, less (docs/evaluation.md, "Session 18").
+    standout_k: int = 5
 
     @property
     def qe_k_(self) -> int:
@@ -139,6 +144,15 @@ class ExpansionMixin:
             q_meta = expand_sparse(q_meta, self.metadata_matrix_, feedback, self.qe_alpha,
                                    feedback_scale(len(feedback), self.qe_decay, mass_meta))
         return q_img, q_meta
+
+    def query_weight(self, w: float, c: float, meta_ref, first) -> float:
+        """The image weight of an expanded item query, from its first pass ``(rows, image, metadata)`` raw scores."""
+        if not getattr(self, "adaptive_weight", False) or not self.standout_k:
+            return w
+        _, f_img, f_meta = first
+        if f_img is None or f_meta is None:
+            return w
+        return standout_weight(w, self.image_reference(c)(f_img), meta_ref(f_meta), self.standout_k)
 
     def _expanded_scores(self, q_img, q_col, q_meta, c, w, meta_ref, rows, img, meta, first, gathered=None):
         """Both sides' raw scores of the candidate ``rows`` for the query expanded by the best ``qe_k`` of its

@@ -17,7 +17,9 @@ import numpy as np
 from recommender.ranking.calibration import SideReference
 from recommender.ranking.filters import AttributeIndex, Filters
 
-__all__ = ["AttributeIndex", "Filters", "HybridRanker", "Ranking", "minmax", "rank_candidates"]
+__all__ = ["AttributeIndex", "Filters", "HybridRanker", "Ranking", "minmax", "rank_candidates", "standout_weight"]
+
+STANDOUT_FLOOR = 1e-3  # a side whose best matches do not stand out at all still keeps a little weight
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,25 @@ def minmax(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if hi > lo:
         out[mask] = (x[mask] - lo) / (hi - lo)
     return out
+
+
+def standout_weight(weight: float, image: np.ndarray | None, metadata: np.ndarray | None, k: int) -> float:
+    """The image weight of one query, moved towards the side whose best match stands out more.
+
+    ``image`` / ``metadata``: the query's calibrated scores on each side over the same rows (every live product but
+    the query). A side's *standout* is its best score minus its ``k+1``-th best: large when one match is clearly
+    closer than the rest, ~0 when the side cannot tell the products apart. ``w' = w s_i / (w s_i + (1 - w) s_m)``:
+    equal standouts keep ``w``; ``w`` of 0 or 1, a missing side or too few rows keep ``w`` as given.
+    """
+    if not 0.0 < weight < 1.0 or image is None or metadata is None or len(image) <= k or k < 1:
+        return weight
+    s_img, s_meta = (max(_standout(np.asarray(x, np.float32), k), STANDOUT_FLOOR) for x in (image, metadata))
+    return float(weight * s_img / (weight * s_img + (1.0 - weight) * s_meta))
+
+
+def _standout(scores: np.ndarray, k: int) -> float:
+    top = np.partition(scores, len(scores) - k - 1)[len(scores) - k - 1:]  # the k + 1 best, unordered
+    return float(top.max() - top.min())
 
 
 def rank_candidates(

@@ -68,7 +68,9 @@ def _check_limit(limit: int, service: Service) -> None:
 async def similar(
     product_id: str, request: Request, live: LiveDep, service: ServiceDep,
     limit: Annotated[int, Query(description="number of results")] = 10,
-    weight: Annotated[float | None, Query(ge=0, le=1, description="image weight: 1 = looks only, 0 = metadata")] = None,
+    weight: Annotated[float | None, Query(ge=0, le=1, description=(
+        "image weight: 1 = looks only, 0 = metadata; omitted: the default, adapted to the query (see `weight` "
+        "in the response)"))] = None,
     diversity: Annotated[float | None, Query(ge=0, le=1, description="MMR: 0 = by score, 1 = unlike")] = None,
     category: Annotated[list[str] | None, Query()] = None, sub_category: Annotated[list[str] | None, Query()] = None,
     brand: Annotated[list[str] | None, Query()] = None, colour: Annotated[list[str] | None, Query()] = None,
