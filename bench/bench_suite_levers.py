@@ -87,25 +87,40 @@ ROWS: dict[str, tuple[dict, tuple[tuple[float, ...], float]]] = {
     "dba2-a0-m0.5": ({"dba_k": 2, "dba_alpha": 0.0, "dba_mix": 0.5}, ((), COLOUR_CROP)),  # neighbours alike, not cos**3
     "dba2-a0-m0.9": ({"dba_k": 2, "dba_alpha": 0.0, "dba_mix": 0.9}, ((), COLOUR_CROP)),
     "w0.6": ({"weight": 0.6}, ((), COLOUR_CROP)),
+    "w0.5": ({"weight": 0.5}, ((), COLOUR_CROP)),
+    "w0.4": ({"weight": 0.4}, ((), COLOUR_CROP)),
+    # since session 18 `weight` is the item queries' (0.5) and `photo_weight` the uploads' (0.7)
+    "item-w0.7": ({"weight": 0.7}, ((), COLOUR_CROP)),  # the item weight before session 18
+    "photo-w0.6": ({"photo_weight": 0.6}, ((), COLOUR_CROP)),
+    "photo-w0.8": ({"photo_weight": 0.8}, ((), COLOUR_CROP)),
     # variants of the expansion's feedback (ExpansionMixin class attributes, EXPANSION_ATTRS; defaults = today's)
     "qe-decay0.5": ({"qe_decay": 0.5}, ((), COLOUR_CROP)),  # rank-weighted: the 2nd feedback row weighs half
     "qe-mass0.5": ({"qe_side_mass": (0.5, 0.5)}, ((), COLOUR_CROP)),  # the query keeps half, not 1/3
     "qe-mass-img0": ({"qe_side_mass": (0.0, 1.0)}, ((), COLOUR_CROP)),  # only the metadata row is expanded
     "qe-mass-meta0": ({"qe_side_mass": (1.0, 0.0)}, ((), COLOUR_CROP)),  # only the image vector is expanded
     "qe-mass-meta2": ({"qe_side_mass": (1.0, 2.0)}, ((), COLOUR_CROP)),  # the metadata row's feedback counts double
+    # an item query's weight moved towards the side whose best match stands out of its standout_k + 1 best
+    # (ranking/hybrid.standout_weight; the default since session 18 with standout_k 5)
+    "adaptive-off": ({"adaptive_weight": False}, ((), COLOUR_CROP)),
+    "standout3": ({"standout_k": 3}, ((), COLOUR_CROP)),
+    "standout10": ({"standout_k": 10}, ((), COLOUR_CROP)),
 }
 #: Row parameters that are ExpansionMixin class attributes rather than HybridRecommender arguments: set on the
 #: class for that row only (ranking/expansion.py).
-EXPANSION_ATTRS = ("qe_decay", "qe_side_mass")
+EXPANSION_ATTRS = ("qe_decay", "qe_side_mass", "standout_k")
 #: Non-headline figures also compared per query (protocol, method, metric): grocery R@5 is issue 12's second target.
 EXTRA = [("grocery/val", "default", "R@5")]
 
 
 #: Per row: ColourEmbedder arguments (catalog side and uploads alike), from --combo '{"colour": {...}}'.
 COLOUR_ARGS: dict[str, dict] = {}
+#: Per row: ImageEmbedder arguments (catalog side and uploads alike), from --combo '{"embedder": {...}}',
+#: e.g. {"semantic_temperature": 1.0}; a new setting gets its own cache folder.
+EMBEDDER_ARGS: dict[str, dict] = {}
 
 
-def _install_query_side(crops: tuple[float, ...], colour_crop: float, memo: dict, colour_args: dict) -> None:
+def _install_query_side(crops: tuple[float, ...], colour_crop: float, memo: dict, colour_args: dict,
+                        embedder_args: dict | None = None) -> None:
     """Point the façade at embedders with these query-side settings, and memoise upload vectors."""
     original_image_embedder = facade.HybridRecommender._image_embedder
 
@@ -114,7 +129,7 @@ def _install_query_side(crops: tuple[float, ...], colour_crop: float, memo: dict
         name = emb.identity().name
         if has_classifier_head(name) and not emb.semantic and self.semantic:
             emb.set_params(semantic=self.semantic)  # see the module docstring
-        return emb.set_params(query_crops=crops)
+        return emb.set_params(query_crops=crops, **(embedder_args or {}))
 
     def embed_upload(self, image):
         image_key = ("image", self.embedder.identity().folder, crops, str(image))
@@ -153,6 +168,8 @@ def main() -> None:
         rows[name] = (d.get("params", {}), (tuple(d.get("crops", ())), float(d.get("colour_crop", COLOUR_CROP))))
         if d.get("colour"):  # ColourEmbedder arguments for this row (e.g. {"centre_sigma": 0.5})
             COLOUR_ARGS[name] = d["colour"]
+        if d.get("embedder"):  # ImageEmbedder arguments for this row (e.g. {"semantic_temperature": 1.0})
+            EMBEDDER_ARGS[name] = d["embedder"]
     memo: dict = {}
     original = facade.HybridRecommender._image_embedder
     original_upload = facade.HybridRecommender._embed_upload
@@ -162,7 +179,7 @@ def main() -> None:
     for name, (params, (crops, colour_crop)) in rows.items():
         facade.HybridRecommender._image_embedder = original
         facade.HybridRecommender._embed_upload = original_upload
-        _install_query_side(crops, colour_crop, memo, COLOUR_ARGS.get(name, {}))
+        _install_query_side(crops, colour_crop, memo, COLOUR_ARGS.get(name, {}), EMBEDDER_ARGS.get(name, {}))
         for attr in EXPANSION_ATTRS:  # back to the class default, then this row's value
             if attr in vars(facade.HybridRecommender):
                 delattr(facade.HybridRecommender, attr)
