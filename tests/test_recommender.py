@@ -72,9 +72,11 @@ def test_items_and_photos_have_their_own_default_weight(demo_recommender, demo_c
     # An item brings its own metadata; a photo only borrows its matches', so its image side leads.
     item = demo_recommender.recommend(item="laptop", k=5)
     photo = demo_recommender.recommend(image=demo_catalog.image_path(0), k=5)
-    assert item.weight == demo_recommender.weight == 0.5
-    assert photo.weight == demo_recommender.photo_weight == 0.7
+    assert (demo_recommender.weight, demo_recommender.photo_weight) == (0.5, 0.7)
+    assert 0.0 < item.weight < 1.0  # the item default adapts per query (adaptive_weight; tests/test_query_expansion)
+    assert photo.weight == 0.7
     assert demo_recommender.recommend(image=demo_catalog.image_path(0), k=5, weight=0.2).weight == 0.2
+    assert demo_recommender.recommend(item="laptop", k=5, weight=0.2).weight == 0.2
     # The breakdown follows the weight used: each side's contribution is its weight times a score in [0, 1].
     assert all(r.image_contribution <= 0.7 + 1e-6 and r.metadata_contribution <= 0.3 + 1e-6 for r in photo.items)
     assert photo.items[0].image_contribution > 0.5  # the photo's own product: its image side is near 1

@@ -136,8 +136,11 @@ def run_suite(
     def rec(cache: str) -> HybridRecommender:
         return HybridRecommender(**{"cache_dir": cache_root / cache, **params})
 
-    weight = float(rec("x").weight)
+    probe = rec("x")
+    weight = float(probe.weight)
     hybrid = _hybrid_method(weight)
+    # As recommend(item=...) without a weight: adapted per query where items are expanded (exact scans here).
+    at_weight = f"hybrid at w={weight:g}" + (", adapted per query" if probe.adaptive_weight else "")
 
     def timed(name: str, fn):
         say(f"suite: {name} ...")
@@ -152,7 +155,7 @@ def run_suite(
         timed(f"{prefix}/loo", lambda: leave_one_out(catalog, label, ks, (weight,), recommender=rec(cache),
                                                           per_query=True))
         suite.headlines.append(Headline(f"{prefix}/loo", "leave_one_out", hybrid, "P@5",
-                                        f"leave-one-out by {label}, hybrid at w={weight:g}"))
+                                        f"leave-one-out by {label}, {at_weight}"))
         views = catalog.root / "views.csv"
         if views.is_file():
             timed(f"{prefix}/multiview", lambda: multi_view(catalog, views, ks, per_query=True,
@@ -178,7 +181,7 @@ def run_suite(
             timed("grocery/loo", lambda: leave_one_out(catalog, GROCERY_LOO_LABEL, ks, (weight,),
                                                        recommender=rec("grocery"), per_query=True))
             suite.headlines.append(Headline("grocery/loo", "leave_one_out", hybrid, "P@5",
-                                            f"leave-one-out by {GROCERY_LOO_LABEL}, hybrid at w={weight:g}"))
+                                            f"leave-one-out by {GROCERY_LOO_LABEL}, {at_weight}"))
             with tempfile.TemporaryDirectory() as tmp:
                 views = grocery_views(grocery_root, grocery_split, Path(tmp) / "views.csv")
                 # The shop's labelled photos (for the adapter) are the train split, never the reported one.
