@@ -82,6 +82,10 @@ def test_standout_weight_leans_to_the_side_that_can_tell_products_apart():
     assert standout_weight(0.5, sharp, flat, 0) == 0.5 and standout_weight(0.5, sharp[:5], flat[:5], 5) == 0.5
     zeros = np.zeros(50, np.float32)  # nothing in common on either side: the floor keeps the prior
     assert standout_weight(0.6, zeros, zeros, 5) == pytest.approx(0.6)
+    holes = sharp.copy()
+    holes[:10] = np.nan  # rows a side has no score for are left out, never a NaN weight
+    assert standout_weight(0.5, holes, flat, 5) == pytest.approx(standout_weight(0.5, sharp[10:], flat, 5))
+    assert standout_weight(0.5, np.full(50, np.nan, np.float32), flat, 5) == 0.5
 
 
 def test_missing_side_falls_back_to_the_other():

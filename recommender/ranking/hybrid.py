@@ -64,15 +64,22 @@ def standout_weight(weight: float, image: np.ndarray | None, metadata: np.ndarra
     closer than the rest, ~0 when the side cannot tell the products apart. ``w' = w s_i / (w s_i + (1 - w) s_m)``:
     equal standouts keep ``w``; ``w`` of 0 or 1, a missing side or too few rows keep ``w`` as given.
     """
-    if not 0.0 < weight < 1.0 or image is None or metadata is None or len(image) <= k or k < 1:
+    if not 0.0 < weight < 1.0 or image is None or metadata is None or k < 1:
         return weight
-    s_img, s_meta = (max(_standout(np.asarray(x, np.float32), k), STANDOUT_FLOOR) for x in (image, metadata))
+    s_img, s_meta = (_standout(np.asarray(x, np.float32), k) for x in (image, metadata))
+    if s_img is None or s_meta is None:
+        return weight
     return float(weight * s_img / (weight * s_img + (1.0 - weight) * s_meta))
 
 
-def _standout(scores: np.ndarray, k: int) -> float:
+def _standout(scores: np.ndarray, k: int) -> float | None:
+    """Best minus ``k+1``-th best of the finite scores (a side without a score for a row says nothing of it);
+    None when fewer than ``k + 1`` rows have one."""
+    scores = scores[np.isfinite(scores)]
+    if len(scores) <= k:
+        return None
     top = np.partition(scores, len(scores) - k - 1)[len(scores) - k - 1:]  # the k + 1 best, unordered
-    return float(top.max() - top.min())
+    return max(float(top.max() - top.min()), STANDOUT_FLOOR)
 
 
 def rank_candidates(
