@@ -139,8 +139,6 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         self,
         backbone: str = "auto",
         weight: float = DEFAULT_WEIGHT,
-        photo_weight: float = DEFAULT_PHOTO_WEIGHT,
-        adaptive_weight: bool = True,
         cache_dir: Path | str | None = None,
         text_fields: Mapping[str, float] | None = None,
         categorical_fields: Mapping[str, float] | None = None,
@@ -170,6 +168,8 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
         qe_k: int | str = DEFAULT_QE_K,
         qe_alpha: float = 0.0,
         qe_photos: bool = False,
+        photo_weight: float = DEFAULT_PHOTO_WEIGHT,  # after the older parameters: positional calls keep working
+        adaptive_weight: bool = True,
     ) -> None:
         self.backbone = backbone
         self.weight = weight
