@@ -55,8 +55,9 @@ MODES = {
 }
 # Widgets drawn only in some modes lose their value while not drawn (Streamlit cleans up their
 # state); writing each back once per run keeps a typed description, the picked product and each
-# mode's colour setting across mode switches and "More like this".
-KEPT_WIDGETS = ("product", "text", "upload_text", "colour_product", "colour_photo", "colour_text")
+# mode's colour and weight settings across mode switches and "More like this".
+KEPT_WIDGETS = ("product", "text", "upload_text", "colour_product", "colour_photo", "colour_text", "weight_product",
+                "weight_photo", "weight_text")
 CARD_MAX_SIDE = 1600  # a card's picture: the image's own resolution (full screen shows it), capped
 MODEL_MAX_SIDE = 2048  # an upload is kept at most this large for the model (it sees 224 px)
 PREVIEW_MAX_SIDE = 1024

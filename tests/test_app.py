@@ -90,6 +90,7 @@ def test_opens_on_the_demo_catalog_with_results(app, catalog):
     for col in ("category", "sub_category", "brand", "colour"):
         assert app.multiselect(key=f"filter_{col}").options == catalog.values(col)
     assert app.select_slider(key="weight_product").value == DEFAULT_WEIGHT
+    assert "shifted per product" in plain(app.sidebar.caption)  # the default weight adapts to each product
     # Each card: a score breakdown (two bars), a "why" line, details with an image download.
     assert len(app.progress) == 2 * len(ids)
     assert len(app.expander) >= len(ids)
@@ -256,16 +257,20 @@ def test_weight_slider_is_disabled_for_a_description(app):
     assert "has no image" in plain(app.sidebar.caption)
 
 
-def test_weight_slider_starts_at_each_modes_default(app):
+def test_weight_slider_starts_at_each_modes_default_and_keeps_the_shoppers_choice(app):
     # A product's own metadata is a strong signal, a photo's is borrowed: the two defaults differ.
     assert DEFAULT_WEIGHT != DEFAULT_PHOTO_WEIGHT
     app.select_slider(key="weight_product").set_value(0.9)
     run(app)
     assert "90%** image" in plain(app.sidebar.caption)
+    assert "image weight 0.90" in plain(app.caption)  # moved off its default: used as given, not adapted
     app.segmented_control(key="mode").set_value("photo")
     run(app)
     assert app.select_slider(key="weight_photo").value == DEFAULT_PHOTO_WEIGHT
     assert f"{DEFAULT_PHOTO_WEIGHT:.0%}** image" in plain(app.sidebar.caption)
+    app.segmented_control(key="mode").set_value("product")
+    run(app)
+    assert app.select_slider(key="weight_product").value == 0.9  # kept while the photo mode was shown
 
 
 # -- queries -------------------------------------------------------------------------------
