@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--image", help="path of a photo")
     p.add_argument("--text", help="a description (alone, or with --image)")
     p.add_argument("--weight", type=float, default=None,
-                   help="image weight w in [0, 1]: 1 = looks only, 0 = metadata only (default 0.7)")
+                   help="image weight w in [0, 1]: 1 = looks only, 0 = metadata only (default: 0.5 for an item, "
+                        "adapted per query; 0.7 for a photo)")
     p.add_argument("--colour-weight", type=float, help="share of colour in the image similarity, 0-1 "
                    "(default 0 for --item, 0.3 for --image: a photo usually asks for that very product)")
     p.add_argument("--diversity", type=float, help="MMR re-ranking for less alike results, 0-1 (default 0)")
