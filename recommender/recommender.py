@@ -334,6 +334,8 @@ class HybridRecommender(IndexMixin, MetadataSideMixin, QueryMixin, LiveUpdatesMi
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
                 raise RecommenderError(f"{name} must be a number between 0 and 1, got {value!r}")
+        if not isinstance(self.adaptive_weight, (bool, np.bool_)):  # "false" from a settings file would be truthy
+            raise RecommenderError(f"adaptive_weight must be true or false, got {self.adaptive_weight!r}")
 
     def _prepare_rows(self, new, report):
         """Live-added rows enter the adapted space too (their raw vectors whitened like a photo query).

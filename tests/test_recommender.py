@@ -122,10 +122,11 @@ def test_text_only_query(demo_recommender, demo_catalog):
 
 
 @pytest.mark.parametrize("bad", [{"weight": 1.5}, {"photo_weight": -0.1}, {"photo_weight": float("nan")},
-                                 {"colour_weight": "0.3"}, {"photo_colour_weight": True}])
+                                 {"colour_weight": "0.3"}, {"photo_colour_weight": True}, {"adaptive_weight": "false"},
+                                 {"adaptive_weight": 1}])
 def test_bad_weights_fail_at_fit_with_one_line(demo_catalog, bad):
     name = next(iter(bad))
-    with pytest.raises(RecommenderError, match=f"^{name} must be a number between 0 and 1"):
+    with pytest.raises(RecommenderError, match=f"^{name} must be (a number between 0 and 1|true or false)"):
         HybridRecommender(**bad).fit_vectors(demo_catalog, np.eye(len(demo_catalog), 8, dtype=np.float32))
 
 
